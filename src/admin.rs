@@ -1,0 +1,186 @@
+//! The admin listener: liveness, readiness, metrics and the admin API. `/healthz`, `/readyz`
+//! and `/metrics` are open (probes and scrapers); `/admin/*` needs the bearer token when one is
+//! configured. Everything answers JSON except `/metrics`.
+
+use crate::gateway::{unix_seconds, ConfigSource, Gateway};
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics;
+use crate::upstream::Upstream;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The admin HTTP application.
+pub struct Admin {
+    gateway: Arc<Gateway>,
+}
+
+impl Admin {
+    /// An admin API over `gateway`.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+
+    async fn route(&self, method: &Method, path: &str, authorized: bool) -> (StatusCode, Value) {
+        let snapshot = self.gateway.snapshot();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => (StatusCode::OK, json!({"status": "ok"})),
+            (&Method::GET, ["readyz"]) => (StatusCode::OK, readiness(&snapshot)),
+            (_, ["admin", ..]) if !authorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}),
+            ),
+            (&Method::GET, ["admin", "routes"]) => (StatusCode::OK, routes(&snapshot)),
+            (&Method::GET, ["admin", "services"]) => (
+                StatusCode::OK,
+                Value::Array(
+                    snapshot
+                        .services
+                        .values()
+                        .map(|u| self.service(u))
+                        .collect(),
+                ),
+            ),
+            (&Method::GET, ["admin", "services", name]) => match snapshot.services.get(*name) {
+                Some(u) => (StatusCode::OK, self.service(u)),
+                None => not_found(),
+            },
+            (&Method::GET, ["admin", "config"]) => (StatusCode::OK, self.config(&snapshot)),
+            (&Method::POST, ["admin", "reload"]) => match self.gateway.reload().await {
+                Ok(hash) => (StatusCode::OK, json!({"reloaded": true, "hash": hash})),
+                Err(e) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"reloaded": false, "error": e, "hash": snapshot.hash}),
+                ),
+            },
+            _ => not_found(),
+        }
+    }
+
+    fn service(&self, upstream: &Upstream) -> Value {
+        let instances: Vec<Value> = upstream
+            .instances()
+            .into_iter()
+            .map(|(backend, ready)| {
+                let verdict = self.gateway.verdicts.get(&backend);
+                json!({
+                    "addr": backend.addr.to_string(),
+                    "weight": backend.weight,
+                    "source": "static",
+                    "healthy": ready,
+                    "last_check_error": verdict.and_then(|v| v.last_error),
+                })
+            })
+            .collect();
+        json!({
+            "name": upstream.name,
+            "balance": upstream.config.balance,
+            "hash_key": upstream.config.hash_key,
+            "health_check": upstream.config.health_check,
+            "instances": instances,
+        })
+    }
+
+    fn config(&self, snapshot: &Snapshot) -> Value {
+        let mut config = serde_json::to_value(&*snapshot.config).unwrap_or(Value::Null);
+        if let Some(token) = config.pointer_mut("/server/admin/token") {
+            if token.as_str().is_some_and(|t| !t.is_empty()) {
+                *token = json!("<redacted>");
+            }
+        }
+        let last = self
+            .gateway
+            .last_reload()
+            .map(|r| json!({"at": unix_seconds(r.at), "ok": r.ok, "error": r.error}));
+        json!({
+            "hash": snapshot.hash,
+            "loaded_at": unix_seconds(snapshot.loaded_at),
+            "source": match self.gateway.source() {
+                ConfigSource::File(p) => p.display().to_string(),
+                ConfigSource::Embedded => "embedded demo".to_string(),
+            },
+            "last_reload": last,
+            "config": config,
+        })
+    }
+}
+
+fn readiness(snapshot: &Snapshot) -> Value {
+    json!({
+        "ready": true,
+        "config_hash": snapshot.hash,
+        "routes": snapshot.router.routes().len(),
+        "services": snapshot.services.len(),
+    })
+}
+
+fn routes(snapshot: &Snapshot) -> Value {
+    Value::Array(
+        snapshot
+            .config
+            .routes
+            .iter()
+            .map(|r| {
+                json!({"name": r.name, "service": r.service, "match": r.matcher,
+                            "strip_prefix": r.strip_prefix, "rewrite": r.rewrite})
+            })
+            .collect(),
+    )
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"error": {"code": "not_found", "message": "no such admin resource"}}),
+    )
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        if method == Method::GET && path == "/metrics" {
+            return respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics::render(),
+            );
+        }
+        let token = &self.gateway.snapshot().config.server.admin.token;
+        let authorized = token.is_empty()
+            || req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .is_some_and(|given| constant_time_eq(given, token.as_bytes()));
+        let (status, body) = self.route(&method, &path, authorized).await;
+        respond(
+            status,
+            "application/json",
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
+        )
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, len.into());
+    resp
+}

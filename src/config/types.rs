@@ -1,0 +1,251 @@
+//! The YAML schema as serde types. Defaults live here, in one place; semantic checks live in
+//! `validate.rs`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// Listeners and process settings; changing them needs a restart or binary upgrade.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: Vec<String>,
+    pub threads: usize,
+    pub admin: AdminConfig,
+    pub trusted_proxies: Vec<String>,
+    #[serde(with = "duration")]
+    pub grace_period: Duration,
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:8080".into()],
+            threads: 2,
+            admin: AdminConfig::default(),
+            trusted_proxies: Vec::new(),
+            grace_period: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The admin listener: metrics, health and the admin API.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+    /// Bearer token; empty means no authentication.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9901".into(),
+            token: String::new(),
+        }
+    }
+}
+
+/// One route: a match, a target service and what to change on the way.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    pub service: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    #[serde(default)]
+    pub response_headers: HeaderRules,
+}
+
+/// What a request must carry for a route to match; every present criterion must hold.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchConfig {
+    /// Exact host names or `*.suffix`; empty = any host.
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    /// Empty = any method.
+    pub methods: Vec<String>,
+    /// Header name -> exact value.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            path_prefix: "/".into(),
+            methods: Vec::new(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Regex path rewrite: `to` may reference capture groups as `$1` or `${name}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    pub regex: String,
+    pub to: String,
+}
+
+/// Retry policy. For now only requests that never reached an upstream (connect failures) are
+/// retried, always on a different instance.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Extra attempts after the first one.
+    pub attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { attempts: 1 }
+    }
+}
+
+/// Header edits: `set` replaces or adds, `remove` deletes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderRules {
+    pub set: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+/// A named group of instances behind one load balancer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `HOST:PORT` with an optional ` weight=N`.
+    #[serde(default)]
+    pub instances: Vec<String>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `consistent_hash`: `client_ip`, `header:NAME`, `cookie:NAME` or `path`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_read_timeout", with = "duration")]
+    pub read_timeout: Duration,
+    #[serde(default = "default_read_timeout", with = "duration")]
+    pub write_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept; keep it below the upstream's own
+    /// keepalive timeout so requests never race a server-side close.
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(4)
+}
+
+/// Selection algorithm of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each instance in turn, ignoring weights.
+    #[default]
+    RoundRobin,
+    /// Round robin in proportion to instance weights.
+    Weighted,
+    /// Uniformly random (weights honoured).
+    Random,
+    /// Ketama consistent hashing on `hash_key`.
+    ConsistentHash,
+}
+
+/// Active health check of every instance of a service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    #[serde(rename = "type")]
+    pub kind: HealthCheckKind,
+    pub path: String,
+    /// Host header of HTTP probes; the instance address when empty.
+    pub host: String,
+    pub expect: Vec<u16>,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy.
+    pub fall: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: HealthCheckKind::Http,
+            path: "/health".into(),
+            host: String::new(),
+            expect: vec![200],
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Probe protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// Durations as human strings (`250ms`, `10s`, `2m`), both ways.
+pub mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); use e.g. \"250ms\", \"10s\", \"2m\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}

@@ -1,0 +1,389 @@
+//! Semantic checks run after parsing. Every problem is collected, none stops the others, so one
+//! `portico validate` run shows everything that is wrong.
+
+use super::error::ConfigError;
+use super::instance::parse_instance;
+use super::types::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// Builds a located error from a field path and a message.
+pub type Locate<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+
+/// Methods a route may name; anything else is almost always a typo.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// Returns every error in `config`.
+pub fn validate(config: &Config, at: Locate) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    server(&config.server, at, &mut errs);
+    if config.routes.is_empty() {
+        errs.push(at("routes", "at least one route is required".into()));
+    }
+    let mut names = HashSet::new();
+    for (i, route_cfg) in config.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        if !names.insert(route_cfg.name.as_str()) {
+            errs.push(at(
+                &format!("{p}.name"),
+                format!("duplicate route name {:?}", route_cfg.name),
+            ));
+        }
+        route(route_cfg, &p, config, at, &mut errs);
+    }
+    for (name, svc) in &config.services {
+        service(name, svc, &format!("services.{name}"), at, &mut errs);
+    }
+    errs
+}
+
+fn server(s: &ServerConfig, at: Locate, errs: &mut Vec<ConfigError>) {
+    if s.listen.is_empty() {
+        errs.push(at(
+            "server.listen",
+            "at least one listener is required".into(),
+        ));
+    }
+    for (i, l) in s.listen.iter().enumerate() {
+        if l.parse::<SocketAddr>().is_err() {
+            errs.push(at(
+                &format!("server.listen[{i}]"),
+                format!("bad listen address {l:?}: expected IP:PORT"),
+            ));
+        }
+    }
+    if s.admin.listen.parse::<SocketAddr>().is_err() {
+        errs.push(at(
+            "server.admin.listen",
+            format!("bad listen address {:?}: expected IP:PORT", s.admin.listen),
+        ));
+    }
+    if s.threads == 0 || s.threads > 256 {
+        errs.push(at("server.threads", "must be between 1 and 256".into()));
+    }
+    for (i, t) in s.trusted_proxies.iter().enumerate() {
+        if crate::forwarding::parse_net(t).is_none() {
+            errs.push(at(
+                &format!("server.trusted_proxies[{i}]"),
+                format!("bad network {t:?}: expected an IP or CIDR"),
+            ));
+        }
+    }
+}
+
+fn route(r: &RouteConfig, p: &str, config: &Config, at: Locate, errs: &mut Vec<ConfigError>) {
+    if !is_label_safe(&r.name) {
+        errs.push(at(
+            &format!("{p}.name"),
+            "must be non-empty and use only [A-Za-z0-9_.-]".into(),
+        ));
+    }
+    if !config.services.contains_key(&r.service) {
+        let hint = closest(&r.service, config.services.keys().map(String::as_str))
+            .map(|s| format!("; did you mean {s:?}?"))
+            .unwrap_or_default();
+        errs.push(at(
+            &format!("{p}.service"),
+            format!("unknown service {:?}{hint}", r.service),
+        ));
+    }
+    let m = &r.matcher;
+    if !m.path_prefix.starts_with('/') {
+        errs.push(at(
+            &format!("{p}.match.path_prefix"),
+            "must start with '/'".into(),
+        ));
+    }
+    for (i, h) in m.hosts.iter().enumerate() {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if bare.is_empty() || bare.contains(['*', '/', ' ', ':']) {
+            errs.push(at(
+                &format!("{p}.match.hosts[{i}]"),
+                format!("bad host {h:?}: expected a name or *.suffix"),
+            ));
+        }
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        if !METHODS.contains(&method.as_str()) {
+            errs.push(at(
+                &format!("{p}.match.methods[{i}]"),
+                format!(
+                    "unknown method {method:?}; expected one of {}",
+                    METHODS.join(", ")
+                ),
+            ));
+        }
+    }
+    for (name, value) in &m.headers {
+        header_pair(
+            name,
+            Some(value),
+            &format!("{p}.match.headers.{name}"),
+            at,
+            errs,
+        );
+    }
+    if r.strip_prefix && r.rewrite.is_some() {
+        errs.push(at(
+            &format!("{p}.rewrite"),
+            "use either strip_prefix or rewrite, not both".into(),
+        ));
+    }
+    if let Some(rw) = &r.rewrite {
+        if let Err(e) = regex::Regex::new(&rw.regex) {
+            errs.push(at(&format!("{p}.rewrite.regex"), format!("bad regex: {e}")));
+        }
+        if !rw.to.starts_with('/') && !rw.to.starts_with('$') {
+            errs.push(at(
+                &format!("{p}.rewrite.to"),
+                "must start with '/' or a capture reference".into(),
+            ));
+        }
+    }
+    if r.retry.attempts > 5 {
+        errs.push(at(
+            &format!("{p}.retry.attempts"),
+            "at most 5 retries".into(),
+        ));
+    }
+    for (field, rules) in [
+        ("request_headers", &r.request_headers),
+        ("response_headers", &r.response_headers),
+    ] {
+        for (name, value) in &rules.set {
+            header_pair(
+                name,
+                Some(value),
+                &format!("{p}.{field}.set.{name}"),
+                at,
+                errs,
+            );
+        }
+        for (i, name) in rules.remove.iter().enumerate() {
+            header_pair(name, None, &format!("{p}.{field}.remove[{i}]"), at, errs);
+        }
+    }
+}
+
+fn service(name: &str, s: &ServiceConfig, p: &str, at: Locate, errs: &mut Vec<ConfigError>) {
+    if !is_label_safe(name) {
+        errs.push(at(p, "service names must use only [A-Za-z0-9_.-]".into()));
+    }
+    if s.instances.is_empty() {
+        errs.push(at(
+            &format!("{p}.instances"),
+            "at least one instance is required".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, entry) in s.instances.iter().enumerate() {
+        match parse_instance(entry) {
+            Ok(spec) if !seen.insert(spec.addr) => {
+                errs.push(at(
+                    &format!("{p}.instances[{i}]"),
+                    format!("duplicate instance {}", spec.addr),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(at(&format!("{p}.instances[{i}]"), e)),
+        }
+    }
+    match (s.balance, &s.hash_key) {
+        (Balance::ConsistentHash, None) => {
+            errs.push(at(
+                &format!("{p}.hash_key"),
+                "consistent_hash needs a hash_key".into(),
+            ));
+        }
+        (Balance::ConsistentHash, Some(k)) if crate::upstream::HashKey::parse(k).is_none() => {
+            errs.push(at(
+                &format!("{p}.hash_key"),
+                format!("bad hash_key {k:?}: expected client_ip, header:NAME, cookie:NAME or path"),
+            ));
+        }
+        (b, Some(_)) if b != Balance::ConsistentHash => {
+            errs.push(at(
+                &format!("{p}.hash_key"),
+                "hash_key is only used with balance: consistent_hash".into(),
+            ));
+        }
+        _ => {}
+    }
+    for (field, d) in [
+        ("connect_timeout", s.connect_timeout),
+        ("read_timeout", s.read_timeout),
+        ("write_timeout", s.write_timeout),
+    ] {
+        if d.is_zero() {
+            errs.push(at(
+                &format!("{p}.{field}"),
+                "must be greater than zero".into(),
+            ));
+        }
+    }
+    if let Some(hc) = &s.health_check {
+        let hp = format!("{p}.health_check");
+        if hc.kind == HealthCheckKind::Http && !hc.path.starts_with('/') {
+            errs.push(at(&format!("{hp}.path"), "must start with '/'".into()));
+        }
+        if hc.expect.is_empty() || hc.expect.iter().any(|c| !(100..=599).contains(c)) {
+            errs.push(at(
+                &format!("{hp}.expect"),
+                "must list status codes between 100 and 599".into(),
+            ));
+        }
+        if hc.interval.as_millis() < 100 {
+            errs.push(at(
+                &format!("{hp}.interval"),
+                "must be at least 100ms".into(),
+            ));
+        }
+        if hc.timeout.is_zero() || hc.timeout > hc.interval {
+            errs.push(at(
+                &format!("{hp}.timeout"),
+                "must be greater than zero and not above interval".into(),
+            ));
+        }
+        if hc.rise == 0 || hc.fall == 0 {
+            errs.push(at(&hp, "rise and fall must be at least 1".into()));
+        }
+    }
+}
+
+fn header_pair(
+    name: &str,
+    value: Option<&String>,
+    p: &str,
+    at: Locate,
+    errs: &mut Vec<ConfigError>,
+) {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        errs.push(at(p, format!("bad header name {name:?}")));
+    }
+    if let Some(v) = value {
+        if http::HeaderValue::from_str(v).is_err() {
+            errs.push(at(p, format!("bad header value {v:?}")));
+        }
+    }
+}
+
+/// Route and service names become metric label values and URL segments.
+fn is_label_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// The candidate nearest to `word` by edit distance, if it is plausibly a typo of it.
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    const GOOD: &str = r#"
+routes:
+  - name: api
+    match: {path_prefix: /api}
+    service: trading
+services:
+  trading:
+    instances: ["127.0.0.1:8101", "127.0.0.1:8102 weight=2"]
+"#;
+
+    #[test]
+    fn a_valid_file_loads() {
+        let c = load_str("good.yaml", GOOD).unwrap();
+        assert_eq!(c.routes[0].service, "trading");
+        assert_eq!(c.server.listen, vec!["0.0.0.0:8080"]);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_line() {
+        let text = "routes:\n  - name: api\n    service: tradin\n    rewrite: {regex: \"(\", to: /x}\nservices:\n  trading:\n    instances: [\"nonsense\"]\n";
+        let errs = load_str("bad.yaml", text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 3, "{shown:#?}");
+        assert!(shown[0].starts_with("bad.yaml:3:14: routes[0].service: unknown service \"tradin\"; did you mean \"trading\"?"), "{}", shown[0]);
+        assert!(
+            shown[1].starts_with("bad.yaml:4:22: routes[0].rewrite.regex: bad regex"),
+            "{}",
+            shown[1]
+        );
+        assert!(
+            shown[2].starts_with("bad.yaml:7:17: services.trading.instances[0]: bad address"),
+            "{}",
+            shown[2]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_position() {
+        let text = GOOD.replace("path_prefix", "path_prefx");
+        let err = load_str("f.yaml", &text).unwrap_err().to_string();
+        assert!(err.starts_with("f.yaml:4:"), "{err}");
+        assert!(err.contains("unknown field `path_prefx`"), "{err}");
+    }
+
+    #[test]
+    fn empty_routes_and_duplicate_names_are_errors() {
+        let text = r#"
+routes:
+  - {name: api, service: trading}
+  - {name: api, service: trading}
+services:
+  trading:
+    instances: ["127.0.0.1:1", "127.0.0.1:1"]
+"#;
+        let errs = load_str("f", text).unwrap_err().to_string();
+        assert!(
+            errs.contains("f:4:12: routes[1].name: duplicate route name \"api\""),
+            "{errs}"
+        );
+        assert!(errs.contains("duplicate instance 127.0.0.1:1"), "{errs}");
+        let empty = load_str("f", "routes: []\nservices: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            empty.contains("routes: at least one route is required"),
+            "{empty}"
+        );
+    }
+
+    #[test]
+    fn durations_are_strings() {
+        let text = GOOD.to_string() + "    connect_timeout: 250ms\n";
+        assert_eq!(
+            load_str("f", &text).unwrap().services["trading"]
+                .connect_timeout
+                .as_millis(),
+            250
+        );
+        let bad = load_str("f", &(GOOD.to_string() + "    connect_timeout: soon\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("invalid duration \"soon\""), "{bad}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Who the client is and what the upstream is told about it: `X-Forwarded-For` is believed only
+//! when the socket peer is a trusted proxy, and then walked from the right, skipping trusted hops.
+
+use http::HeaderValue;
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Parses `10.0.0.0/8` or a bare address (a /32 or /128).
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// The networks whose forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Builds the set from validated configuration entries (invalid entries are skipped).
+    pub fn new<'a>(entries: impl IntoIterator<Item = &'a String>) -> Self {
+        Self(entries.into_iter().filter_map(|e| parse_net(e)).collect())
+    }
+
+    /// True when `ip` lies in a trusted network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client address: the socket peer, unless the peer is trusted and sent `X-Forwarded-For`;
+    /// then the rightmost untrusted entry (or the leftmost when all are trusted).
+    pub fn client_ip(&self, peer: IpAddr, xff: Option<&HeaderValue>) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.contains(peer) {
+            return peer;
+        }
+        let Some(list) = xff.and_then(|v| v.to_str().ok()) else {
+            return peer;
+        };
+        let mut client = peer;
+        for entry in list.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = canonical(ip);
+            if !self.contains(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` on the upstream request. Incoming values are extended
+/// (For) or kept (Proto, Host) only when the socket peer is trusted; otherwise replaced.
+pub fn set_upstream_headers(
+    req: &mut pingora::http::RequestHeader,
+    peer: IpAddr,
+    peer_trusted: bool,
+    proto: &'static str,
+) -> pingora::Result<()> {
+    let peer = canonical(peer);
+    let xff = match req
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(existing) if peer_trusted && !existing.is_empty() => format!("{existing}, {peer}"),
+        _ => peer.to_string(),
+    };
+    req.insert_header("x-forwarded-for", xff)?;
+    if !(peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
+        req.insert_header("x-forwarded-proto", proto)?;
+    }
+    if !(peer_trusted && req.headers.contains_key("x-forwarded-host")) {
+        let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        match host {
+            Some(h) => req.insert_header("x-forwarded-host", h)?,
+            None => {
+                req.remove_header("x-forwarded-host");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// IPv4-mapped IPv6 addresses are compared as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(&["10.0.0.0/8".to_string(), "192.168.1.1".to_string()])
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn xff_from_an_untrusted_peer_is_ignored() {
+        let xff = HeaderValue::from_static("1.2.3.4");
+        assert_eq!(
+            trusted().client_ip(ip("8.8.8.8"), Some(&xff)),
+            ip("8.8.8.8")
+        );
+    }
+
+    #[test]
+    fn xff_from_a_trusted_peer_yields_the_rightmost_untrusted_hop() {
+        let xff = HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.1.1.1");
+        assert_eq!(
+            trusted().client_ip(ip("10.0.0.2"), Some(&xff)),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn garbage_in_xff_stops_the_walk() {
+        let xff = HeaderValue::from_static("1.2.3.4, junk, 10.1.1.1");
+        assert_eq!(
+            trusted().client_ip(ip("192.168.1.1"), Some(&xff)),
+            ip("10.1.1.1")
+        );
+    }
+
+    #[test]
+    fn mapped_ipv4_is_treated_as_ipv4() {
+        assert!(trusted().contains(ip("::ffff:10.1.2.3")));
+    }
+}

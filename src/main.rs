@@ -1,0 +1,141 @@
+//! Command line: parse arguments, load configuration, build the server, run.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portico::gateway::{ConfigSource, Gateway};
+use portico::server::{self, ProcessOptions};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "portico",
+    about = "API gateway and edge reverse proxy on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic (the default command).
+    Run(RunArgs),
+    /// Check a configuration file and print every error.
+    Validate {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = "conf/portico.yaml")]
+    config: PathBuf,
+    /// Run the built-in demo: echo upstreams and an embedded config, no files needed.
+    #[arg(long)]
+    demo: bool,
+    /// Take over the listeners of a running Portico (graceful binary upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Version) => {
+            println!("portico {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Run(args)) => run(args),
+        None => run(RunArgs {
+            config: PathBuf::from("conf/portico.yaml"),
+            ..RunArgs::default()
+        }),
+    }
+}
+
+fn validate(path: &PathBuf) -> anyhow::Result<()> {
+    match portico::config::load_file(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} routes, {} services)",
+                path.display(),
+                c.routes.len(),
+                c.services.len()
+            );
+            Ok(())
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging();
+    let options = ProcessOptions {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+    };
+    let (gateway, extra) = if args.demo {
+        let (config, upstreams) = portico::demo::prepare().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gateway = Gateway::new(config, ConfigSource::Embedded)?;
+        let extra: Vec<Box<dyn pingora::services::ServiceWithDependents>> = vec![Box::new(
+            pingora::services::background::background_service("demo upstreams", upstreams),
+        )];
+        (gateway, extra)
+    } else {
+        let config = portico::config::load_file(&args.config)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("invalid configuration {}", args.config.display()))?;
+        (
+            Gateway::new(config, ConfigSource::File(args.config.clone()))?,
+            Vec::new(),
+        )
+    };
+    let snapshot = gateway.snapshot();
+    log::info!(
+        "portico {} listening on {:?}, admin on {}",
+        env!("CARGO_PKG_VERSION"),
+        snapshot.config.server.listen,
+        snapshot.config.server.admin.listen
+    );
+    drop(snapshot);
+    server::build(gateway, options, extra).run_forever()
+}
+
+/// Logs to stderr: JSON lines when stderr is not a terminal, text otherwise. `RUST_LOG` filters.
+fn init_logging() {
+    let json = !std::io::stderr().is_terminal();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(move |buf, record| {
+            if json {
+                let line = serde_json::json!({
+                    "ts": buf.timestamp_millis().to_string(),
+                    "level": record.level().as_str(),
+                    "target": record.target(),
+                    "msg": record.args().to_string(),
+                });
+                writeln!(buf, "{line}")
+            } else {
+                writeln!(
+                    buf,
+                    "{} {:5} {}: {}",
+                    buf.timestamp_millis(),
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
+        .init();
+}

@@ -1,0 +1,384 @@
+//! The `ProxyHttp` implementation. Hooks stay thin: each reads the request context, calls one
+//! module (router, upstream, forwarding, reply, metrics) and maps the result.
+
+use crate::gateway::Gateway;
+use crate::reply::{self, ErrorCode};
+use crate::request_id;
+use crate::router::{host_without_port, HeaderEdits, RequestFacts};
+use crate::snapshot::{RouteTarget, Snapshot};
+use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
+use async_trait::async_trait;
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The gateway's proxy logic.
+pub struct Proxy {
+    gateway: Arc<Gateway>,
+}
+
+impl Proxy {
+    /// A proxy serving the gateway's current snapshot.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    request_id: Option<HeaderValue>,
+    peer_ip: IpAddr,
+    peer_trusted: bool,
+    client_ip: IpAddr,
+    /// Instances that failed to connect; never selected again for this request.
+    tried: Vec<SocketAddr>,
+    attempts: u32,
+    current: Option<SocketAddr>,
+    attempt_start: Option<Instant>,
+    /// Set when Portico (not an upstream) decides the response.
+    error: Option<ErrorCode>,
+    gateway_made: bool,
+    in_flight: bool,
+}
+
+impl RequestCtx {
+    fn target(&self) -> Option<&RouteTarget> {
+        Some(&self.snapshot.as_ref()?.targets[self.route?])
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            snapshot: None,
+            route: None,
+            request_id: None,
+            peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_trusted: false,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            tried: Vec::new(),
+            attempts: 0,
+            current: None,
+            attempt_start: None,
+            error: None,
+            gateway_made: false,
+            in_flight: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        HTTP_IN_FLIGHT.inc();
+        ctx.in_flight = true;
+        let snapshot = self.gateway.snapshot();
+        let req = session.req_header();
+        ctx.request_id = Some(request_id::accept_or_generate(
+            req.headers.get(request_id::HEADER),
+        ));
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(ctx.peer_ip);
+        ctx.peer_trusted = snapshot.trusted.contains(ctx.peer_ip);
+        ctx.client_ip = snapshot
+            .trusted
+            .client_ip(ctx.peer_ip, req.headers.get("x-forwarded-for"));
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .map(host_without_port)
+            .unwrap_or("");
+        ctx.route = snapshot.router.find(&RequestFacts {
+            host,
+            path: req.uri.path(),
+            method: &req.method,
+            headers: &req.headers,
+        });
+        ctx.snapshot = Some(snapshot);
+        if ctx.route.is_none() {
+            ctx.error = Some(ErrorCode::NoRoute);
+            ctx.gateway_made = true;
+            reply::send(session, ErrorCode::NoRoute, ctx.request_id.as_ref(), &[]).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(target) = ctx.target() else {
+            return Error::e_explain(ErrorType::InternalError, "no route in context");
+        };
+        let upstream = &target.upstream;
+        let key = upstream
+            .hash_key()
+            .map(|k| k.extract(session.req_header(), ctx.client_ip))
+            .unwrap_or_default();
+        let Some(selection) = upstream.select(&key, &ctx.tried) else {
+            // After connect failures the request fails with that error, not as "no instance".
+            let code = ctx.error.unwrap_or(ErrorCode::NoHealthyUpstream);
+            ctx.error = Some(code);
+            return Error::e_explain(ErrorType::HTTPStatus(code.status()), "no instance to try");
+        };
+        let peer = upstream.peer(&selection.backend);
+        if ctx.attempts > 0 {
+            upstream.metrics.connect_retries.inc();
+        }
+        ctx.attempts += 1;
+        ctx.current = selection.backend.addr.as_inet().copied();
+        ctx.attempt_start = Some(Instant::now());
+        Ok(peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.error = Some(error_code(&e));
+        if let Some(addr) = ctx.current.take() {
+            ctx.tried.push(addr);
+        }
+        if let Some(target) = ctx.target() {
+            target.upstream.metrics.attempt_error(error_kind(e.etype()));
+            // Nothing reached the upstream, so any method may go to another instance.
+            if ctx.attempts <= target_retries(ctx) {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream {
+            ctx.error = Some(error_code(&e));
+            if let Some(target) = ctx.target() {
+                target.upstream.metrics.attempt_error(error_kind(e.etype()));
+            }
+        }
+        // pingora's default policy: only idempotent requests on a stale pooled connection retry.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(snapshot) = &ctx.snapshot else {
+            return Ok(());
+        };
+        let Some(route) = ctx.route.map(|i| snapshot.router.route(i)) else {
+            return Ok(());
+        };
+        let uri = &upstream_request.uri;
+        if let Some(new) = route.rewrite.apply(uri.path(), uri.query()) {
+            let uri = new.parse::<http::Uri>().map_err(|e| {
+                Error::because(
+                    ErrorType::InternalError,
+                    "rewritten path is not a valid URI",
+                    e,
+                )
+            })?;
+            upstream_request.set_uri(uri);
+        }
+        crate::forwarding::set_upstream_headers(
+            upstream_request,
+            ctx.peer_ip,
+            ctx.peer_trusted,
+            "http",
+        )?;
+        apply_request_edits(upstream_request, &route.request_headers)?;
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(request_id::HEADER, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
+        let started = ctx.attempt_start.take();
+        if let Some(target) = ctx.target() {
+            let metrics = &target.upstream.metrics;
+            metrics.attempt_status(upstream_response.status.as_u16());
+            if let Some(start) = started {
+                metrics.duration.observe(start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header(request_id::HEADER, id.clone())?;
+        }
+        if let (Some(snapshot), Some(i)) = (&ctx.snapshot, ctx.route) {
+            let edits = &snapshot.router.route(i).response_headers;
+            for name in &edits.remove {
+                upstream_response.remove_header(name);
+            }
+            for (name, value) in &edits.set {
+                upstream_response.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.esource() {
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                _ => Some(ErrorCode::BadRequest),
+            },
+            _ => Some(ctx.error.unwrap_or_else(|| error_code(e))),
+        };
+        let Some(code) = code else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.error = Some(code);
+        ctx.gateway_made = true;
+        if let Err(err) = reply::send(session, code, ctx.request_id.as_ref(), &[]).await {
+            log::debug!("could not send error response: {err}");
+        }
+        FailToProxy {
+            error_code: code.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.in_flight {
+            HTTP_IN_FLIGHT.dec();
+        }
+        let Some(snapshot) = &ctx.snapshot else {
+            return;
+        };
+        // 499: the client went away before any response was written (nginx's convention).
+        let status = session
+            .response_written()
+            .map_or(499, |r| r.status.as_u16());
+        let metrics = ctx.target().map_or(&snapshot.unmatched, |t| &t.metrics);
+        let source = if ctx.gateway_made {
+            Source::Gateway
+        } else {
+            Source::Upstream
+        };
+        metrics.record(
+            &session.req_header().method,
+            status,
+            source,
+            ctx.start.elapsed().as_secs_f64(),
+        );
+        if let (true, Some(code)) = (ctx.gateway_made, ctx.error) {
+            metrics.gateway_response(code.as_str());
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Upstream failures are counted and answered with a reason code; one line each is enough.
+        ctx.error.is_some()
+    }
+}
+
+fn target_retries(ctx: &RequestCtx) -> u32 {
+    match (&ctx.snapshot, ctx.route) {
+        (Some(s), Some(i)) => s.router.route(i).retries,
+        _ => 0,
+    }
+}
+
+fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {
+    for name in &edits.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &edits.set {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// The reply code for an upstream-side error.
+fn error_code(e: &Error) -> ErrorCode {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            ErrorCode::UpstreamTimeout
+        }
+        ErrorType::HTTPStatus(503) => ErrorCode::NoHealthyUpstream,
+        _ => ErrorCode::UpstreamConnectError,
+    }
+}
+
+/// The `kind` label of `portico_upstream_errors_total`.
+fn error_kind(etype: &ErrorType) -> &'static str {
+    match etype {
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::BindError => {
+            "connect_error"
+        }
+        ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => "tls_handshake",
+        ErrorType::ReadTimedout => "read_timeout",
+        ErrorType::WriteTimedout => "write_timeout",
+        ErrorType::ConnectionClosed => "connection_closed",
+        ErrorType::ReadError => "read_error",
+        ErrorType::WriteError => "write_error",
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
+            "invalid_response"
+        }
+        _ => "other",
+    }
+}

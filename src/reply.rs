@@ -1,0 +1,144 @@
+//! Responses Portico makes itself. One closed set of codes is shared by the JSON body, the
+//! `Portico-Error` header, metrics and logs.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// Why Portico answered instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NoRoute,
+    RateLimited,
+    CircuitOpen,
+    NoHealthyUpstream,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    DeadlineExceeded,
+    BadRequest,
+    PayloadTooLarge,
+    Unauthorized,
+}
+
+impl ErrorCode {
+    /// Every code, in a stable order.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::NoRoute,
+        ErrorCode::RateLimited,
+        ErrorCode::CircuitOpen,
+        ErrorCode::NoHealthyUpstream,
+        ErrorCode::UpstreamConnectError,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::BadRequest,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unauthorized,
+    ];
+
+    /// The wire and label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NoRoute => "no_route",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::CircuitOpen => "circuit_open",
+            ErrorCode::NoHealthyUpstream => "no_healthy_upstream",
+            ErrorCode::UpstreamConnectError => "upstream_connect_error",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+        }
+    }
+
+    /// The HTTP status sent with this code.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::NoRoute => 404,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::CircuitOpen | ErrorCode::NoHealthyUpstream => 503,
+            ErrorCode::UpstreamConnectError => 502,
+            ErrorCode::UpstreamTimeout | ErrorCode::DeadlineExceeded => 504,
+            ErrorCode::BadRequest => 400,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unauthorized => 401,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ErrorCode::NoRoute => "no route matches this request",
+            ErrorCode::RateLimited => "rate limit exceeded",
+            ErrorCode::CircuitOpen => {
+                "every instance of the service is refused by its circuit breaker"
+            }
+            ErrorCode::NoHealthyUpstream => "no healthy instance is available",
+            ErrorCode::UpstreamConnectError => {
+                "the upstream could not be reached or answered badly"
+            }
+            ErrorCode::UpstreamTimeout => "the upstream did not answer in time",
+            ErrorCode::DeadlineExceeded => "the route's deadline ran out",
+            ErrorCode::BadRequest => "the request is malformed",
+            ErrorCode::PayloadTooLarge => "the request is too large",
+            ErrorCode::Unauthorized => "missing or wrong credentials",
+        }
+    }
+}
+
+/// The JSON body of an error response.
+pub fn body(code: ErrorCode, request_id: &str) -> Bytes {
+    let value = serde_json::json!({
+        "error": {"code": code.as_str(), "message": code.message(), "request_id": request_id}
+    });
+    Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// Writes a complete error response; `extra` headers (e.g. `Retry-After`) are added.
+pub async fn send(
+    session: &mut Session,
+    code: ErrorCode,
+    request_id: Option<&HeaderValue>,
+    extra: &[(&'static str, HeaderValue)],
+) -> pingora::Result<()> {
+    let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let body = body(code, id);
+    let mut resp = ResponseHeader::build(code.status(), Some(6 + extra.len()))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header("Portico-Error", code.as_str())?;
+    if let Some(id) = request_id {
+        resp.insert_header("X-Request-Id", id.clone())?;
+    }
+    for (name, value) in extra {
+        resp.insert_header(*name, value.clone())?;
+    }
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    resp.set_content_length(body.len())?;
+    // An unread request body would be taken for the next request.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_names_code_and_request_id() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(ErrorCode::NoRoute, "abc\"1")).unwrap();
+        assert_eq!(v["error"]["code"], "no_route");
+        assert_eq!(v["error"]["request_id"], "abc\"1");
+    }
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        assert_eq!(ErrorCode::RateLimited.status(), 429);
+        assert_eq!(ErrorCode::CircuitOpen.status(), 503);
+        assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
+        assert_eq!(ErrorCode::ALL.len(), 10);
+    }
+}

@@ -1,0 +1,106 @@
+//! An immutable, fully compiled view of one configuration: route table, per-route targets and
+//! metric handles, upstreams, trusted proxies. Requests load it once and keep it to the end.
+
+use crate::config::Config;
+use crate::forwarding::TrustedProxies;
+use crate::router::Router;
+use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
+use crate::upstream::Upstream;
+use pingora_load_balancing::HealthRegistry;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What a matched route sends traffic to, and where it counts it.
+pub struct RouteTarget {
+    pub upstream: Arc<Upstream>,
+    pub metrics: RouteMetrics,
+}
+
+/// The configuration in force.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// Content hash of the configuration (see [`crate::config::content_hash`]).
+    pub hash: String,
+    pub router: Router,
+    /// Parallel to `router.routes()`.
+    pub targets: Vec<RouteTarget>,
+    /// Metrics of requests that matched no route.
+    pub unmatched: RouteMetrics,
+    pub services: BTreeMap<String, Arc<Upstream>>,
+    pub trusted: TrustedProxies,
+    pub loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Compiles `config`, reusing upstreams of `previous` whose service section is unchanged.
+    /// The returned upstreams that are new still need [`Upstream::refresh`]; see [`Snapshot::fresh_upstreams`].
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        registry: &Arc<HealthRegistry>,
+    ) -> Self {
+        let services: BTreeMap<String, Arc<Upstream>> = config
+            .services
+            .iter()
+            .map(|(name, svc)| {
+                let reused = previous
+                    .and_then(|p| p.services.get(name))
+                    .filter(|u| u.config == *svc)
+                    .cloned();
+                let upstream =
+                    reused.unwrap_or_else(|| Arc::new(Upstream::new(name, svc, registry)));
+                (name.clone(), upstream)
+            })
+            .collect();
+        let router = Router::new(&config.routes);
+        let targets = router
+            .routes()
+            .iter()
+            .filter_map(|r| {
+                Some(RouteTarget {
+                    upstream: services.get(&r.service)?.clone(),
+                    metrics: RouteMetrics::new(&r.name),
+                })
+            })
+            .collect();
+        let hash = crate::config::content_hash(&serde_json::to_vec(&config).unwrap_or_default());
+        Self {
+            hash,
+            router,
+            targets,
+            unmatched: RouteMetrics::new(UNMATCHED_ROUTE),
+            services,
+            trusted: TrustedProxies::new(&config.server.trusted_proxies),
+            config: Arc::new(config),
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    /// Upstreams of `self` that were not carried over from `previous`.
+    pub fn fresh_upstreams<'a>(
+        &'a self,
+        previous: Option<&'a Snapshot>,
+    ) -> impl Iterator<Item = &'a Arc<Upstream>> {
+        self.services.iter().filter_map(move |(name, u)| {
+            let carried = previous
+                .and_then(|p| p.services.get(name))
+                .is_some_and(|old| Arc::ptr_eq(old, u));
+            (!carried).then_some(u)
+        })
+    }
+
+    /// Removes metric series of routes and services that `next` no longer has.
+    pub fn retire_metrics(&self, next: &Snapshot) {
+        for (route, target) in self.router.routes().iter().zip(&self.targets) {
+            if !next.router.routes().iter().any(|r| r.name == route.name) {
+                target.metrics.remove();
+            }
+        }
+        for (name, upstream) in &self.services {
+            if !next.services.contains_key(name) {
+                upstream.metrics.remove();
+            }
+        }
+    }
+}

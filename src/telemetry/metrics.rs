@@ -1,0 +1,355 @@
+//! Metric families (prefix `portico_`, base units, `_total` counters) registered in the default
+//! Prometheus registry, and per-route / per-service handle sets resolved once per config snapshot
+//! so the request path never hashes label values for the common cases.
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
+};
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock};
+
+/// Request latency buckets in seconds; SLO thresholds (100 ms, 250 ms, 500 ms, 1 s) are boundaries.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Label value for requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Status classes of downstream responses.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Status classes of upstream attempts: the five classes plus `error` (no response at all).
+pub const ATTEMPT_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+/// Index of `error` in [`ATTEMPT_CLASSES`].
+pub const ATTEMPT_ERROR: usize = 5;
+
+macro_rules! family {
+    ($name:ident: $ty:ty = $init:expr) => {
+        #[doc = concat!("The `", stringify!($name), "` family.")]
+        pub static $name: LazyLock<$ty> = LazyLock::new(|| $init.expect("metric registers once"));
+    };
+}
+
+family!(HTTP_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "portico_http_requests_total",
+    "Finished downstream requests by route, method, status code and who produced the response.",
+    &["route", "method", "code", "source"]
+));
+family!(HTTP_DURATION: HistogramVec = register_histogram_vec!(
+    "portico_http_request_duration_seconds",
+    "Time from request header received to response finished.",
+    &["route", "status_class"],
+    LATENCY_BUCKETS.to_vec()
+));
+family!(HTTP_IN_FLIGHT: IntGauge = register_int_gauge!(
+    "portico_http_requests_in_flight",
+    "Downstream requests being processed."
+));
+family!(GATEWAY_RESPONSES: IntCounterVec = register_int_counter_vec!(
+    "portico_http_gateway_responses_total",
+    "Responses produced by Portico itself, by route and reason code.",
+    &["route", "reason"]
+));
+family!(UPSTREAM_ATTEMPTS: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_attempts_total",
+    "Upstream attempts (retries included) by service and status class; `error` = no response.",
+    &["service", "status_class"]
+));
+family!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
+    "portico_upstream_response_duration_seconds",
+    "Time from instance selection to upstream response header, per attempt.",
+    &["service"],
+    LATENCY_BUCKETS.to_vec()
+));
+family!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_errors_total",
+    "Upstream attempts that got no usable response, by kind.",
+    &["service", "kind"]
+));
+family!(UPSTREAM_RETRIES: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_retries_total",
+    "Attempts that were retries, by reason.",
+    &["service", "reason"]
+));
+family!(INSTANCE_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
+    "portico_upstream_instance_healthy",
+    "Active health-check verdict of an instance (1 healthy, 0 unhealthy).",
+    &["service", "instance"]
+));
+family!(SERVICE_INSTANCES: IntGaugeVec = register_int_gauge_vec!(
+    "portico_upstream_instances",
+    "Instances known per service.",
+    &["service"]
+));
+family!(PANIC_SELECTIONS: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_panic_selections_total",
+    "Selections made while every instance was unhealthy (fail open to the whole set).",
+    &["service"]
+));
+family!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "portico_config_reloads_total",
+    "Configuration reload attempts by result.",
+    &["result"]
+));
+family!(CONFIG_LAST_RELOAD_OK: IntGauge = register_int_gauge!(
+    "portico_config_last_reload_successful",
+    "1 if the last reload attempt succeeded (or none was tried), else 0."
+));
+family!(CONFIG_LAST_RELOAD_TIME: Gauge = register_gauge!(
+    "portico_config_last_reload_success_timestamp_seconds",
+    "Unix time of the last successful configuration load."
+));
+family!(CONFIG_INFO: IntGaugeVec = register_int_gauge_vec!(
+    "portico_config_info",
+    "Hash of the configuration in force (value 1).",
+    &["hash"]
+));
+family!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
+    "portico_build_info",
+    "Build information (value 1).",
+    &["version"]
+));
+
+/// Touches every family so it is registered, and sets build information.
+pub fn init() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        LazyLock::force(&HTTP_REQUESTS);
+        LazyLock::force(&HTTP_DURATION);
+        LazyLock::force(&HTTP_IN_FLIGHT);
+        LazyLock::force(&GATEWAY_RESPONSES);
+        LazyLock::force(&UPSTREAM_ATTEMPTS);
+        LazyLock::force(&UPSTREAM_DURATION);
+        LazyLock::force(&UPSTREAM_ERRORS);
+        LazyLock::force(&UPSTREAM_RETRIES);
+        LazyLock::force(&INSTANCE_HEALTHY);
+        LazyLock::force(&SERVICE_INSTANCES);
+        LazyLock::force(&PANIC_SELECTIONS);
+        LazyLock::force(&CONFIG_RELOADS);
+        CONFIG_LAST_RELOAD_OK.set(1);
+        LazyLock::force(&CONFIG_LAST_RELOAD_TIME);
+        BUILD_INFO
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for result in ["success", "failure"] {
+            CONFIG_RELOADS.with_label_values(&[result]);
+        }
+    });
+}
+
+/// Renders the default registry in the Prometheus text format.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut out = Vec::with_capacity(16 * 1024);
+    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
+    out
+}
+
+/// Index of a status code's class in [`STATUS_CLASSES`].
+pub fn status_class(code: u16) -> usize {
+    usize::from(code.clamp(100, 599) / 100 - 1)
+}
+
+/// Method label values: the standard methods, everything else `_OTHER` (OTel convention).
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
+];
+
+fn method_index(method: &http::Method) -> usize {
+    METHOD_LABELS[..9]
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(9)
+}
+
+/// Codes whose `requests_total` handles are cached per route; others resolve labels per request.
+const CACHED_CODES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 499,
+];
+
+/// Who produced a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Upstream = 0,
+    Gateway = 1,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Upstream => "upstream",
+            Source::Gateway => "gateway",
+        }
+    }
+}
+
+/// Handles for one route (or for unmatched requests).
+pub struct RouteMetrics {
+    route: String,
+    duration: [Histogram; 5],
+    /// Lazily resolved `requests_total` handles: method × cached code × source.
+    requests: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    /// Resolves (and so pre-creates) the route's series.
+    pub fn new(route: &str) -> Self {
+        Self {
+            route: route.to_string(),
+            duration: STATUS_CLASSES.map(|c| HTTP_DURATION.with_label_values(&[route, c])),
+            requests: (0..METHOD_LABELS.len() * CACHED_CODES.len() * 2)
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, method: &http::Method, code: u16, source: Source, seconds: f64) {
+        self.duration[status_class(code)].observe(seconds);
+        let m = method_index(method);
+        match CACHED_CODES.iter().position(|c| *c == code) {
+            Some(ci) => {
+                let slot = (m * CACHED_CODES.len() + ci) * 2 + source as usize;
+                self.requests[slot]
+                    .get_or_init(|| self.counter(m, code, source))
+                    .inc();
+            }
+            None => self.counter(m, code, source).inc(),
+        }
+    }
+
+    fn counter(&self, method: usize, code: u16, source: Source) -> IntCounter {
+        let mut buf = itoa_buf(code);
+        HTTP_REQUESTS.with_label_values(&[
+            self.route.as_str(),
+            METHOD_LABELS[method],
+            code_str(&mut buf),
+            source.label(),
+        ])
+    }
+
+    /// Counts a response Portico produced itself.
+    pub fn gateway_response(&self, reason: &str) {
+        GATEWAY_RESPONSES
+            .with_label_values(&[self.route.as_str(), reason])
+            .inc();
+    }
+
+    /// Removes the route's series (the route left the configuration).
+    pub fn remove(&self) {
+        for class in STATUS_CLASSES {
+            let _ = HTTP_DURATION.remove_label_values(&[&self.route, class]);
+        }
+        remove_matching(&HTTP_REQUESTS, "route", &self.route);
+        remove_matching(&GATEWAY_RESPONSES, "route", &self.route);
+    }
+}
+
+fn itoa_buf(code: u16) -> [u8; 3] {
+    let c = code.clamp(100, 999);
+    [
+        b'0' + (c / 100) as u8,
+        b'0' + (c / 10 % 10) as u8,
+        b'0' + (c % 10) as u8,
+    ]
+}
+
+fn code_str(buf: &mut [u8; 3]) -> &str {
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+/// Handles for one service.
+pub struct ServiceMetrics {
+    service: String,
+    attempts: [IntCounter; 6],
+    pub duration: Histogram,
+    pub panic_selections: IntCounter,
+    pub connect_retries: IntCounter,
+    pub instances: IntGauge,
+}
+
+impl ServiceMetrics {
+    /// Resolves (and so pre-creates) the service's series.
+    pub fn new(service: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            attempts: ATTEMPT_CLASSES.map(|c| UPSTREAM_ATTEMPTS.with_label_values(&[service, c])),
+            duration: UPSTREAM_DURATION.with_label_values(&[service]),
+            panic_selections: PANIC_SELECTIONS.with_label_values(&[service]),
+            connect_retries: UPSTREAM_RETRIES.with_label_values(&[service, "connect_failure"]),
+            instances: SERVICE_INSTANCES.with_label_values(&[service]),
+        }
+    }
+
+    /// Counts an attempt that got a response with `code`.
+    pub fn attempt_status(&self, code: u16) {
+        self.attempts[status_class(code)].inc();
+    }
+
+    /// Counts an attempt that got no response, by error kind.
+    pub fn attempt_error(&self, kind: &str) {
+        self.attempts[ATTEMPT_ERROR].inc();
+        UPSTREAM_ERRORS
+            .with_label_values(&[&self.service, kind])
+            .inc();
+    }
+
+    /// Sets an instance's health gauge.
+    pub fn instance_health(&self, instance: &str, healthy: bool) {
+        INSTANCE_HEALTHY
+            .with_label_values(&[&self.service, instance])
+            .set(i64::from(healthy));
+    }
+
+    /// Removes an instance's series (it left the service).
+    pub fn remove_instance(&self, instance: &str) {
+        let _ = INSTANCE_HEALTHY.remove_label_values(&[&self.service, instance]);
+    }
+
+    /// Removes all of the service's series (it left the configuration).
+    pub fn remove(&self) {
+        for family in [
+            &*UPSTREAM_ATTEMPTS,
+            &*UPSTREAM_ERRORS,
+            &*UPSTREAM_RETRIES,
+            &*PANIC_SELECTIONS,
+        ] {
+            remove_matching(family, "service", &self.service);
+        }
+        remove_matching(&*UPSTREAM_DURATION, "service", &self.service);
+        remove_matching(&*SERVICE_INSTANCES, "service", &self.service);
+        remove_matching(&*INSTANCE_HEALTHY, "service", &self.service);
+    }
+}
+
+/// Removes every series of `family` whose `label` equals `value`.
+fn remove_matching<T: MetricVecBuilder>(family: &MetricVec<T>, label: &str, value: &str) {
+    for mf in family.collect() {
+        for m in mf.get_metric() {
+            if !m
+                .get_label()
+                .iter()
+                .any(|l| l.name() == label && l.value() == value)
+            {
+                continue;
+            }
+            let labels: HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            let _ = family.remove(&labels);
+        }
+    }
+}
+
+/// Exposes the configuration hash in force.
+pub fn set_config_hash(old: Option<&str>, new: &str) {
+    if let Some(old) = old {
+        let _ = CONFIG_INFO.remove_label_values(&[old]);
+    }
+    CONFIG_INFO.with_label_values(&[new]).set(1);
+}

@@ -1,0 +1,3 @@
+//! Telemetry: Prometheus metric families and the per-snapshot handles the request path uses.
+
+pub mod metrics;
