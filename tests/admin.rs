@@ -1,0 +1,171 @@
+//! Admin API, reload, CLI validation and the demo, through the real binary.
+
+mod support;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+fn config(up: &EchoServer, route_name: &str) -> String {
+    format!("routes:\n  - {{name: {route_name}, service: echo, match: {{path_prefix: /api}}}}\nservices:\n  echo:\n    instances: [\"{}\"]\n", up.addr)
+}
+
+fn rewrite_config(gw: &Gateway, body: &str) {
+    let text = Gateway::config_text(gw.addr, gw.admin, "", body);
+    std::fs::write(&gw.config_path, text).unwrap();
+}
+
+#[test]
+fn reload_swaps_a_valid_file_and_keeps_the_old_config_on_an_invalid_one() {
+    let up = EchoServer::start("e").unwrap();
+    let gw = Gateway::start(&config(&up, "first"));
+    let hash_before = gw.admin("GET", "/admin/config", &[]).json()["hash"].clone();
+
+    rewrite_config(&gw, &config(&up, "second").replace("/api", "/v2"));
+    let r = gw.admin("POST", "/admin/reload", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(gw.get("/v2/x").status, 200);
+    assert_eq!(gw.get("/api/x").status, 404);
+    let cfg = gw.admin("GET", "/admin/config", &[]).json();
+    assert_ne!(cfg["hash"], hash_before);
+    assert_eq!(cfg["last_reload"]["ok"], true);
+    assert_eq!(gw.metric("portico_config_last_reload_successful"), 1.0);
+
+    rewrite_config(&gw, &config(&up, "third").replace("service: echo", "service: ecko"));
+    let r = gw.admin("POST", "/admin/reload", &[]);
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"].as_str().unwrap().contains("routes[0].service: unknown service \"ecko\""), "{}", r.body);
+    assert_eq!(gw.get("/v2/x").status, 200, "the previous config must keep serving");
+    let cfg = gw.admin("GET", "/admin/config", &[]).json();
+    assert_eq!(cfg["last_reload"]["ok"], false);
+    assert!(cfg["last_reload"]["error"].as_str().unwrap().contains(":8:28: routes[0].service"), "error names the line: {cfg}");
+    assert_eq!(gw.metric("portico_config_last_reload_successful"), 0.0);
+    assert_eq!(gw.metric("portico_config_reloads_total{result=\"failure\"}"), 1.0);
+    assert_eq!(gw.metric("portico_config_reloads_total{result=\"success\"}"), 1.0);
+}
+
+#[test]
+fn sighup_reloads_the_file() {
+    let up = EchoServer::start("e").unwrap();
+    let gw = Gateway::start(&config(&up, "first"));
+    rewrite_config(&gw, &config(&up, "first").replace("/api", "/hup"));
+    gw.signal("HUP");
+    assert!(gw.eventually(Duration::from_secs(5), || gw.get("/hup/x").status == 200));
+}
+
+#[test]
+fn reload_keeps_health_state_of_unchanged_services() {
+    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
+    let body = format!(
+        "routes:\n  - {{name: r, service: svc}}\nservices:\n  svc:\n    instances: [\"{}\", \"{}\"]\n    health_check: {{interval: 30s, timeout: 200ms, rise: 1, fall: 1}}\n",
+        a.addr, b.addr
+    );
+    b.state.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let gw = Gateway::start(&body);
+    let gauge = format!("portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}", b.addr);
+    assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 0.0));
+    rewrite_config(&gw, &body.replace("name: r,", "name: renamed,"));
+    assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);
+    // With a 30 s interval no new probe runs: only kept state can keep b out.
+    for _ in 0..6 {
+        assert_eq!(gw.get("/").instance().as_deref(), Some("a"));
+    }
+}
+
+#[test]
+fn admin_api_requires_the_bearer_token_when_configured() {
+    let up = EchoServer::start("e").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        format!("server:\n  listen: [\"{addr}\"]\n  admin: {{listen: \"{admin}\", token: \"${{TEST_ADMIN_TOKEN}}\"}}\n{}", config(&up, "r")),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("TEST_ADMIN_TOKEN", "s3cret")
+        .spawn()
+        .unwrap();
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    let mut up_now = false;
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(admin).is_ok() {
+            up_now = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(up_now);
+    assert_eq!(request(admin, "GET", "/admin/routes", &[], "").status, 401);
+    assert_eq!(request(admin, "GET", "/admin/routes", &[("Authorization", "Bearer wrong")], "").status, 401);
+    assert_eq!(request(admin, "POST", "/admin/reload", &[], "").status, 401);
+    let ok = request(admin, "GET", "/admin/routes", &[("Authorization", "Bearer s3cret")], "");
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json()[0]["name"], "r");
+    let cfg = request(admin, "GET", "/admin/config", &[("Authorization", "Bearer s3cret")], "").json();
+    assert_eq!(cfg["config"]["server"]["admin"]["token"], "<redacted>");
+    assert_eq!(request(admin, "GET", "/healthz", &[], "").status, 200, "probes need no token");
+    assert_eq!(request(admin, "GET", "/metrics", &[], "").status, 200, "scrapes need no token");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn validate_prints_every_mistake_with_its_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "routes:\n  - name: orders\n    service: tradng\n    match: {path_prefix: api}\nservices:\n  trading:\n    instances: [\"10.0.0.1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portico")).args(["validate", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(err.contains(&format!("{file}:3:14: routes[0].service: unknown service \"tradng\"; did you mean \"trading\"?")), "{err}");
+    assert!(err.contains(&format!("{file}:4:26: routes[0].match.path_prefix: must start with '/'")), "{err}");
+    assert!(err.contains(&format!("{file}:7:17: services.trading.instances[0]: bad address")), "{err}");
+
+    std::fs::write(&path, "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instances: [\"127.0.0.1:1\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portico")).args(["validate", "-c"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_demo_serves_both_upstreams_and_counts_requests() {
+    let (addr, admin) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["run", "--demo"])
+        .env("PORTICO_DEMO_LISTEN", format!("127.0.0.1:{addr}"))
+        .env("PORTICO_DEMO_ADMIN", format!("127.0.0.1:{admin}"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{addr}").parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let mut instances = std::collections::HashSet::new();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..4 {
+        let r = get(addr, "/api/hello", &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["path"], "/hello");
+        instances.insert(r.instance().unwrap());
+    }
+    let metrics = request(admin, "GET", "/metrics", &[], "").body;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(instances.len(), 2, "both demo upstreams answer in turn");
+    assert!(
+        metrics.contains("portico_http_requests_total{code=\"200\",method=\"GET\",route=\"demo-api\",source=\"upstream\"} 4"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,211 @@
+//! Shared test helpers: free ports, echo upstreams, the real `portico` binary on a temp config,
+//! and a minimal HTTP/1.1 client over a plain TCP socket.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use portico::echo::EchoServer;
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// First header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The echo instance that answered, if an echo upstream did.
+    pub fn instance(&self) -> Option<String> {
+        self.header("x-echo-instance").map(str::to_string)
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole response.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        raw.push_str("Host: test.local\r\n");
+    }
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+    send_raw(addr, raw.as_bytes())
+}
+
+/// `GET path` with extra headers.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(addr, "GET", path, headers, "")
+}
+
+/// Writes raw bytes and parses the response.
+pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    stream.write_all(bytes).expect("write");
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+fn parse(buf: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Response { status, headers, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A running `portico` process on a temporary configuration file.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts the binary with `body` (routes, services...) under a generated `server` section.
+    /// `server_extra` lines are added inside `server:` (indented by the caller with two spaces).
+    pub fn start(body: &str) -> Self {
+        Self::start_with_server(body, "")
+    }
+
+    /// Like [`Gateway::start`], with extra `server:` keys.
+    pub fn start_with_server(body: &str, server_extra: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("portico.yaml");
+        let text = Self::config_text(addr, admin, server_extra, body);
+        std::fs::write(&config_path, text).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn portico");
+        let gw = Self { addr, admin, config_path, _dir: dir, child };
+        gw.wait_ready();
+        gw
+    }
+
+    /// The full file for listeners `addr`/`admin` and `body`.
+    pub fn config_text(addr: SocketAddr, admin: SocketAddr, server_extra: &str, body: &str) -> String {
+        format!(
+            "server:\n  listen: [\"{addr}\"]\n  threads: 1\n  admin: {{listen: \"{admin}\"}}\n  grace_period: 0s\n{server_extra}\n{body}"
+        )
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.admin).is_ok() && TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("portico did not start listening on {} / {}", self.addr, self.admin);
+    }
+
+    /// GET through the proxy.
+    pub fn get(&self, path: &str) -> Response {
+        get(self.addr, path, &[])
+    }
+
+    /// Request to the admin listener.
+    pub fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.admin, method, path, headers, "")
+    }
+
+    /// The value of one metric sample, e.g. `portico_http_requests_total{code="200",...}`;
+    /// labels must be given in the exposition's (alphabetical) order. Absent = 0.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.admin("GET", "/metrics", &[]).body;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits up to `timeout` for `cond`, polling.
+    pub fn eventually(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cond()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
