@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn validate(path: &PathBuf) -> anyhow::Result<()> {
+fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     match portico::config::load_file(path) {
         Ok(c) => {
             println!(

@@ -30,17 +30,43 @@ fn reload_swaps_a_valid_file_and_keeps_the_old_config_on_an_invalid_one() {
     assert_eq!(cfg["last_reload"]["ok"], true);
     assert_eq!(gw.metric("portico_config_last_reload_successful"), 1.0);
 
-    rewrite_config(&gw, &config(&up, "third").replace("service: echo", "service: ecko"));
+    rewrite_config(
+        &gw,
+        &config(&up, "third").replace("service: echo", "service: ecko"),
+    );
     let r = gw.admin("POST", "/admin/reload", &[]);
     assert_eq!(r.status, 422);
-    assert!(r.json()["error"].as_str().unwrap().contains("routes[0].service: unknown service \"ecko\""), "{}", r.body);
-    assert_eq!(gw.get("/v2/x").status, 200, "the previous config must keep serving");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("routes[0].service: unknown service \"ecko\""),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        gw.get("/v2/x").status,
+        200,
+        "the previous config must keep serving"
+    );
     let cfg = gw.admin("GET", "/admin/config", &[]).json();
     assert_eq!(cfg["last_reload"]["ok"], false);
-    assert!(cfg["last_reload"]["error"].as_str().unwrap().contains(":8:28: routes[0].service"), "error names the line: {cfg}");
+    assert!(
+        cfg["last_reload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains(":8:28: routes[0].service"),
+        "error names the line: {cfg}"
+    );
     assert_eq!(gw.metric("portico_config_last_reload_successful"), 0.0);
-    assert_eq!(gw.metric("portico_config_reloads_total{result=\"failure\"}"), 1.0);
-    assert_eq!(gw.metric("portico_config_reloads_total{result=\"success\"}"), 1.0);
+    assert_eq!(
+        gw.metric("portico_config_reloads_total{result=\"failure\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("portico_config_reloads_total{result=\"success\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -54,14 +80,22 @@ fn sighup_reloads_the_file() {
 
 #[test]
 fn reload_keeps_health_state_of_unchanged_services() {
-    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
     let body = format!(
         "routes:\n  - {{name: r, service: svc}}\nservices:\n  svc:\n    instances: [\"{}\", \"{}\"]\n    health_check: {{interval: 30s, timeout: 200ms, rise: 1, fall: 1}}\n",
         a.addr, b.addr
     );
-    b.state.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+    b.state
+        .healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let gw = Gateway::start(&body);
-    let gauge = format!("portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}", b.addr);
+    let gauge = format!(
+        "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+        b.addr
+    );
     assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 0.0));
     rewrite_config(&gw, &body.replace("name: r,", "name: renamed,"));
     assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);
@@ -100,15 +134,46 @@ fn admin_api_requires_the_bearer_token_when_configured() {
     }
     assert!(up_now);
     assert_eq!(request(admin, "GET", "/admin/routes", &[], "").status, 401);
-    assert_eq!(request(admin, "GET", "/admin/routes", &[("Authorization", "Bearer wrong")], "").status, 401);
+    assert_eq!(
+        request(
+            admin,
+            "GET",
+            "/admin/routes",
+            &[("Authorization", "Bearer wrong")],
+            ""
+        )
+        .status,
+        401
+    );
     assert_eq!(request(admin, "POST", "/admin/reload", &[], "").status, 401);
-    let ok = request(admin, "GET", "/admin/routes", &[("Authorization", "Bearer s3cret")], "");
+    let ok = request(
+        admin,
+        "GET",
+        "/admin/routes",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    );
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()[0]["name"], "r");
-    let cfg = request(admin, "GET", "/admin/config", &[("Authorization", "Bearer s3cret")], "").json();
+    let cfg = request(
+        admin,
+        "GET",
+        "/admin/config",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .json();
     assert_eq!(cfg["config"]["server"]["admin"]["token"], "<redacted>");
-    assert_eq!(request(admin, "GET", "/healthz", &[], "").status, 200, "probes need no token");
-    assert_eq!(request(admin, "GET", "/metrics", &[], "").status, 200, "scrapes need no token");
+    assert_eq!(
+        request(admin, "GET", "/healthz", &[], "").status,
+        200,
+        "probes need no token"
+    );
+    assert_eq!(
+        request(admin, "GET", "/metrics", &[], "").status,
+        200,
+        "scrapes need no token"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -122,17 +187,48 @@ fn validate_prints_every_mistake_with_its_line_and_exits_1() {
         "routes:\n  - name: orders\n    service: tradng\n    match: {path_prefix: api}\nservices:\n  trading:\n    instances: [\"10.0.0.1\"]\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portico")).args(["validate", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    assert!(err.contains(&format!("{file}:3:14: routes[0].service: unknown service \"tradng\"; did you mean \"trading\"?")), "{err}");
-    assert!(err.contains(&format!("{file}:4:26: routes[0].match.path_prefix: must start with '/'")), "{err}");
-    assert!(err.contains(&format!("{file}:7:17: services.trading.instances[0]: bad address")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:3:14: routes[0].service: unknown service \"tradng\"; did you mean \"trading\"?"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:4:26: routes[0].match.path_prefix: must start with '/'"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:7:17: services.trading.instances[0]: bad address"
+        )),
+        "{err}"
+    );
 
-    std::fs::write(&path, "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instances: [\"127.0.0.1:1\"]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portico")).args(["validate", "-c"]).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &path,
+        "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instances: [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -21,12 +21,23 @@ fn routes_match_by_host_path_method_and_header_in_order() {
         &up,
     );
     let route_of = |r: &Response| r.status;
-    assert_eq!(route_of(&get(gw.addr, "/x", &[("Host", "eu.shop.io:8080")])), 200);
+    assert_eq!(
+        route_of(&get(gw.addr, "/x", &[("Host", "eu.shop.io:8080")])),
+        200
+    );
     assert_eq!(route_of(&get(gw.addr, "/x", &[("x-tenant", "acme")])), 200);
     assert_eq!(request(gw.addr, "POST", "/orders/1", &[], "{}").status, 200);
-    assert_eq!(get(gw.addr, "/orders/1", &[]).status, 404, "GET is not in the route's methods");
+    assert_eq!(
+        get(gw.addr, "/orders/1", &[]).status,
+        404,
+        "GET is not in the route's methods"
+    );
     assert_eq!(get(gw.addr, "/api/v1", &[]).status, 200);
-    assert_eq!(get(gw.addr, "/apix", &[]).status, 404, "prefixes match whole segments");
+    assert_eq!(
+        get(gw.addr, "/apix", &[]).status,
+        404,
+        "prefixes match whole segments"
+    );
     let counted = |route: &str, method: &str| {
         gw.metric(&format!(
             "portico_http_requests_total{{code=\"200\",method=\"{method}\",route=\"{route}\",source=\"upstream\"}}"
@@ -41,7 +52,10 @@ fn routes_match_by_host_path_method_and_header_in_order() {
 #[test]
 fn unmatched_requests_get_a_json_404_with_the_no_route_code() {
     let up = EchoServer::start("e").unwrap();
-    let gw = gateway_with("  - {name: api, service: echo, match: {path_prefix: /api}}", &up);
+    let gw = gateway_with(
+        "  - {name: api, service: echo, match: {path_prefix: /api}}",
+        &up,
+    );
     let r = get(gw.addr, "/nothing", &[("X-Request-Id", "rid-404")]);
     assert_eq!(r.status, 404);
     assert_eq!(r.header("portico-error"), Some("no_route"));
@@ -54,7 +68,10 @@ fn unmatched_requests_get_a_json_404_with_the_no_route_code() {
         gw.metric("portico_http_requests_total{code=\"404\",method=\"GET\",route=\"unmatched\",source=\"gateway\"}"),
         1.0
     );
-    assert_eq!(gw.metric("portico_http_gateway_responses_total{reason=\"no_route\",route=\"unmatched\"}"), 1.0);
+    assert_eq!(
+        gw.metric("portico_http_gateway_responses_total{reason=\"no_route\",route=\"unmatched\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -65,9 +82,15 @@ fn strip_prefix_and_regex_rewrite_change_the_upstream_path() {
   - {name: regex, service: echo, match: {path_prefix: /v2}, rewrite: {regex: "^/v2/users/(\\d+)", to: "/internal/user/$1"}}"#,
         &up,
     );
-    assert_eq!(gw.get("/api/v1/trading/orders?limit=5").json()["path"], "/orders?limit=5");
+    assert_eq!(
+        gw.get("/api/v1/trading/orders?limit=5").json()["path"],
+        "/orders?limit=5"
+    );
     assert_eq!(gw.get("/api/v1/trading").json()["path"], "/");
-    assert_eq!(gw.get("/v2/users/42/profile").json()["path"], "/internal/user/42/profile");
+    assert_eq!(
+        gw.get("/v2/users/42/profile").json()["path"],
+        "/internal/user/42/profile"
+    );
 }
 
 #[test]
@@ -86,16 +109,37 @@ fn request_id_is_kept_or_generated_and_echoed_both_ways() {
 #[test]
 fn forwarded_headers_trust_only_configured_proxies() {
     let up = EchoServer::start("e").unwrap();
-    let body = format!("routes:\n  - {{name: all, service: echo}}\nservices:\n  echo:\n    instances: [\"{}\"]\n", up.addr);
+    let body = format!(
+        "routes:\n  - {{name: all, service: echo}}\nservices:\n  echo:\n    instances: [\"{}\"]\n",
+        up.addr
+    );
     let untrusting = Gateway::start(&body);
-    let r = get(untrusting.addr, "/", &[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("Host", "shop.example")]);
+    let r = get(
+        untrusting.addr,
+        "/",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("Host", "shop.example"),
+        ],
+    );
     let seen = &r.json()["headers"];
-    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "a spoofed XFF from an untrusted peer is replaced");
+    assert_eq!(
+        seen["x-forwarded-for"], "127.0.0.1",
+        "a spoofed XFF from an untrusted peer is replaced"
+    );
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "shop.example");
 
     let trusting = Gateway::start_with_server(&body, "  trusted_proxies: [\"127.0.0.0/8\"]");
-    let r = get(trusting.addr, "/", &[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https")]);
+    let r = get(
+        trusting.addr,
+        "/",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+    );
     let seen = &r.json()["headers"];
     assert_eq!(seen["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "https");
@@ -114,12 +158,21 @@ fn hop_by_hop_headers_are_removed_and_header_rules_applied() {
     let r = get(
         gw.addr,
         "/",
-        &[("Connection", "close, x-secret"), ("x-secret", "1"), ("Keep-Alive", "timeout=5"), ("x-internal", "1"), ("Proxy-Connection", "keep-alive")],
+        &[
+            ("Connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("x-internal", "1"),
+            ("Proxy-Connection", "keep-alive"),
+        ],
     );
     let seen = &r.json()["headers"];
     assert_eq!(seen["x-gateway"], "portico");
     for gone in ["x-internal", "x-secret", "keep-alive", "proxy-connection"] {
-        assert!(seen.get(gone).is_none(), "{gone} reached the upstream: {seen}");
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the upstream: {seen}"
+        );
     }
     assert_eq!(r.header("x-served-by"), Some("portico"));
     assert_eq!(r.header("x-echo-instance"), None);

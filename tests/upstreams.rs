@@ -16,13 +16,21 @@ fn spread(gw: &Gateway, n: usize, headers: &[(&str, &str)]) -> HashMap<String, u
 }
 
 fn service_gateway(service: &str) -> Gateway {
-    Gateway::start(&format!("routes:\n  - {{name: all, service: svc}}\nservices:\n  svc:\n{service}"))
+    Gateway::start(&format!(
+        "routes:\n  - {{name: all, service: svc}}\nservices:\n  svc:\n{service}"
+    ))
 }
 
 #[test]
 fn round_robin_alternates_between_instances() {
-    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
-    let gw = service_gateway(&format!("    instances: [\"{}\", \"{} weight=5\"]\n", a.addr, b.addr));
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
+    let gw = service_gateway(&format!(
+        "    instances: [\"{}\", \"{} weight=5\"]\n",
+        a.addr, b.addr
+    ));
     let seen = spread(&gw, 20, &[]);
     assert_eq!(seen["a"], 10, "round_robin ignores weights: {seen:?}");
     assert_eq!(seen["b"], 10, "{seen:?}");
@@ -30,27 +38,44 @@ fn round_robin_alternates_between_instances() {
 
 #[test]
 fn weighted_balancing_follows_weights() {
-    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
     let gw = service_gateway(&format!(
         "    balance: weighted\n    instances: [\"{} weight=1\", \"{} weight=3\"]\n",
         a.addr, b.addr
     ));
     let seen = spread(&gw, 400, &[]);
     let share_b = seen["b"] as f64 / 400.0;
-    assert!((0.70..=0.80).contains(&share_b), "b should get ~75%: {seen:?}");
+    assert!(
+        (0.70..=0.80).contains(&share_b),
+        "b should get ~75%: {seen:?}"
+    );
 }
 
 #[test]
 fn random_balancing_uses_every_instance() {
-    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
-    let gw = service_gateway(&format!("    balance: random\n    instances: [\"{}\", \"{}\"]\n", a.addr, b.addr));
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
+    let gw = service_gateway(&format!(
+        "    balance: random\n    instances: [\"{}\", \"{}\"]\n",
+        a.addr, b.addr
+    ));
     let seen = spread(&gw, 100, &[]);
-    assert!(seen.get("a").copied().unwrap_or(0) > 20 && seen.get("b").copied().unwrap_or(0) > 20, "{seen:?}");
+    assert!(
+        seen.get("a").copied().unwrap_or(0) > 20 && seen.get("b").copied().unwrap_or(0) > 20,
+        "{seen:?}"
+    );
 }
 
 #[test]
 fn consistent_hash_keeps_a_key_on_one_instance() {
-    let ups: Vec<EchoServer> = (0..3).map(|i| EchoServer::start(&format!("u{i}")).unwrap()).collect();
+    let ups: Vec<EchoServer> = (0..3)
+        .map(|i| EchoServer::start(&format!("u{i}")).unwrap())
+        .collect();
     let list: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
     let gw = service_gateway(&format!(
         "    balance: consistent_hash\n    hash_key: header:x-user-id\n    instances: [{}]\n",
@@ -60,66 +85,132 @@ fn consistent_hash_keeps_a_key_on_one_instance() {
     for user in 0..30 {
         let id = format!("user-{user}");
         let first = spread(&gw, 5, &[("x-user-id", &id)]);
-        assert_eq!(first.len(), 1, "user {id} moved between instances: {first:?}");
+        assert_eq!(
+            first.len(),
+            1,
+            "user {id} moved between instances: {first:?}"
+        );
         owners.insert(id, first.into_keys().next().unwrap());
     }
     let distinct: std::collections::HashSet<_> = owners.values().collect();
-    assert!(distinct.len() >= 2, "30 keys should spread over instances: {owners:?}");
+    assert!(
+        distinct.len() >= 2,
+        "30 keys should spread over instances: {owners:?}"
+    );
 }
 
 #[test]
 fn a_failing_instance_is_marked_unhealthy_after_fall_probes_and_skipped() {
-    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
     let gw = service_gateway(&format!(
         "    instances: [\"{}\", \"{}\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 2, fall: 2}}\n",
         a.addr, b.addr
     ));
-    let gauge = format!("portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}", b.addr);
+    let gauge = format!(
+        "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+        b.addr
+    );
     assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 1.0));
-    b.state.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
-    assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 0.0), "b never marked unhealthy");
+    b.state
+        .healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 0.0),
+        "b never marked unhealthy"
+    );
     let before = b.requests();
     let seen = spread(&gw, 20, &[]);
-    assert_eq!(seen.get("a"), Some(&20), "unhealthy b still got traffic: {seen:?}");
+    assert_eq!(
+        seen.get("a"),
+        Some(&20),
+        "unhealthy b still got traffic: {seen:?}"
+    );
     assert_eq!(b.requests(), before);
     let services = gw.admin("GET", "/admin/services/svc", &[]).json();
-    let b_view = services["instances"].as_array().unwrap().iter().find(|i| i["addr"] == b.addr.to_string()).unwrap().clone();
+    let b_view = services["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["addr"] == b.addr.to_string())
+        .unwrap()
+        .clone();
     assert_eq!(b_view["healthy"], false);
     assert_eq!(b_view["last_check_error"], "status 503");
 
-    b.state.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 1.0), "b never came back after rise probes");
+    b.state
+        .healthy
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 1.0),
+        "b never came back after rise probes"
+    );
 }
 
 #[test]
 fn when_every_instance_is_unhealthy_traffic_fails_open_and_is_counted() {
-    let (a, b) = (EchoServer::start("a").unwrap(), EchoServer::start("b").unwrap());
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
     let gw = service_gateway(&format!(
         "    instances: [\"{}\", \"{}\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}}\n",
         a.addr, b.addr
     ));
     for up in [&a, &b] {
-        up.state.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+        up.state
+            .healthy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
-    let down = |u: &EchoServer| format!("portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}", u.addr);
-    assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&down(&a)) == 0.0 && gw.metric(&down(&b)) == 0.0));
+    let down = |u: &EchoServer| {
+        format!(
+            "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+            u.addr
+        )
+    };
+    assert!(
+        gw.eventually(Duration::from_secs(3), || gw.metric(&down(&a)) == 0.0
+            && gw.metric(&down(&b)) == 0.0)
+    );
     let seen = spread(&gw, 10, &[]);
     assert_eq!(seen.values().sum::<usize>(), 10);
-    assert_eq!(gw.metric("portico_upstream_panic_selections_total{service=\"svc\"}"), 10.0);
+    assert_eq!(
+        gw.metric("portico_upstream_panic_selections_total{service=\"svc\"}"),
+        10.0
+    );
 }
 
 #[test]
 fn connect_failures_are_retried_on_another_instance_without_client_errors() {
     let a = EchoServer::start("a").unwrap();
     let dead = format!("127.0.0.1:{}", free_port());
-    let gw = service_gateway(&format!("    instances: [\"{}\", \"{dead}\"]\n    connect_timeout: 500ms\n", a.addr));
+    let gw = service_gateway(&format!(
+        "    instances: [\"{}\", \"{dead}\"]\n    connect_timeout: 500ms\n",
+        a.addr
+    ));
     for i in 0..20 {
-        let r = request(gw.addr, if i % 2 == 0 { "GET" } else { "POST" }, "/", &[], "x");
+        let r = request(
+            gw.addr,
+            if i % 2 == 0 { "GET" } else { "POST" },
+            "/",
+            &[],
+            "x",
+        );
         assert_eq!(r.status, 200, "request {i} failed: {}", r.body);
     }
-    assert!(gw.metric("portico_upstream_retries_total{reason=\"connect_failure\",service=\"svc\"}") >= 5.0);
-    assert!(gw.metric("portico_upstream_errors_total{kind=\"connect_refused\",service=\"svc\"}") >= 5.0);
-    assert_eq!(gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"2xx\"}"), 20.0);
+    assert!(
+        gw.metric("portico_upstream_retries_total{reason=\"connect_failure\",service=\"svc\"}")
+            >= 5.0
+    );
+    assert!(
+        gw.metric("portico_upstream_errors_total{kind=\"connect_refused\",service=\"svc\"}") >= 5.0
+    );
+    assert_eq!(
+        gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"2xx\"}"),
+        20.0
+    );
 }
 
 #[test]
@@ -131,17 +222,26 @@ fn a_service_with_no_reachable_instance_answers_502_json() {
     assert_eq!(r.status, 502);
     assert_eq!(r.header("portico-error"), Some("upstream_connect_error"));
     assert_eq!(r.json()["error"]["request_id"], "r1");
-    assert_eq!(gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"error\"}"), 2.0);
+    assert_eq!(
+        gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"error\"}"),
+        2.0
+    );
 }
 
 #[test]
 fn a_slow_upstream_gets_a_504_after_the_read_timeout() {
     let a = EchoServer::start("a").unwrap();
-    let gw = service_gateway(&format!("    instances: [\"{}\"]\n    read_timeout: 200ms\n", a.addr));
+    let gw = service_gateway(&format!(
+        "    instances: [\"{}\"]\n    read_timeout: 200ms\n",
+        a.addr
+    ));
     let r = gw.get("/delay/1500");
     assert_eq!(r.status, 504, "{}", r.body);
     assert_eq!(r.header("portico-error"), Some("upstream_timeout"));
-    assert_eq!(gw.metric("portico_upstream_errors_total{kind=\"read_timeout\",service=\"svc\"}"), 1.0);
+    assert_eq!(
+        gw.metric("portico_upstream_errors_total{kind=\"read_timeout\",service=\"svc\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -149,7 +249,10 @@ fn upstream_errors_pass_through_and_are_counted_by_class() {
     let a = EchoServer::start("a").unwrap();
     let gw = service_gateway(&format!("    instances: [\"{}\"]\n", a.addr));
     assert_eq!(gw.get("/status/503").status, 503);
-    assert_eq!(gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"5xx\"}"), 1.0);
+    assert_eq!(
+        gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"5xx\"}"),
+        1.0
+    );
     assert_eq!(
         gw.metric("portico_http_requests_total{code=\"503\",method=\"GET\",route=\"all\",source=\"upstream\"}"),
         1.0

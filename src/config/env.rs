@@ -17,7 +17,8 @@ pub fn expand_with(
 ) -> Result<String, Vec<ConfigError>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
-    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+    for (line_no, full_line) in text.split_inclusive('\n').enumerate() {
+        let (line, comment) = full_line.split_at(comment_start(full_line));
         let mut rest = line;
         while let Some(pos) = rest.find('$') {
             out.push_str(&rest[..pos]);
@@ -56,12 +57,29 @@ pub fn expand_with(
             }
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(errors)
     }
+}
+
+/// Byte index where a YAML comment starts on `line` (its length when there is none): a `#` at
+/// the start or after whitespace, outside quotes. Comments are never expanded.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double, mut prev_space) = (false, false, true);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_space => return i,
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line.len()
 }
 
 #[cfg(test)]
@@ -88,6 +106,12 @@ mod tests {
             expand_with("f", "a: $${PORT} $x", env).unwrap(),
             "a: ${PORT} $x"
         );
+    }
+
+    #[test]
+    fn comments_are_left_alone() {
+        let out = expand_with("f", "# ${NOPE}\na: \"#${PORT}\" # ${NOPE}\n", env).unwrap();
+        assert_eq!(out, "# ${NOPE}\na: \"#8080\" # ${NOPE}\n");
     }
 
     #[test]

@@ -66,11 +66,9 @@ impl MarkedEventReceiver for Builder {
                     self.positions.insert(p, pos);
                 }
             }
-            Event::Alias(_) => {
-                if !self.expecting_key() {
-                    if let Some(p) = self.next_path() {
-                        self.positions.insert(p, pos);
-                    }
+            Event::Alias(_) if !self.expecting_key() => {
+                if let Some(p) = self.next_path() {
+                    self.positions.insert(p, pos);
                 }
             }
             Event::MappingStart(..) => {

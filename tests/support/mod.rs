@@ -47,7 +47,13 @@ impl Response {
 }
 
 /// Sends one request with `Connection: close` and reads the whole response.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut raw = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         raw.push_str("Host: test.local\r\n");
@@ -55,7 +61,10 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));
     }
-    raw.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+    raw.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     send_raw(addr, raw.as_bytes())
 }
 
@@ -90,8 +99,16 @@ fn parse(buf: &[u8]) -> Response {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Response { status, headers, body }
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -139,13 +156,24 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn portico");
-        let gw = Self { addr, admin, config_path, _dir: dir, child };
+        let gw = Self {
+            addr,
+            admin,
+            config_path,
+            _dir: dir,
+            child,
+        };
         gw.wait_ready();
         gw
     }
 
     /// The full file for listeners `addr`/`admin` and `body`.
-    pub fn config_text(addr: SocketAddr, admin: SocketAddr, server_extra: &str, body: &str) -> String {
+    pub fn config_text(
+        addr: SocketAddr,
+        admin: SocketAddr,
+        server_extra: &str,
+        body: &str,
+    ) -> String {
         format!(
             "server:\n  listen: [\"{addr}\"]\n  threads: 1\n  admin: {{listen: \"{admin}\"}}\n  grace_period: 0s\n{server_extra}\n{body}"
         )
@@ -159,7 +187,10 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("portico did not start listening on {} / {}", self.addr, self.admin);
+        panic!(
+            "portico did not start listening on {} / {}",
+            self.addr, self.admin
+        );
     }
 
     /// GET through the proxy.
@@ -177,7 +208,10 @@ impl Gateway {
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.admin("GET", "/metrics", &[]).body;
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }
