@@ -10,7 +10,7 @@ use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
 use async_trait::async_trait;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -326,6 +326,18 @@ impl ProxyHttp for Proxy {
         if let (true, Some(code)) = (ctx.gateway_made, ctx.error) {
             metrics.gateway_response(code.as_str());
         }
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // A retried attempt is counted in portico_upstream_retries_total; a warning per attempt
+        // would flood the log exactly when an instance dies.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {

@@ -157,7 +157,6 @@ impl HealthCheck for Prober {
             last_seen: now,
             last_error: None,
         });
-        let was = v.healthy;
         match outcome {
             Ok(()) => {
                 v.successes += 1;
@@ -178,23 +177,28 @@ impl HealthCheck for Prober {
         }
         v.next_due = now + probe.interval;
         v.last_seen = now;
-        let healthy = v.healthy;
+        let (healthy, error) = (v.healthy, v.last_error.clone());
         drop(map);
-        if was != healthy {
-            log::warn!(
-                "instance {addr} of service {} is now {}",
-                spec.service,
-                if healthy { "healthy" } else { "unhealthy" }
-            );
-        }
         INSTANCE_HEALTHY
             .with_label_values(&[&spec.service, &addr.to_string()])
             .set(i64::from(healthy));
-        verdict_result(healthy)
+        match (healthy, error) {
+            (false, Some(e)) => Error::e_explain(ErrorType::ConnectError, e),
+            (healthy, _) => verdict_result(healthy),
+        }
     }
 
     fn health_threshold(&self, _success: bool) -> usize {
         1
+    }
+
+    /// Names the target in pingora's "becomes (un)healthy" log lines.
+    fn backend_summary(&self, target: &Backend) -> String {
+        let service = target
+            .ext
+            .get::<Arc<ProbeSpec>>()
+            .map_or("?", |s| s.service.as_str());
+        format!("service {service} instance {}", target.addr)
     }
 }
 
@@ -202,7 +206,7 @@ fn verdict_result(healthy: bool) -> Result<()> {
     if healthy {
         Ok(())
     } else {
-        Error::e_explain(ErrorType::ConnectError, "instance is unhealthy")
+        Error::e_explain(ErrorType::ConnectError, "failing health checks")
     }
 }
 
