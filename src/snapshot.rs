@@ -98,8 +98,15 @@ impl Snapshot {
             }
         }
         for (name, upstream) in &self.services {
-            if !next.services.contains_key(name) {
+            let Some(successor) = next.services.get(name) else {
                 upstream.metrics.remove();
+                continue;
+            };
+            let kept = successor.instance_set().get();
+            for gone in upstream.instance_set().get().difference(&kept) {
+                if !kept.iter().any(|b| b.addr == gone.addr) {
+                    upstream.metrics.remove_instance(&gone.addr.to_string());
+                }
             }
         }
     }

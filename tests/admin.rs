@@ -106,6 +106,40 @@ fn reload_keeps_health_state_of_unchanged_services() {
 }
 
 #[test]
+fn reload_removes_the_series_of_instances_and_routes_that_left() {
+    let (a, b) = (
+        EchoServer::start("a").unwrap(),
+        EchoServer::start("b").unwrap(),
+    );
+    let body = format!("routes:\n  - {{name: old-route, service: svc}}\nservices:\n  svc:\n    instances: [\"{}\", \"{}\"]\n", a.addr, b.addr);
+    let gw = Gateway::start(&body);
+    assert_eq!(gw.get("/").status, 200);
+    let gauge = format!(
+        "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+        b.addr
+    );
+    assert!(gw.admin("GET", "/metrics", &[]).body.contains(&gauge));
+    let next = body
+        .replace(&format!(", \"{}\"", b.addr), "")
+        .replace("old-route", "new-route");
+    rewrite_config(&gw, &next);
+    assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);
+    let metrics = gw.admin("GET", "/metrics", &[]).body;
+    assert!(
+        !metrics.contains(&gauge),
+        "series of the removed instance remains"
+    );
+    assert!(
+        !metrics.contains("route=\"old-route\""),
+        "series of the removed route remain"
+    );
+    assert!(
+        metrics.contains("portico_upstream_instances{service=\"svc\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn admin_api_requires_the_bearer_token_when_configured() {
     let up = EchoServer::start("e").unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
