@@ -134,6 +134,7 @@ async fn read_body(reader: &mut BufReader<TcpStream>, head: &Head) -> std::io::R
 }
 
 async fn connection(stream: TcpStream, state: Arc<EchoState>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream);
     while let Some(head) = read_head(&mut reader).await? {
         let body_bytes = read_body(&mut reader, &head).await?;
@@ -177,9 +178,10 @@ async fn connection(stream: TcpStream, state: Arc<EchoState>) -> std::io::Result
             state.name,
             if close { "Connection: close\r\n" } else { "" }
         );
-        let stream = reader.get_mut();
-        stream.write_all(response.as_bytes()).await?;
-        stream.write_all(&body).await?;
+        // One write per response: a separate body write would meet Nagle and delayed ACKs.
+        let mut out = response.into_bytes();
+        out.extend_from_slice(&body);
+        reader.get_mut().write_all(&out).await?;
         if close {
             return Ok(());
         }
