@@ -67,12 +67,20 @@ impl Admin {
             .into_iter()
             .map(|(backend, ready)| {
                 let verdict = self.gateway.verdicts.get(&backend);
+                let breaker = backend
+                    .addr
+                    .as_inet()
+                    .and_then(|a| upstream.breaker_view(a));
                 json!({
                     "addr": backend.addr.to_string(),
                     "weight": backend.weight,
                     "source": "static",
                     "healthy": ready,
                     "last_check_error": verdict.and_then(|v| v.last_error),
+                    "breaker": breaker.map(|(state, next_probe)| json!({
+                        "state": state.as_str(),
+                        "next_probe_in_seconds": next_probe.as_secs_f64(),
+                    })),
                 })
             })
             .collect();

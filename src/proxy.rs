@@ -7,6 +7,7 @@ use crate::request_id;
 use crate::router::{host_without_port, HeaderEdits, RequestFacts};
 use crate::snapshot::{RouteTarget, Snapshot};
 use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
+use crate::upstream::Pick;
 use async_trait::async_trait;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -42,6 +43,12 @@ pub struct RequestCtx {
     tried: Vec<SocketAddr>,
     attempts: u32,
     current: Option<SocketAddr>,
+    /// The current attempt is a half-open breaker probe.
+    probe: bool,
+    /// The current attempt's outcome was reported to its breaker.
+    outcome_recorded: bool,
+    /// Seconds for `Retry-After` on a 503 Portico makes.
+    retry_after: Option<u64>,
     attempt_start: Option<Instant>,
     /// Set when Portico (not an upstream) decides the response.
     error: Option<ErrorCode>,
@@ -52,6 +59,17 @@ pub struct RequestCtx {
 impl RequestCtx {
     fn target(&self) -> Option<&RouteTarget> {
         Some(&self.snapshot.as_ref()?.targets[self.route?])
+    }
+
+    /// Reports the current attempt's outcome to its instance's breaker, once.
+    fn record_outcome(&mut self, success: bool) {
+        if self.outcome_recorded {
+            return;
+        }
+        self.outcome_recorded = true;
+        if let (Some(addr), Some(target)) = (self.current, self.target()) {
+            target.upstream.record_outcome(&addr, success, self.probe);
+        }
     }
 }
 
@@ -71,6 +89,9 @@ impl ProxyHttp for Proxy {
             tried: Vec::new(),
             attempts: 0,
             current: None,
+            probe: false,
+            outcome_recorded: false,
+            retry_after: None,
             attempt_start: None,
             error: None,
             gateway_made: false,
@@ -131,11 +152,27 @@ impl ProxyHttp for Proxy {
             .hash_key()
             .map(|k| k.extract(session.req_header(), ctx.client_ip))
             .unwrap_or_default();
-        let Some(selection) = upstream.select(&key, &ctx.tried) else {
+        let selection = match upstream.select(&key, &ctx.tried, Instant::now()) {
+            Pick::Selected(selection) => selection,
             // After connect failures the request fails with that error, not as "no instance".
-            let code = ctx.error.unwrap_or(ErrorCode::NoHealthyUpstream);
-            ctx.error = Some(code);
-            return Error::e_explain(ErrorType::HTTPStatus(code.status()), "no instance to try");
+            Pick::CircuitOpen { retry_after } => {
+                let code = ctx.error.unwrap_or(ErrorCode::CircuitOpen);
+                ctx.error = Some(code);
+                ctx.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(code.status()),
+                    "every breaker is open",
+                );
+            }
+            Pick::Exhausted => {
+                let code = ctx.error.unwrap_or(ErrorCode::NoHealthyUpstream);
+                ctx.error = Some(code);
+                ctx.retry_after = Some(1);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(code.status()),
+                    "no instance to try",
+                );
+            }
         };
         let peer = upstream.peer(&selection.backend);
         if ctx.attempts > 0 {
@@ -143,6 +180,8 @@ impl ProxyHttp for Proxy {
         }
         ctx.attempts += 1;
         ctx.current = selection.backend.addr.as_inet().copied();
+        ctx.probe = selection.probe;
+        ctx.outcome_recorded = false;
         ctx.attempt_start = Some(Instant::now());
         Ok(peer)
     }
@@ -155,6 +194,7 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.error = Some(error_code(&e));
+        ctx.record_outcome(false);
         if let Some(addr) = ctx.current.take() {
             ctx.tried.push(addr);
         }
@@ -178,6 +218,7 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         if e.esource() == &ErrorSource::Upstream {
             ctx.error = Some(error_code(&e));
+            ctx.record_outcome(false);
             if let Some(target) = ctx.target() {
                 target.upstream.metrics.attempt_error(error_kind(e.etype()));
             }
@@ -238,6 +279,11 @@ impl ProxyHttp for Proxy {
         if upstream_response.status.is_informational() {
             return Ok(());
         }
+        let status = upstream_response.status.as_u16();
+        let failed = ctx
+            .target()
+            .is_some_and(|t| t.upstream.is_failure_status(status));
+        ctx.record_outcome(!failed);
         let started = ctx.attempt_start.take();
         if let Some(target) = ctx.target() {
             let metrics = &target.upstream.metrics;
@@ -291,7 +337,13 @@ impl ProxyHttp for Proxy {
         };
         ctx.error = Some(code);
         ctx.gateway_made = true;
-        if let Err(err) = reply::send(session, code, ctx.request_id.as_ref(), &[]).await {
+        let retry_after: Vec<(&'static str, HeaderValue)> = ctx
+            .retry_after
+            .filter(|_| code.status() == 503)
+            .map(|s| ("Retry-After", HeaderValue::from(s)))
+            .into_iter()
+            .collect();
+        if let Err(err) = reply::send(session, code, ctx.request_id.as_ref(), &retry_after).await {
             log::debug!("could not send error response: {err}");
         }
         FailToProxy {
@@ -303,6 +355,11 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.in_flight {
             HTTP_IN_FLIGHT.dec();
+        }
+        if ctx.probe && !ctx.outcome_recorded {
+            if let (Some(addr), Some(target)) = (ctx.current, ctx.target()) {
+                target.upstream.release_probe(&addr);
+            }
         }
         let Some(snapshot) = &ctx.snapshot else {
             return;

@@ -161,6 +161,53 @@ pub struct ServiceConfig {
     pub idle_timeout: Duration,
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
+}
+
+/// Per-instance circuit breaker settings of a service (on by default).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    /// Opens after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when failures / requests over `window` reach this, with at least `min_requests`.
+    pub failure_ratio: f64,
+    pub min_requests: u32,
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// First open period; doubles on each re-open up to `max_open_for`.
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+    #[serde(with = "duration")]
+    pub max_open_for: Duration,
+    /// Concurrent probes admitted while half-open, and successes needed to close.
+    pub half_open_probes: u32,
+    /// Largest share of a service's instances breakers may eject at once (at least one).
+    pub max_ejected_ratio: f64,
+    /// Compute and export state, never refuse a request.
+    pub shadow: bool,
+    /// Count every 5xx as a failure, not only 502/503/504.
+    pub trip_on_5xx: bool,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(120),
+            half_open_probes: 3,
+            max_ejected_ratio: 0.5,
+            shadow: false,
+            trip_on_5xx: false,
+        }
+    }
 }
 
 fn default_connect_timeout() -> Duration {

@@ -223,6 +223,33 @@ fn service(name: &str, s: &ServiceConfig, p: &str, at: Locate, errs: &mut Vec<Co
             ));
         }
     }
+    let cb = &s.circuit_breaker;
+    let cp = format!("{p}.circuit_breaker");
+    if cb.consecutive_failures == 0 || cb.min_requests == 0 || cb.half_open_probes == 0 {
+        errs.push(at(
+            &cp,
+            "consecutive_failures, min_requests and half_open_probes must be at least 1".into(),
+        ));
+    }
+    if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) {
+        errs.push(at(
+            &format!("{cp}.failure_ratio"),
+            "must be in (0, 1]".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&cb.max_ejected_ratio) {
+        errs.push(at(
+            &format!("{cp}.max_ejected_ratio"),
+            "must be in [0, 1]".into(),
+        ));
+    }
+    if cb.window.as_millis() < 10 || cb.open_for.is_zero() || cb.max_open_for < cb.open_for {
+        errs.push(at(
+            &cp,
+            "window must be at least 10ms, open_for above zero and max_open_for not below open_for"
+                .into(),
+        ));
+    }
     if let Some(hc) = &s.health_check {
         let hp = format!("{p}.health_check");
         if hc.kind == HealthCheckKind::Http && !hc.path.starts_with('/') {

@@ -89,6 +89,21 @@ family!(PANIC_SELECTIONS: IntCounterVec = register_int_counter_vec!(
     "Selections made while every instance was unhealthy (fail open to the whole set).",
     &["service"]
 ));
+family!(BREAKER_STATE: IntGaugeVec = register_int_gauge_vec!(
+    "portico_circuit_breaker_state",
+    "Circuit breaker state of an instance, one-hot over closed, open and half_open.",
+    &["service", "instance", "state"]
+));
+family!(BREAKER_TRANSITIONS: IntCounterVec = register_int_counter_vec!(
+    "portico_circuit_breaker_transitions_total",
+    "Circuit breaker state changes.",
+    &["service", "from", "to"]
+));
+family!(BREAKER_SHORT_CIRCUITS: IntCounterVec = register_int_counter_vec!(
+    "portico_circuit_breaker_short_circuited_total",
+    "Requests refused because every candidate instance's breaker was open (or would have been, in shadow mode).",
+    &["service", "mode"]
+));
 family!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
     "portico_config_reloads_total",
     "Configuration reload attempts by result.",
@@ -128,6 +143,9 @@ pub fn init() {
         LazyLock::force(&INSTANCE_HEALTHY);
         LazyLock::force(&SERVICE_INSTANCES);
         LazyLock::force(&PANIC_SELECTIONS);
+        LazyLock::force(&BREAKER_STATE);
+        LazyLock::force(&BREAKER_TRANSITIONS);
+        LazyLock::force(&BREAKER_SHORT_CIRCUITS);
         LazyLock::force(&CONFIG_RELOADS);
         CONFIG_LAST_RELOAD_OK.set(1);
         LazyLock::force(&CONFIG_LAST_RELOAD_TIME);
@@ -269,6 +287,8 @@ pub struct ServiceMetrics {
     pub panic_selections: IntCounter,
     pub connect_retries: IntCounter,
     pub instances: IntGauge,
+    pub short_circuited: IntCounter,
+    pub shadow_short_circuited: IntCounter,
 }
 
 impl ServiceMetrics {
@@ -281,6 +301,8 @@ impl ServiceMetrics {
             panic_selections: PANIC_SELECTIONS.with_label_values(&[service]),
             connect_retries: UPSTREAM_RETRIES.with_label_values(&[service, "connect_failure"]),
             instances: SERVICE_INSTANCES.with_label_values(&[service]),
+            short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "enforced"]),
+            shadow_short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "shadow"]),
         }
     }
 
@@ -304,9 +326,28 @@ impl ServiceMetrics {
             .set(i64::from(healthy));
     }
 
+    /// Sets an instance's one-hot breaker state.
+    pub fn breaker_state(&self, instance: &str, state: &str) {
+        for s in ["closed", "open", "half_open"] {
+            BREAKER_STATE
+                .with_label_values(&[&self.service, instance, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Counts a breaker transition.
+    pub fn breaker_transition(&self, from: &str, to: &str) {
+        BREAKER_TRANSITIONS
+            .with_label_values(&[&self.service, from, to])
+            .inc();
+    }
+
     /// Removes an instance's series (it left the service).
     pub fn remove_instance(&self, instance: &str) {
         let _ = INSTANCE_HEALTHY.remove_label_values(&[&self.service, instance]);
+        for s in ["closed", "open", "half_open"] {
+            let _ = BREAKER_STATE.remove_label_values(&[&self.service, instance, s]);
+        }
     }
 
     /// Removes all of the service's series (it left the configuration).
@@ -316,12 +357,15 @@ impl ServiceMetrics {
             &*UPSTREAM_ERRORS,
             &*UPSTREAM_RETRIES,
             &*PANIC_SELECTIONS,
+            &*BREAKER_TRANSITIONS,
+            &*BREAKER_SHORT_CIRCUITS,
         ] {
             remove_matching(family, "service", &self.service);
         }
         remove_matching(&*UPSTREAM_DURATION, "service", &self.service);
         remove_matching(&*SERVICE_INSTANCES, "service", &self.service);
         remove_matching(&*INSTANCE_HEALTHY, "service", &self.service);
+        remove_matching(&*BREAKER_STATE, "service", &self.service);
     }
 }
 

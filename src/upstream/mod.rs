@@ -3,29 +3,49 @@
 //! its service section is unchanged, so balancer position and health survive.
 
 mod balancer;
+pub mod breaker;
+mod breakers;
 mod discovery;
 mod hash_key;
 pub mod health;
 
+pub use breakers::Verdict;
 pub use discovery::InstanceSet;
 pub use hash_key::HashKey;
 
 use crate::config::{parse_instance, Balance, ServiceConfig};
 use crate::telemetry::metrics::ServiceMetrics;
 use balancer::Balancer;
+use breaker::State;
+use breakers::Breakers;
 use discovery::SetDiscovery;
 use health::ProbeSpec;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A selected instance.
 pub struct Selection {
     pub backend: Backend,
     /// Chosen while every instance was unhealthy (fail-open "panic mode").
     pub panic: bool,
+    /// A half-open breaker probe: its outcome must be reported.
+    pub probe: bool,
+}
+
+/// The result of instance selection.
+pub enum Pick {
+    Selected(Selection),
+    /// Every otherwise eligible instance is refused by its breaker.
+    CircuitOpen {
+        retry_after: Duration,
+    },
+    /// No instance can be tried (none left untried).
+    Exhausted,
 }
 
 /// One service's balancer and everything needed to reach its instances.
@@ -37,6 +57,7 @@ pub struct Upstream {
     instances: Arc<InstanceSet>,
     hash_key: Option<HashKey>,
     pub metrics: ServiceMetrics,
+    breakers: Breakers,
     /// Serialises balancer updates: pingora forbids overlapping `update()` on one view.
     update_lock: tokio::sync::Mutex<()>,
 }
@@ -65,6 +86,14 @@ impl Upstream {
             set.insert(backend);
         }
         metrics.instances.set(set.len() as i64);
+        let now = Instant::now();
+        let breakers = Breakers::new(
+            &config.circuit_breaker,
+            set.iter()
+                .filter_map(|b: &Backend| b.addr.as_inet().copied()),
+            now,
+        );
+        breakers.export(&metrics, now);
         let instances = Arc::new(InstanceSet::new(set));
         let backends = || {
             Backends::new_with_health_registry(
@@ -88,6 +117,7 @@ impl Upstream {
             instances,
             hash_key: config.hash_key.as_deref().and_then(HashKey::parse),
             metrics,
+            breakers,
             update_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -103,31 +133,85 @@ impl Upstream {
         self.hash_key.as_ref()
     }
 
-    /// Picks a healthy instance not in `tried`. When no instance at all is healthy, falls back
-    /// to the whole set (panic mode) rather than failing every request.
-    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<Selection> {
+    /// Picks a healthy instance not in `tried` whose breaker admits it. When no instance at all
+    /// is healthy, falls back to the whole set (panic mode) rather than failing every request;
+    /// breakers still apply there.
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr], now: Instant) -> Pick {
         let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
+        let probe = Cell::new(false);
+        let refused: Cell<Option<Duration>> = Cell::new(None);
+        let admit = |b: &Backend| {
+            let Some(addr) = b.addr.as_inet() else {
+                return true;
+            };
+            match self.breakers.admit(addr, now, &self.metrics) {
+                Verdict::Send { probe: p } => {
+                    probe.set(p);
+                    true
+                }
+                Verdict::Refuse { retry_after } => {
+                    let wait = refused.get().map_or(retry_after, |w| w.min(retry_after));
+                    refused.set(Some(wait));
+                    false
+                }
+            }
+        };
         let budget = 2 * self.instances.get().len() + 4;
-        if let Some(backend) = self
-            .balancer
-            .select_with(key, budget, |b, healthy| healthy && untried(b))
-        {
-            return Some(Selection {
+        let selected = |backend| {
+            Pick::Selected(Selection {
                 backend,
                 panic: false,
-            });
+                probe: probe.get(),
+            })
+        };
+        if let Some(backend) = self
+            .balancer
+            .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
+        {
+            return selected(backend);
         }
         let backends = self.balancer.backends();
-        let all = backends.get_backend();
-        if all.iter().any(|b| backends.ready(b)) {
-            return None;
+        if !backends.get_backend().iter().any(|b| backends.ready(b)) {
+            if let Some(backend) = self
+                .balancer
+                .select_with(key, budget, |b, _| untried(b) && admit(b))
+            {
+                self.metrics.panic_selections.inc();
+                return Pick::Selected(Selection {
+                    backend,
+                    panic: true,
+                    probe: probe.get(),
+                });
+            }
         }
-        let backend = self.balancer.select_with(key, budget, |b, _| untried(b))?;
-        self.metrics.panic_selections.inc();
-        Some(Selection {
-            backend,
-            panic: true,
-        })
+        match refused.get() {
+            Some(retry_after) => {
+                self.metrics.short_circuited.inc();
+                Pick::CircuitOpen { retry_after }
+            }
+            None => Pick::Exhausted,
+        }
+    }
+
+    /// Reports the outcome of an attempt on `addr` to its breaker.
+    pub fn record_outcome(&self, addr: &SocketAddr, success: bool, probe: bool) {
+        self.breakers
+            .record(addr, success, probe, Instant::now(), &self.metrics);
+    }
+
+    /// Gives back a probe slot whose attempt produced no outcome.
+    pub fn release_probe(&self, addr: &SocketAddr) {
+        self.breakers.release_probe(addr);
+    }
+
+    /// Breaker state and time to its next probe, for the admin API.
+    pub fn breaker_view(&self, addr: &SocketAddr) -> Option<(State, Duration)> {
+        self.breakers.view(addr, Instant::now())
+    }
+
+    /// Whether a response status counts as a breaker failure.
+    pub fn is_failure_status(&self, status: u16) -> bool {
+        matches!(status, 502..=504) || (self.config.circuit_breaker.trip_on_5xx && status >= 500)
     }
 
     /// A peer for `backend` with the service's timeouts.
