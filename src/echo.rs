@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -21,6 +21,8 @@ pub struct EchoState {
     pub healthy: AtomicBool,
     /// Requests answered, `/health` excluded.
     pub requests: AtomicU64,
+    /// When non-zero, every request except `/health` is answered with this status.
+    pub fail_with: AtomicU16,
 }
 
 impl EchoState {
@@ -30,6 +32,7 @@ impl EchoState {
             name: name.to_string(),
             healthy: AtomicBool::new(true),
             requests: AtomicU64::new(0),
+            fail_with: AtomicU16::new(0),
         })
     }
 }
@@ -158,6 +161,10 @@ async fn connection(stream: TcpStream, state: Arc<EchoState>) -> std::io::Result
                 .and_then(|s| s.parse::<u16>().ok())
                 .filter(|s| (200..=599).contains(s))
                 .unwrap_or(200);
+            let status = match state.fail_with.load(Ordering::Relaxed) {
+                0 => status,
+                forced => forced,
+            };
             let echo = serde_json::json!({
                 "instance": state.name,
                 "method": head.method,

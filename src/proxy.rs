@@ -4,6 +4,7 @@
 use crate::gateway::Gateway;
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
+use crate::retry::Cause;
 use crate::router::{host_without_port, HeaderEdits, RequestFacts};
 use crate::snapshot::{RouteTarget, Snapshot};
 use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
@@ -49,6 +50,13 @@ pub struct RequestCtx {
     outcome_recorded: bool,
     /// Seconds for `Retry-After` on a 503 Portico makes.
     retry_after: Option<u64>,
+    /// End of the route's time budget, retries included.
+    deadline: Option<Instant>,
+    /// The request counts in its service's retry budget (entered / holding a retry slot).
+    budget_entered: bool,
+    retry_slot: bool,
+    /// Why the next attempt is a retry.
+    retry_cause: Option<Cause>,
     attempt_start: Option<Instant>,
     /// Set when Portico (not an upstream) decides the response.
     error: Option<ErrorCode>,
@@ -92,6 +100,10 @@ impl ProxyHttp for Proxy {
             probe: false,
             outcome_recorded: false,
             retry_after: None,
+            deadline: None,
+            budget_entered: false,
+            retry_slot: false,
+            retry_cause: None,
             attempt_start: None,
             error: None,
             gateway_made: false,
@@ -130,7 +142,14 @@ impl ProxyHttp for Proxy {
             headers: &req.headers,
         });
         ctx.snapshot = Some(snapshot);
-        if ctx.route.is_none() {
+        if let Some(i) = ctx.route {
+            let snapshot = ctx.snapshot.as_ref().map(Arc::clone);
+            if let Some(s) = snapshot {
+                ctx.deadline = s.router.route(i).timeout.map(|t| ctx.start + t);
+                s.targets[i].upstream.budget.enter();
+                ctx.budget_entered = true;
+            }
+        } else {
             ctx.error = Some(ErrorCode::NoRoute);
             ctx.gateway_made = true;
             reply::send(session, ErrorCode::NoRoute, ctx.request_id.as_ref(), &[]).await?;
@@ -144,10 +163,25 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(target) = ctx.target() else {
+        let (Some(snapshot), Some(route)) = (ctx.snapshot.clone(), ctx.route) else {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
-        let upstream = &target.upstream;
+        let upstream = &snapshot.targets[route].upstream;
+        if let Some(cause) = ctx.retry_cause.take() {
+            upstream.metrics.retries[cause as usize].inc();
+            let wait = snapshot.router.route(route).retry.backoff(ctx.attempts);
+            let wait = ctx.deadline.map_or(wait, |d| {
+                wait.min(d.saturating_duration_since(Instant::now()))
+            });
+            tokio::time::sleep(wait).await;
+        }
+        let remaining = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            ctx.error = Some(ErrorCode::DeadlineExceeded);
+            return Error::e_explain(ErrorType::HTTPStatus(504), "route deadline exceeded");
+        }
         let key = upstream
             .hash_key()
             .map(|k| k.extract(session.req_header(), ctx.client_ip))
@@ -174,9 +208,13 @@ impl ProxyHttp for Proxy {
                 );
             }
         };
-        let peer = upstream.peer(&selection.backend);
-        if ctx.attempts > 0 {
-            upstream.metrics.connect_retries.inc();
+        let mut peer = upstream.peer(&selection.backend);
+        if let Some(r) = remaining {
+            let o = &mut peer.options;
+            o.connection_timeout = o.connection_timeout.map(|t| t.min(r));
+            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(r));
+            o.read_timeout = o.read_timeout.map(|t| t.min(r));
+            o.write_timeout = o.write_timeout.map(|t| t.min(r));
         }
         ctx.attempts += 1;
         ctx.current = selection.backend.addr.as_inet().copied();
@@ -188,7 +226,7 @@ impl ProxyHttp for Proxy {
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -200,10 +238,9 @@ impl ProxyHttp for Proxy {
         }
         if let Some(target) = ctx.target() {
             target.upstream.metrics.attempt_error(error_kind(e.etype()));
-            // Nothing reached the upstream, so any method may go to another instance.
-            if ctx.attempts <= target_retries(ctx) {
-                e.set_retry(true);
-            }
+        }
+        if retry_allowed(ctx, Cause::ConnectFailure, &session.req_header().method) {
+            e.set_retry(true);
         }
         e
     }
@@ -216,17 +253,32 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if is_status_retry(&e) {
+            return e;
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let truncated = session.as_ref().retry_buffer_truncated();
         if e.esource() == &ErrorSource::Upstream {
-            ctx.error = Some(error_code(&e));
+            let past_deadline = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+            ctx.error = Some(if past_deadline {
+                ErrorCode::DeadlineExceeded
+            } else {
+                error_code(&e)
+            });
             ctx.record_outcome(false);
             if let Some(target) = ctx.target() {
                 target.upstream.metrics.attempt_error(error_kind(e.etype()));
             }
+            if !truncated && retry_allowed(ctx, Cause::Error, &session.req_header().method) {
+                if let Some(addr) = ctx.current.take() {
+                    ctx.tried.push(addr);
+                }
+                e.set_retry(true);
+                return e;
+            }
         }
         // pingora's default policy: only idempotent requests on a stale pooled connection retry.
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        if !session.req_header().method.is_idempotent() || truncated {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -257,6 +309,12 @@ impl ProxyHttp for Proxy {
             })?;
             upstream_request.set_uri(uri);
         }
+        if let Some(deadline) = ctx.deadline {
+            let ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
+            upstream_request.insert_header("portico-deadline-ms", ms)?;
+        }
         crate::forwarding::set_upstream_headers(
             upstream_request,
             ctx.peer_ip,
@@ -272,7 +330,7 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -291,6 +349,23 @@ impl ProxyHttp for Proxy {
             if let Some(start) = started {
                 metrics.duration.observe(start.elapsed().as_secs_f64());
             }
+        }
+        let another_instance = ctx
+            .target()
+            .is_some_and(|t| ctx.tried.len() + 1 < t.upstream.instance_count());
+        if failed
+            && another_instance
+            && retry_allowed(ctx, Cause::Status, &session.req_header().method)
+        {
+            if let Some(addr) = ctx.current.take() {
+                ctx.tried.push(addr);
+            }
+            let mut e = Error::explain(
+                ErrorType::Custom(STATUS_RETRY),
+                format!("upstream answered {status}"),
+            );
+            e.set_retry(true);
+            return Err(e);
         }
         Ok(())
     }
@@ -356,6 +431,11 @@ impl ProxyHttp for Proxy {
         if ctx.in_flight {
             HTTP_IN_FLIGHT.dec();
         }
+        if ctx.budget_entered {
+            if let Some(target) = ctx.target() {
+                target.upstream.budget.leave(ctx.retry_slot);
+            }
+        }
         if ctx.probe && !ctx.outcome_recorded {
             if let (Some(addr), Some(target)) = (ctx.current, ctx.target()) {
                 target.upstream.release_probe(&addr);
@@ -403,11 +483,38 @@ impl ProxyHttp for Proxy {
     }
 }
 
-fn target_retries(ctx: &RequestCtx) -> u32 {
-    match (&ctx.snapshot, ctx.route) {
-        (Some(s), Some(i)) => s.router.route(i).retries,
-        _ => 0,
+/// Marks the error that asks pingora to retry after a 502/503/504 answer.
+const STATUS_RETRY: &str = "PorticoStatusRetry";
+
+fn is_status_retry(e: &Error) -> bool {
+    matches!(e.etype(), ErrorType::Custom(name) if *name == STATUS_RETRY)
+}
+
+/// Whether the failed attempt may be retried: the route's policy, the deadline and the
+/// service's retry budget must all allow it. Takes a budget slot on a request's first retry.
+fn retry_allowed(ctx: &mut RequestCtx, cause: Cause, method: &http::Method) -> bool {
+    let (Some(snapshot), Some(i)) = (ctx.snapshot.clone(), ctx.route) else {
+        return false;
+    };
+    if !snapshot
+        .router
+        .route(i)
+        .retry
+        .allows(cause, method, ctx.attempts)
+        || ctx.deadline.is_some_and(|d| Instant::now() >= d)
+    {
+        return false;
     }
+    let upstream = &snapshot.targets[i].upstream;
+    if !ctx.retry_slot {
+        if !upstream.budget.try_take() {
+            upstream.metrics.retry_budget_exhausted.inc();
+            return false;
+        }
+        ctx.retry_slot = true;
+    }
+    ctx.retry_cause = Some(cause);
+    true
 }
 
 fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {

@@ -3,6 +3,7 @@
 //! snapshot; matching allocates nothing.
 
 use crate::config::{HeaderRules, RouteConfig};
+use crate::retry::RetryPolicy;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
@@ -101,8 +102,9 @@ pub struct Route {
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
     pub rewrite: PathRewrite,
-    /// Extra attempts after a connect failure.
-    pub retries: u32,
+    pub retry: RetryPolicy,
+    /// Bound on the whole request, retries included.
+    pub timeout: Option<std::time::Duration>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
 }
@@ -141,7 +143,8 @@ impl Route {
                 })
                 .collect(),
             rewrite,
-            retries: cfg.retry.attempts,
+            retry: RetryPolicy::new(&cfg.retry),
+            timeout: cfg.timeout,
             request_headers: HeaderEdits::compile(&cfg.request_headers),
             response_headers: HeaderEdits::compile(&cfg.response_headers),
         })

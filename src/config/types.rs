@@ -74,6 +74,10 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     #[serde(default)]
     pub rewrite: Option<RewriteConfig>,
+    /// Bound on the whole request, retries included; the remaining budget is sent upstream in
+    /// `Portico-Deadline-Ms`. None: only the service timeouts apply.
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
     #[serde(default)]
     pub retry: RetryConfig,
     #[serde(default)]
@@ -114,19 +118,42 @@ pub struct RewriteConfig {
     pub to: String,
 }
 
-/// Retry policy. For now only requests that never reached an upstream (connect failures) are
-/// retried, always on a different instance.
+/// Retry policy. Retries always go to an instance this request has not tried yet, wait a
+/// jittered backoff, stay within the route `timeout`, and are limited by the service's retry
+/// budget.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Extra attempts after the first one.
     pub attempts: u32,
+    /// What is retried: `connect_failure` (nothing was sent; any method), `status` (a 502, 503
+    /// or 504 answer) and `error` (timeout or reset after sending). The last two only for
+    /// idempotent methods unless `non_idempotent` is true.
+    pub on: Vec<RetryOn>,
+    pub non_idempotent: bool,
+    /// Base backoff; retry n waits a random time in [0, backoff × 2^(n-1)].
+    #[serde(with = "duration")]
+    pub backoff: Duration,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { attempts: 1 }
+        Self {
+            attempts: 1,
+            on: vec![RetryOn::ConnectFailure],
+            non_idempotent: false,
+            backoff: Duration::from_millis(25),
+        }
     }
+}
+
+/// A retryable failure kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    ConnectFailure,
+    Status,
+    Error,
 }
 
 /// Header edits: `set` replaces or adds, `remove` deletes.
@@ -277,6 +304,22 @@ pub enum HealthCheckKind {
     #[default]
     Http,
     Tcp,
+}
+
+/// Optional durations as human strings.
+pub mod opt_duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// Durations as human strings (`250ms`, `10s`, `2m`), both ways.

@@ -148,6 +148,12 @@ fn route(r: &RouteConfig, p: &str, config: &Config, at: Locate, errs: &mut Vec<C
             "at most 5 retries".into(),
         ));
     }
+    if r.timeout.is_some_and(|t| t.is_zero()) {
+        errs.push(at(
+            &format!("{p}.timeout"),
+            "must be greater than zero".into(),
+        ));
+    }
     for (field, rules) in [
         ("request_headers", &r.request_headers),
         ("response_headers", &r.response_headers),

@@ -74,6 +74,11 @@ family!(UPSTREAM_RETRIES: IntCounterVec = register_int_counter_vec!(
     "Attempts that were retries, by reason.",
     &["service", "reason"]
 ));
+family!(RETRY_BUDGET_EXHAUSTED: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_retry_budget_exhausted_total",
+    "Retries not made because the service's retry budget was spent.",
+    &["service"]
+));
 family!(INSTANCE_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
     "portico_upstream_instance_healthy",
     "Active health-check verdict of an instance (1 healthy, 0 unhealthy).",
@@ -140,6 +145,7 @@ pub fn init() {
         LazyLock::force(&UPSTREAM_DURATION);
         LazyLock::force(&UPSTREAM_ERRORS);
         LazyLock::force(&UPSTREAM_RETRIES);
+        LazyLock::force(&RETRY_BUDGET_EXHAUSTED);
         LazyLock::force(&INSTANCE_HEALTHY);
         LazyLock::force(&SERVICE_INSTANCES);
         LazyLock::force(&PANIC_SELECTIONS);
@@ -285,7 +291,9 @@ pub struct ServiceMetrics {
     attempts: [IntCounter; 6],
     pub duration: Histogram,
     pub panic_selections: IntCounter,
-    pub connect_retries: IntCounter,
+    /// Retries by cause, indexed by `retry::Cause`.
+    pub retries: [IntCounter; 3],
+    pub retry_budget_exhausted: IntCounter,
     pub instances: IntGauge,
     pub short_circuited: IntCounter,
     pub shadow_short_circuited: IntCounter,
@@ -299,7 +307,9 @@ impl ServiceMetrics {
             attempts: ATTEMPT_CLASSES.map(|c| UPSTREAM_ATTEMPTS.with_label_values(&[service, c])),
             duration: UPSTREAM_DURATION.with_label_values(&[service]),
             panic_selections: PANIC_SELECTIONS.with_label_values(&[service]),
-            connect_retries: UPSTREAM_RETRIES.with_label_values(&[service, "connect_failure"]),
+            retries: crate::retry::Cause::ALL
+                .map(|c| UPSTREAM_RETRIES.with_label_values(&[service, c.as_str()])),
+            retry_budget_exhausted: RETRY_BUDGET_EXHAUSTED.with_label_values(&[service]),
             instances: SERVICE_INSTANCES.with_label_values(&[service]),
             short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "enforced"]),
             shadow_short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "shadow"]),
@@ -356,6 +366,7 @@ impl ServiceMetrics {
             &*UPSTREAM_ATTEMPTS,
             &*UPSTREAM_ERRORS,
             &*UPSTREAM_RETRIES,
+            &*RETRY_BUDGET_EXHAUSTED,
             &*PANIC_SELECTIONS,
             &*BREAKER_TRANSITIONS,
             &*BREAKER_SHORT_CIRCUITS,

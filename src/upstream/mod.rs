@@ -58,6 +58,8 @@ pub struct Upstream {
     hash_key: Option<HashKey>,
     pub metrics: ServiceMetrics,
     breakers: Breakers,
+    /// Limits how many of this service's requests may be retrying at once.
+    pub budget: crate::retry::RetryBudget,
     /// Serialises balancer updates: pingora forbids overlapping `update()` on one view.
     update_lock: tokio::sync::Mutex<()>,
 }
@@ -118,6 +120,7 @@ impl Upstream {
             hash_key: config.hash_key.as_deref().and_then(HashKey::parse),
             metrics,
             breakers,
+            budget: Default::default(),
             update_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -207,6 +210,11 @@ impl Upstream {
     /// Breaker state and time to its next probe, for the admin API.
     pub fn breaker_view(&self, addr: &SocketAddr) -> Option<(State, Duration)> {
         self.breakers.view(addr, Instant::now())
+    }
+
+    /// Number of instances in the discovery set.
+    pub fn instance_count(&self) -> usize {
+        self.instances.get().len()
     }
 
     /// Whether a response status counts as a breaker failure.
