@@ -1,21 +1,27 @@
 //! The `ProxyHttp` implementation. Hooks stay thin: each reads the request context, calls one
 //! module (router, upstream, forwarding, reply, metrics) and maps the result.
 
+mod context;
+mod failure;
+
+pub use context::RequestCtx;
+
 use crate::gateway::Gateway;
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
 use crate::retry::Cause;
 use crate::router::{host_without_port, HeaderEdits, RequestFacts};
-use crate::snapshot::{RouteTarget, Snapshot};
 use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
 use crate::upstream::Pick;
 use async_trait::async_trait;
+use context::{is_status_retry, retry_allowed, STATUS_RETRY};
+use failure::{error_code, error_kind};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,56 +34,6 @@ impl Proxy {
     /// A proxy serving the gateway's current snapshot.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
-    }
-}
-
-/// Per-request state.
-pub struct RequestCtx {
-    start: Instant,
-    snapshot: Option<Arc<Snapshot>>,
-    route: Option<usize>,
-    request_id: Option<HeaderValue>,
-    peer_ip: IpAddr,
-    peer_trusted: bool,
-    client_ip: IpAddr,
-    /// Instances that failed to connect; never selected again for this request.
-    tried: Vec<SocketAddr>,
-    attempts: u32,
-    current: Option<SocketAddr>,
-    /// The current attempt is a half-open breaker probe.
-    probe: bool,
-    /// The current attempt's outcome was reported to its breaker.
-    outcome_recorded: bool,
-    /// Seconds for `Retry-After` on a 503 Portico makes.
-    retry_after: Option<u64>,
-    /// End of the route's time budget, retries included.
-    deadline: Option<Instant>,
-    /// The request counts in its service's retry budget (entered / holding a retry slot).
-    budget_entered: bool,
-    retry_slot: bool,
-    /// Why the next attempt is a retry.
-    retry_cause: Option<Cause>,
-    attempt_start: Option<Instant>,
-    /// Set when Portico (not an upstream) decides the response.
-    error: Option<ErrorCode>,
-    gateway_made: bool,
-    in_flight: bool,
-}
-
-impl RequestCtx {
-    fn target(&self) -> Option<&RouteTarget> {
-        Some(&self.snapshot.as_ref()?.targets[self.route?])
-    }
-
-    /// Reports the current attempt's outcome to its instance's breaker, once.
-    fn record_outcome(&mut self, success: bool) {
-        if self.outcome_recorded {
-            return;
-        }
-        self.outcome_recorded = true;
-        if let (Some(addr), Some(target)) = (self.current, self.target()) {
-            target.upstream.record_outcome(&addr, success, self.probe);
-        }
     }
 }
 
@@ -483,40 +439,6 @@ impl ProxyHttp for Proxy {
     }
 }
 
-/// Marks the error that asks pingora to retry after a 502/503/504 answer.
-const STATUS_RETRY: &str = "PorticoStatusRetry";
-
-fn is_status_retry(e: &Error) -> bool {
-    matches!(e.etype(), ErrorType::Custom(name) if *name == STATUS_RETRY)
-}
-
-/// Whether the failed attempt may be retried: the route's policy, the deadline and the
-/// service's retry budget must all allow it. Takes a budget slot on a request's first retry.
-fn retry_allowed(ctx: &mut RequestCtx, cause: Cause, method: &http::Method) -> bool {
-    let (Some(snapshot), Some(i)) = (ctx.snapshot.clone(), ctx.route) else {
-        return false;
-    };
-    if !snapshot
-        .router
-        .route(i)
-        .retry
-        .allows(cause, method, ctx.attempts)
-        || ctx.deadline.is_some_and(|d| Instant::now() >= d)
-    {
-        return false;
-    }
-    let upstream = &snapshot.targets[i].upstream;
-    if !ctx.retry_slot {
-        if !upstream.budget.try_take() {
-            upstream.metrics.retry_budget_exhausted.inc();
-            return false;
-        }
-        ctx.retry_slot = true;
-    }
-    ctx.retry_cause = Some(cause);
-    true
-}
-
 fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {
     for name in &edits.remove {
         req.remove_header(name);
@@ -525,36 +447,4 @@ fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<(
         req.insert_header(name.clone(), value.clone())?;
     }
     Ok(())
-}
-
-/// The reply code for an upstream-side error.
-fn error_code(e: &Error) -> ErrorCode {
-    match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-            ErrorCode::UpstreamTimeout
-        }
-        ErrorType::HTTPStatus(503) => ErrorCode::NoHealthyUpstream,
-        _ => ErrorCode::UpstreamConnectError,
-    }
-}
-
-/// The `kind` label of `portico_upstream_errors_total`.
-fn error_kind(etype: &ErrorType) -> &'static str {
-    match etype {
-        ErrorType::ConnectTimedout => "connect_timeout",
-        ErrorType::ConnectRefused => "connect_refused",
-        ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::BindError => {
-            "connect_error"
-        }
-        ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => "tls_handshake",
-        ErrorType::ReadTimedout => "read_timeout",
-        ErrorType::WriteTimedout => "write_timeout",
-        ErrorType::ConnectionClosed => "connection_closed",
-        ErrorType::ReadError => "read_error",
-        ErrorType::WriteError => "write_error",
-        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
-            "invalid_response"
-        }
-        _ => "other",
-    }
 }
