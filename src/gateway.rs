@@ -2,7 +2,8 @@
 //! health registry every balancer uses, and reload (admin API and SIGHUP). A reload validates
 //! and compiles the new file completely before one atomic swap; a rejected file changes nothing.
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, RedisConfig};
+use crate::registry::RegistryStatus;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics;
 use crate::upstream::health::{self, Verdicts};
@@ -35,8 +36,13 @@ pub struct ReloadStatus {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     source: ConfigSource,
-    pub registry: Arc<HealthRegistry>,
+    /// Health state shared by every balancer (one probe loop for all services).
+    pub health: Arc<HealthRegistry>,
     pub verdicts: Arc<Verdicts>,
+    /// The Redis connection settings in force since start (the section is not reloadable).
+    pub redis: Option<RedisConfig>,
+    /// State of the Redis service registry watcher.
+    pub registry: Arc<RegistryStatus>,
     last_reload: Mutex<Option<ReloadStatus>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -47,8 +53,9 @@ impl Gateway {
     pub fn new(config: Config, source: ConfigSource) -> std::io::Result<Arc<Self>> {
         metrics::init();
         let verdicts = Arc::new(Verdicts::default());
-        let registry = health::registry(verdicts.clone());
-        let snapshot = Snapshot::build(config, None, &registry);
+        let health = health::registry(verdicts.clone());
+        let redis = config.redis.clone();
+        let snapshot = Snapshot::build(config, None, &health);
         tokio::runtime::Builder::new_current_thread()
             .build()?
             .block_on(async {
@@ -66,8 +73,10 @@ impl Gateway {
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             source,
-            registry,
+            health,
             verdicts,
+            redis,
+            registry: Arc::new(RegistryStatus::default()),
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
@@ -127,7 +136,10 @@ impl Gateway {
                 "listener and thread changes take effect only after a restart or binary upgrade"
             );
         }
-        let next = Snapshot::build(config, Some(&old), &self.registry);
+        if config.redis != self.redis {
+            log::warn!("changes to the redis section take effect only after a restart");
+        }
+        let next = Snapshot::build(config, Some(&old), &self.health);
         for upstream in next.fresh_upstreams(Some(&old)) {
             upstream
                 .refresh()

@@ -7,9 +7,10 @@ pub mod echo; // echo HTTP server used by the demo and the tests
 pub mod forwarding; // client IP and X-Forwarded-* with trusted proxies
 pub mod gateway; // shared state: snapshot swap, reload, SIGHUP
 pub mod proxy; // the ProxyHttp implementation (thin hooks)
-pub mod reply;
+pub mod registry; // Redis service registry: protocol, watcher, registrar agent
+pub mod reply; // gateway-made JSON error responses and their codes
 pub mod request_id; // X-Request-Id acceptance and generation
-pub mod retry; // retry policy, backoff and per-service retry budget // gateway-made JSON error responses and their codes
+pub mod retry; // retry policy, backoff and per-service retry budget
 pub mod router; // compiled route table and rewrites
 pub mod server; // Pingora server assembly
 pub mod snapshot; // one compiled configuration

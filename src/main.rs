@@ -26,8 +26,48 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Register an instance in the Redis service registry, heartbeat until SIGTERM/SIGINT,
+    /// then deregister.
+    Register(RegisterArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(clap::Args)]
+struct RegisterArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long)]
+    redis: String,
+    /// Service name (as in the gateway's `services` section).
+    #[arg(long)]
+    service: String,
+    /// HOST:PORT the gateway should send traffic to (host names are resolved once).
+    #[arg(long)]
+    addr: String,
+    /// Instance id; defaults to the resolved address.
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    weight: usize,
+    /// Heartbeat TTL; heartbeats are sent every ttl/3. Match the service's heartbeat_ttl.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    #[arg(long)]
+    zone: Option<String>,
+    #[arg(long)]
+    version: Option<String>,
+    /// Metadata as key=value, repeatable (stored as meta.KEY).
+    #[arg(long, value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+    /// Key prefix (the gateway's redis.prefix).
+    #[arg(long, default_value = "portico:")]
+    prefix: String,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 #[derive(clap::Args, Default)]
@@ -55,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Register(args)) => register(args),
         None => run(RunArgs {
             config: PathBuf::from("conf/portico.yaml"),
             ..RunArgs::default()
@@ -111,6 +152,29 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     drop(snapshot);
     server::build(gateway, options, extra).run_forever()
+}
+
+fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    init_logging();
+    if !(1..=portico::config::MAX_WEIGHT).contains(&args.weight) {
+        anyhow::bail!("--weight must be in 1..={}", portico::config::MAX_WEIGHT);
+    }
+    let opts = portico::registry::agent::AgentOptions {
+        redis_url: args.redis,
+        prefix: args.prefix,
+        service: args.service,
+        addr: args.addr,
+        id: args.id,
+        weight: args.weight,
+        ttl: args.ttl,
+        zone: args.zone,
+        version: args.version,
+        meta: args.meta.into_iter().collect(),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(portico::registry::agent::run(opts))
 }
 
 /// Logs to stderr: JSON lines when stderr is not a terminal, text otherwise. `RUST_LOG` filters.

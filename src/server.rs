@@ -4,6 +4,7 @@
 use crate::admin::Admin;
 use crate::gateway::{Gateway, ReloadOnHangup};
 use crate::proxy::Proxy;
+use crate::registry::watcher::Watcher;
 use crate::upstream::health::TICK;
 use pingora::prelude::{background_service, Opt};
 use pingora::server::configuration::ServerConf;
@@ -59,7 +60,11 @@ pub fn build(
     admin.threads = Some(1);
     server.add_service(admin);
 
-    let mut health = HealthCheckService::new(gateway.registry.clone());
+    if let Some(redis) = gateway.redis.clone() {
+        let watcher = Watcher::new(gateway.clone(), redis, gateway.registry.clone());
+        server.add_service(background_service("registry watcher", watcher));
+    }
+    let mut health = HealthCheckService::new(gateway.health.clone());
     health.health_check_frequency = Some(TICK);
     health.parallel_health_check = true;
     server.add_service(background_service("health checks", health));

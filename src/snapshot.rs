@@ -1,7 +1,7 @@
 //! An immutable, fully compiled view of one configuration: route table, per-route targets and
 //! metric handles, upstreams, trusted proxies. Requests load it once and keep it to the end.
 
-use crate::config::Config;
+use crate::config::{Config, Discovery};
 use crate::forwarding::TrustedProxies;
 use crate::router::Router;
 use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
@@ -48,8 +48,17 @@ impl Snapshot {
                     .and_then(|p| p.services.get(name))
                     .filter(|u| u.config == *svc)
                     .cloned();
-                let upstream =
-                    reused.unwrap_or_else(|| Arc::new(Upstream::new(name, svc, registry)));
+                let upstream = reused.unwrap_or_else(|| {
+                    // A changed service keeps the registry entries it had until the next pass.
+                    let carried = match svc.discovery {
+                        Discovery::Redis => previous
+                            .and_then(|p| p.services.get(name))
+                            .map(|u| u.registrations())
+                            .unwrap_or_default(),
+                        Discovery::Static => Vec::new(),
+                    };
+                    Arc::new(Upstream::new(name, svc, registry, carried))
+                });
                 (name.clone(), upstream)
             })
             .collect();
@@ -103,8 +112,13 @@ impl Snapshot {
                 continue;
             };
             let kept = successor.instance_set().get();
-            for gone in upstream.instance_set().get().difference(&kept) {
-                if !kept.iter().any(|b| b.addr == gone.addr) {
+            for gone in upstream
+                .instance_set()
+                .get()
+                .backends
+                .difference(&kept.backends)
+            {
+                if !kept.backends.iter().any(|b| b.addr == gone.addr) {
                     upstream.metrics.remove_instance(&gone.addr.to_string());
                 }
             }

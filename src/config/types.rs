@@ -11,6 +11,12 @@ use std::time::Duration;
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
+    /// Optional Redis connection shared by the service registry (and later rate limits and
+    /// events). Read at start only: changing it needs a restart.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+    #[serde(default)]
+    pub registry: RegistryConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
@@ -58,6 +64,56 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:9901".into(),
             token: String::new(),
+        }
+    }
+}
+
+/// Where Redis is and how long Portico waits for it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port[/db]` or `unix:///path`.
+    pub url: String,
+    /// Prepended to every key and channel Portico uses.
+    pub prefix: String,
+    /// Bound on one request-path command (rate limits); the registry uses `registry.timeout`.
+    #[serde(with = "duration")]
+    pub command_timeout: Duration,
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "portico:".into(),
+            command_timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How Portico reads the Redis service registry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Full resync period; pub/sub events only make changes arrive sooner.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// Bound on one registry round trip.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Remove expired registrations (one replica at a time wins a short lock).
+    pub janitor: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            janitor: true,
         }
     }
 }
@@ -168,9 +224,15 @@ pub struct HeaderRules {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// `HOST:PORT` with an optional ` weight=N`.
+    /// `HOST:PORT` with an optional ` weight=N`. Always included, whatever the discovery.
     #[serde(default)]
     pub instances: Vec<String>,
+    /// Where instances come from besides the static list.
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// A registry instance whose last heartbeat is older than this is ignored.
+    #[serde(default = "default_heartbeat_ttl", with = "duration")]
+    pub heartbeat_ttl: Duration,
     #[serde(default)]
     pub balance: Balance,
     /// For `consistent_hash`: `client_ip`, `header:NAME`, `cookie:NAME` or `path`.
@@ -237,6 +299,20 @@ impl Default for BreakerConfig {
     }
 }
 
+/// Source of a service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// Only the `instances` list.
+    #[default]
+    Static,
+    /// The `instances` list plus the instances registered in the Redis registry.
+    Redis,
+}
+
+fn default_heartbeat_ttl() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
 }

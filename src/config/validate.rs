@@ -6,6 +6,7 @@ use super::instance::parse_instance;
 use super::types::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Builds a located error from a field path and a message.
 pub type Locate<'a> = &'a dyn Fn(&str, String) -> ConfigError;
@@ -19,6 +20,7 @@ const METHODS: &[&str] = &[
 pub fn validate(config: &Config, at: Locate) -> Vec<ConfigError> {
     let mut errs = Vec::new();
     server(&config.server, at, &mut errs);
+    redis(config, at, &mut errs);
     if config.routes.is_empty() {
         errs.push(at("routes", "at least one route is required".into()));
     }
@@ -35,6 +37,12 @@ pub fn validate(config: &Config, at: Locate) -> Vec<ConfigError> {
     }
     for (name, svc) in &config.services {
         service(name, svc, &format!("services.{name}"), at, &mut errs);
+        if svc.discovery == Discovery::Redis && config.redis.is_none() {
+            errs.push(at(
+                &format!("services.{name}.discovery"),
+                "discovery: redis needs a top-level `redis` section".into(),
+            ));
+        }
     }
     errs
 }
@@ -173,14 +181,47 @@ fn route(r: &RouteConfig, p: &str, config: &Config, at: Locate, errs: &mut Vec<C
     }
 }
 
+fn redis(config: &Config, at: Locate, errs: &mut Vec<ConfigError>) {
+    if let Some(r) = &config.redis {
+        if let Err(e) = redis::Client::open(r.url.as_str()) {
+            errs.push(at("redis.url", format!("bad Redis URL: {e}")));
+        }
+        for (field, d) in [
+            ("command_timeout", r.command_timeout),
+            ("connect_timeout", r.connect_timeout),
+        ] {
+            if d.is_zero() {
+                errs.push(at(&format!("redis.{field}"), "must be positive".into()));
+            }
+        }
+    }
+    let reg = &config.registry;
+    if reg.poll_interval < Duration::from_millis(50) || reg.poll_interval > Duration::from_secs(60)
+    {
+        errs.push(at(
+            "registry.poll_interval",
+            "must be between 50ms and 60s".into(),
+        ));
+    }
+    if reg.timeout.is_zero() {
+        errs.push(at("registry.timeout", "must be positive".into()));
+    }
+}
+
 fn service(name: &str, s: &ServiceConfig, p: &str, at: Locate, errs: &mut Vec<ConfigError>) {
     if !is_label_safe(name) {
         errs.push(at(p, "service names must use only [A-Za-z0-9_.-]".into()));
     }
-    if s.instances.is_empty() {
+    if s.instances.is_empty() && s.discovery == Discovery::Static {
         errs.push(at(
             &format!("{p}.instances"),
-            "at least one instance is required".into(),
+            "at least one instance is required (or discovery: redis)".into(),
+        ));
+    }
+    if s.heartbeat_ttl < Duration::from_millis(100) {
+        errs.push(at(
+            &format!("{p}.heartbeat_ttl"),
+            "must be at least 100ms".into(),
         ));
     }
     let mut seen = HashSet::new();
@@ -418,5 +459,38 @@ services:
             .unwrap_err()
             .to_string();
         assert!(bad.contains("invalid duration \"soon\""), "{bad}");
+    }
+
+    #[test]
+    fn registry_discovery_needs_a_redis_section_and_may_have_no_static_instances() {
+        let text = "routes:\n  - {name: api, service: social}\nservices:\n  social:\n    discovery: redis\n";
+        let err = load_str("r.yaml", text).unwrap_err().to_string();
+        assert!(
+            err.contains("r.yaml:5:16: services.social.discovery: discovery: redis needs a top-level `redis` section"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("instances"),
+            "no static instance is needed: {err}"
+        );
+        let ok = format!("redis: {{url: \"redis://127.0.0.1:6379/0\"}}\n{text}");
+        let c = load_str("r.yaml", &ok).unwrap();
+        assert_eq!(c.services["social"].heartbeat_ttl.as_secs(), 10);
+        assert_eq!(c.registry.poll_interval.as_secs(), 1);
+    }
+
+    #[test]
+    fn redis_and_registry_settings_are_checked() {
+        let text =
+            format!("redis: {{url: \"http://nope\"}}\nregistry: {{poll_interval: 10ms}}\n{GOOD}");
+        let err = load_str("r.yaml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains("r.yaml:1:14: redis.url: bad Redis URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains("registry.poll_interval: must be between 50ms and 60s"),
+            "{err}"
+        );
     }
 }

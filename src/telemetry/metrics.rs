@@ -29,9 +29,11 @@ pub const ATTEMPT_ERROR: usize = 5;
 macro_rules! family {
     ($name:ident: $ty:ty = $init:expr) => {
         #[doc = concat!("The `", stringify!($name), "` family.")]
-        pub static $name: LazyLock<$ty> = LazyLock::new(|| $init.expect("metric registers once"));
+        pub static $name: std::sync::LazyLock<$ty> =
+            std::sync::LazyLock::new(|| $init.expect("metric registers once"));
     };
 }
+pub(crate) use family;
 
 family!(HTTP_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "portico_http_requests_total",
@@ -161,6 +163,7 @@ pub fn init() {
         for result in ["success", "failure"] {
             CONFIG_RELOADS.with_label_values(&[result]);
         }
+        super::redis::init();
     });
 }
 

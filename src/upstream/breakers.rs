@@ -5,9 +5,11 @@
 use super::breaker::{Admission, Breaker, State, Transition};
 use crate::config::BreakerConfig;
 use crate::telemetry::metrics::ServiceMetrics;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the breakers say about sending a request to an instance.
@@ -19,13 +21,19 @@ pub enum Verdict {
     Refuse { retry_after: Duration },
 }
 
-/// Breakers keyed by instance address.
+/// Breakers keyed by instance address. Membership follows the instance set: an address that
+/// stays keeps its breaker across registry updates; one that leaves and returns starts closed.
 #[derive(Debug)]
 pub struct Breakers {
-    by_addr: HashMap<SocketAddr, Breaker>,
+    cfg: BreakerConfig,
+    table: ArcSwap<Table>,
     ejected: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_addr: HashMap<SocketAddr, Arc<Breaker>>,
     max_ejected: usize,
-    shadow: bool,
 }
 
 impl Breakers {
@@ -35,26 +43,56 @@ impl Breakers {
         addrs: impl IntoIterator<Item = SocketAddr>,
         now: Instant,
     ) -> Self {
-        let by_addr: HashMap<_, _> = if cfg.enabled {
-            addrs
-                .into_iter()
-                .map(|a| (a, Breaker::new(cfg.clone(), now)))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        let max_ejected = ((by_addr.len() as f64 * cfg.max_ejected_ratio).floor() as usize).max(1);
-        Self {
-            by_addr,
+        let breakers = Self {
+            cfg: cfg.clone(),
+            table: ArcSwap::from_pointee(Table::default()),
             ejected: AtomicUsize::new(0),
-            max_ejected,
-            shadow: cfg.shadow,
+        };
+        breakers.sync(addrs, now);
+        breakers
+    }
+
+    /// Makes the table follow `addrs`: kept addresses keep their breakers, new ones start
+    /// closed, gone ones are dropped. Returns the addresses that got a new breaker. Called by
+    /// the single writer of the service's instance set.
+    pub fn sync(
+        &self,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        now: Instant,
+    ) -> Vec<SocketAddr> {
+        if !self.cfg.enabled {
+            return Vec::new();
         }
+        let old = self.table.load();
+        let mut fresh = Vec::new();
+        let by_addr: HashMap<_, _> = addrs
+            .into_iter()
+            .map(|a| {
+                let breaker = old.by_addr.get(&a).cloned().unwrap_or_else(|| {
+                    fresh.push(a);
+                    Arc::new(Breaker::new(self.cfg.clone(), now))
+                });
+                (a, breaker)
+            })
+            .collect();
+        let ejected = by_addr
+            .values()
+            .filter(|b| b.state(now) != State::Closed)
+            .count();
+        let max_ejected =
+            ((by_addr.len() as f64 * self.cfg.max_ejected_ratio).floor() as usize).max(1);
+        self.table.store(Arc::new(Table {
+            by_addr,
+            max_ejected,
+        }));
+        self.ejected.store(ejected, Ordering::Relaxed);
+        fresh
     }
 
     /// Admission for `addr`; in shadow mode a refusal is counted and the request sent anyway.
     pub fn admit(&self, addr: &SocketAddr, now: Instant, metrics: &ServiceMetrics) -> Verdict {
-        let Some(breaker) = self.by_addr.get(addr) else {
+        let table = self.table.load();
+        let Some(breaker) = table.by_addr.get(addr) else {
             return Verdict::Send { probe: false };
         };
         let (admission, transition) = breaker.try_acquire(now);
@@ -64,7 +102,7 @@ impl Breakers {
         match admission {
             Admission::Allowed => Verdict::Send { probe: false },
             Admission::Probe => Verdict::Send { probe: true },
-            Admission::Refused { .. } if self.shadow => {
+            Admission::Refused { .. } if self.cfg.shadow => {
                 metrics.shadow_short_circuited.inc();
                 Verdict::Send { probe: false }
             }
@@ -81,10 +119,11 @@ impl Breakers {
         now: Instant,
         metrics: &ServiceMetrics,
     ) {
-        let Some(breaker) = self.by_addr.get(addr) else {
+        let table = self.table.load();
+        let Some(breaker) = table.by_addr.get(addr) else {
             return;
         };
-        let may_open = self.ejected.load(Ordering::Relaxed) < self.max_ejected;
+        let may_open = self.ejected.load(Ordering::Relaxed) < table.max_ejected;
         if let Some(t) = breaker.record(now, success, probe, may_open) {
             self.note(addr, t, metrics);
         }
@@ -92,14 +131,16 @@ impl Breakers {
 
     /// Returns an unused probe slot.
     pub fn release_probe(&self, addr: &SocketAddr) {
-        if let Some(b) = self.by_addr.get(addr) {
+        if let Some(b) = self.table.load().by_addr.get(addr) {
             b.release_probe();
         }
     }
 
     /// State and time to the next probe of `addr`, for the admin API.
     pub fn view(&self, addr: &SocketAddr, now: Instant) -> Option<(State, Duration)> {
-        self.by_addr
+        self.table
+            .load()
+            .by_addr
             .get(addr)
             .map(|b| (b.state(now), b.retry_after(now)))
     }
@@ -110,7 +151,10 @@ impl Breakers {
                 self.ejected.fetch_add(1, Ordering::Relaxed);
             }
             (State::HalfOpen, State::Closed) => {
-                self.ejected.fetch_sub(1, Ordering::Relaxed);
+                // Saturating: a membership sync may have recounted meanwhile.
+                let _ = self
+                    .ejected
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             }
             _ => {}
         }
@@ -124,10 +168,18 @@ impl Breakers {
         metrics.breaker_state(&instance, t.to.as_str());
     }
 
-    /// Exports every breaker's current state (at build time: all closed).
-    pub fn export(&self, metrics: &ServiceMetrics, now: Instant) {
-        for (addr, b) in &self.by_addr {
-            metrics.breaker_state(&addr.to_string(), b.state(now).as_str());
+    /// Exports the current state of the breakers of `addrs`.
+    pub fn export<'a>(
+        &self,
+        addrs: impl IntoIterator<Item = &'a SocketAddr>,
+        metrics: &ServiceMetrics,
+        now: Instant,
+    ) {
+        let table = self.table.load();
+        for addr in addrs {
+            if let Some(b) = table.by_addr.get(addr) {
+                metrics.breaker_state(&addr.to_string(), b.state(now).as_str());
+            }
         }
     }
 }
@@ -195,5 +247,21 @@ mod tests {
             b.admit(&addrs(1)[0], now, &metrics),
             Verdict::Send { probe: false }
         );
+    }
+
+    #[test]
+    fn kept_addresses_keep_their_breaker_and_returning_ones_start_closed() {
+        let now = Instant::now();
+        let metrics = ServiceMetrics::new("sync-test");
+        let list = addrs(3);
+        let b = Breakers::new(&cfg(), list.clone(), now);
+        b.record(&list[0], false, false, now, &metrics);
+        assert_eq!(b.view(&list[0], now).map(|v| v.0), Some(State::Open));
+        assert_eq!(b.sync(list.clone(), now), Vec::<SocketAddr>::new());
+        assert_eq!(b.view(&list[0], now).map(|v| v.0), Some(State::Open));
+        b.sync(list[1..].to_vec(), now);
+        assert!(b.view(&list[0], now).is_none());
+        assert_eq!(b.sync(list.clone(), now), vec![list[0]]);
+        assert_eq!(b.view(&list[0], now).map(|v| v.0), Some(State::Closed));
     }
 }

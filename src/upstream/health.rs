@@ -105,6 +105,11 @@ impl Verdicts {
         self.lock().get(&health_key(backend)).cloned()
     }
 
+    /// Forgets `backend`'s verdict: it left its service, and if it returns it starts fresh.
+    pub fn forget(&self, backend: &Backend) {
+        self.lock().remove(&health_key(backend));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Verdict>> {
         self.by_key.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 pub use portico::echo::EchoServer;
 
+pub mod redis;
+#[allow(unused_imports)]
+pub use self::redis::RedisServer;
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

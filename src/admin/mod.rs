@@ -2,6 +2,8 @@
 //! and `/metrics` are open (probes and scrapers); `/admin/*` needs the bearer token when one is
 //! configured. Everything answers JSON except `/metrics`.
 
+mod registry;
+
 use crate::gateway::{unix_seconds, ConfigSource, Gateway};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics;
@@ -24,12 +26,21 @@ impl Admin {
         Self { gateway }
     }
 
-    async fn route(&self, method: &Method, path: &str, authorized: bool) -> (StatusCode, Value) {
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+        authorized: bool,
+    ) -> (StatusCode, Value) {
         let snapshot = self.gateway.snapshot();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => (StatusCode::OK, json!({"status": "ok"})),
-            (&Method::GET, ["readyz"]) => (StatusCode::OK, readiness(&snapshot)),
+            (&Method::GET, ["readyz"]) => (
+                StatusCode::OK,
+                readiness(&snapshot, self.gateway.registry.to_json()),
+            ),
             (_, ["admin", ..]) if !authorized => (
                 StatusCode::UNAUTHORIZED,
                 json!({"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}),
@@ -49,6 +60,18 @@ impl Admin {
                 Some(u) => (StatusCode::OK, self.service(u)),
                 None => not_found(),
             },
+            (&Method::GET, ["admin", "registry"]) => {
+                (StatusCode::OK, self.gateway.registry.to_json())
+            }
+            (&Method::POST, ["admin", "services", name, "instances"]) => {
+                registry::handle(&self.gateway, name, registry::Operation::Add(body)).await
+            }
+            (&Method::DELETE, ["admin", "services", name, "instances", id]) => {
+                registry::handle(&self.gateway, name, registry::Operation::Remove(id)).await
+            }
+            (&Method::POST, ["admin", "services", name, "instances", id, "drain"]) => {
+                registry::handle(&self.gateway, name, registry::Operation::Drain(id)).await
+            }
             (&Method::GET, ["admin", "config"]) => (StatusCode::OK, self.config(&snapshot)),
             (&Method::POST, ["admin", "reload"]) => match self.gateway.reload().await {
                 Ok(hash) => (StatusCode::OK, json!({"reloaded": true, "hash": hash})),
@@ -65,7 +88,7 @@ impl Admin {
         let instances: Vec<Value> = upstream
             .instances()
             .into_iter()
-            .map(|(backend, ready)| {
+            .map(|(backend, ready, registration)| {
                 let verdict = self.gateway.verdicts.get(&backend);
                 let breaker = backend
                     .addr
@@ -74,7 +97,13 @@ impl Admin {
                 json!({
                     "addr": backend.addr.to_string(),
                     "weight": backend.weight,
-                    "source": "static",
+                    "source": if registration.is_some() { "redis" } else { "static" },
+                    "id": registration.as_ref().map(|r| r.id.clone()),
+                    "draining": registration.as_ref().is_some_and(|r| r.draining),
+                    "heartbeat_age_seconds": registration.as_ref().and_then(|r| heartbeat_age(r.heartbeat_ms)),
+                    "zone": registration.as_ref().and_then(|r| r.zone.clone()),
+                    "version": registration.as_ref().and_then(|r| r.version.clone()),
+                    "meta": registration.as_ref().map(|r| r.meta.clone()),
                     "healthy": ready,
                     "last_check_error": verdict.and_then(|v| v.last_error),
                     "breaker": breaker.map(|(state, next_probe)| json!({
@@ -117,9 +146,18 @@ impl Admin {
     }
 }
 
-fn readiness(snapshot: &Snapshot) -> Value {
+/// Seconds since a heartbeat (Unix ms); None for pinned registrations.
+fn heartbeat_age(heartbeat_ms: f64) -> Option<f64> {
+    let now_ms = unix_seconds(std::time::SystemTime::now()) * 1000.0;
+    heartbeat_ms
+        .is_finite()
+        .then(|| ((now_ms - heartbeat_ms) / 1000.0).max(0.0))
+}
+
+fn readiness(snapshot: &Snapshot, registry: Value) -> Value {
     json!({
         "ready": true,
+        "registry": registry,
         "config_hash": snapshot.hash,
         "routes": snapshot.router.routes().len(),
         "services": snapshot.services.len(),
@@ -172,12 +210,41 @@ impl ServeHttp for Admin {
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
                 .is_some_and(|given| constant_time_eq(given, token.as_bytes()));
-        let (status, body) = self.route(&method, &path, authorized).await;
+        let body =
+            match read_body(session).await {
+                Ok(b) => b,
+                Err(status) => return respond(
+                    status,
+                    "application/json",
+                    br#"{"error":{"code":"bad_request","message":"unreadable or oversized body"}}"#
+                        .to_vec(),
+                ),
+            };
+        let (status, body) = self.route(&method, &path, &body, authorized).await;
         respond(
             status,
             "application/json",
             serde_json::to_vec_pretty(&body).unwrap_or_default(),
         )
+    }
+}
+
+/// Largest admin request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, StatusCode> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(StatusCode::BAD_REQUEST),
+        }
     }
 }
 

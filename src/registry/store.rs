@@ -1,0 +1,306 @@
+//! Registry reads and writes against Redis. Shared by the watcher (reads, janitor), the admin
+//! API and `portico register` (writes). Every call is bounded by a timeout and timed into
+//! `portico_redis_command_duration_seconds{client="registry"}`; the caller decides what a
+//! failure means (the watcher keeps its last known good set).
+
+use super::keys::Keys;
+use super::record::Registration;
+use crate::telemetry::redis as redis_metrics;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Value};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Metric label of the registry's Redis traffic.
+pub const CLIENT: &str = "registry";
+
+/// A failed registry call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected Redis reply: {0}")]
+    Reply(String),
+}
+
+impl StoreError {
+    /// The `kind` label of `portico_redis_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
+            StoreError::Redis(_) | StoreError::Reply(_) => "protocol",
+        }
+    }
+}
+
+/// Opens a multiplexed connection whose driver task runs on the current runtime.
+pub async fn connect(url: &str, timeout: Duration) -> Result<MultiplexedConnection, StoreError> {
+    let client = Client::open(url)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    bounded("connect", timeout, async {
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    })
+    .await
+}
+
+/// Runs `call` within `timeout`, recording its duration and any error.
+pub async fn bounded<T>(
+    command: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let result = match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Timeout(timeout)),
+    };
+    redis_metrics::observe(
+        CLIENT,
+        command,
+        started.elapsed(),
+        result.as_ref().err().map(StoreError::kind),
+    );
+    result
+}
+
+/// One service's sorted set, as read: `(id, heartbeat_ms, hash fields)`; empty fields = the
+/// hash is missing.
+pub type Entries = Vec<(String, f64, Vec<(String, String)>)>;
+
+/// Everything one registry pass reads, in two pipelined round trips.
+#[derive(Debug)]
+pub struct Read {
+    /// The Redis server's clock, Unix ms: the one clock every replica compares heartbeats to.
+    pub now_ms: f64,
+    /// The epoch token, if present.
+    pub epoch: Option<String>,
+    /// Per requested service, in request order.
+    pub services: Vec<Entries>,
+}
+
+/// Reads the server time, the epoch token and every listed service's registrations.
+pub async fn read<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    services: &[&str],
+) -> Result<Read, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("TIME").get(keys.epoch());
+    for s in services {
+        pipe.zrange_withscores(keys.instances(s), 0, -1);
+    }
+    let mut replies: Vec<Value> = pipe.query_async(conn).await?;
+    if replies.len() != services.len() + 2 {
+        return Err(StoreError::Reply(format!(
+            "{} replies to {} commands",
+            replies.len(),
+            services.len() + 2
+        )));
+    }
+    let sets: Vec<Vec<(String, f64)>> = replies
+        .split_off(2)
+        .into_iter()
+        .map(redis::from_redis_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Reply(e.to_string()))?;
+    let mut head = replies.into_iter();
+    let (secs, micros): (u64, u64) = head
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()
+        .map_err(|e| StoreError::Reply(e.to_string()))?
+        .unwrap_or_default();
+    let epoch: Option<String> = head
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()
+        .map_err(|e| StoreError::Reply(e.to_string()))?
+        .flatten();
+
+    let mut hashes = redis::pipe();
+    for (service, set) in services.iter().zip(&sets) {
+        for (id, _) in set {
+            hashes.hgetall(keys.instance(service, id));
+        }
+    }
+    let mut fields: std::vec::IntoIter<Vec<(String, String)>> = if sets.iter().all(Vec::is_empty) {
+        Vec::new().into_iter()
+    } else {
+        hashes
+            .query_async::<Vec<Vec<(String, String)>>>(conn)
+            .await?
+            .into_iter()
+    };
+    let services = sets
+        .into_iter()
+        .map(|set| {
+            set.into_iter()
+                .map(|(id, score)| (id, score, fields.next().unwrap_or_default()))
+                .collect()
+        })
+        .collect();
+    Ok(Read {
+        now_ms: secs as f64 * 1000.0 + micros as f64 / 1000.0,
+        epoch,
+        services,
+    })
+}
+
+/// Writes a new epoch token unless one exists, and returns the token in force.
+pub async fn claim_epoch<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    token: &str,
+) -> Result<Option<String>, StoreError> {
+    let (_, current): (Value, Option<String>) = redis::pipe()
+        .cmd("SET")
+        .arg(keys.epoch())
+        .arg(token)
+        .arg("NX")
+        .get(keys.epoch())
+        .query_async(conn)
+        .await?;
+    Ok(current)
+}
+
+/// Removes registrations of `service` whose heartbeat is older than `cutoff_ms` (member and
+/// hash, atomically, so a heartbeat racing the janitor is never half-removed). Returns how
+/// many were removed.
+pub async fn remove_expired<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    service: &str,
+    cutoff_ms: f64,
+) -> Result<u64, StoreError> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[2] .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids",
+        )
+    });
+    Ok(SCRIPT
+        .key(keys.instances(service))
+        .arg(cutoff_ms as i64)
+        .arg(keys.instance_prefix(service))
+        .invoke_async(conn)
+        .await?)
+}
+
+/// Takes the janitor lock for `period` if no replica holds it.
+pub async fn try_janitor_lock<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    owner: &str,
+    period: Duration,
+) -> Result<bool, StoreError> {
+    let reply: Option<String> = redis::cmd("SET")
+        .arg(keys.janitor_lock())
+        .arg(owner)
+        .arg("NX")
+        .arg("PX")
+        .arg(period.as_millis().max(1) as u64)
+        .query_async(conn)
+        .await?;
+    Ok(reply.is_some())
+}
+
+/// The Redis server's clock in Unix ms.
+pub async fn server_time_ms<C: ConnectionLike + Send>(conn: &mut C) -> Result<f64, StoreError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(secs as f64 * 1000.0 + micros as f64 / 1000.0)
+}
+
+/// Registers (or re-registers) an instance: replaces its hash, sets its heartbeat score and
+/// publishes the service name, in one MULTI.
+pub async fn register<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    service: &str,
+    reg: &Registration,
+) -> Result<(), StoreError> {
+    let hash = keys.instance(service, &reg.id);
+    let _: Value = redis::pipe()
+        .atomic()
+        .del(&hash)
+        .hset_multiple(&hash, &reg.fields())
+        .zadd(keys.instances(service), &reg.id, score(reg.heartbeat_ms))
+        .publish(keys.events(), service)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Refreshes a heartbeat. Returns false when the member was not in the set (Redis lost its
+/// data, or the janitor expired it): the caller then registers again.
+pub async fn heartbeat<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    service: &str,
+    id: &str,
+    now_ms: f64,
+) -> Result<bool, StoreError> {
+    let (added, hash_exists): (u64, bool) = redis::pipe()
+        .zadd(keys.instances(service), id, score(now_ms))
+        .exists(keys.instance(service, id))
+        .query_async(conn)
+        .await?;
+    Ok(added == 0 && hash_exists)
+}
+
+/// Removes an instance and announces it. Returns whether it existed.
+pub async fn deregister<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    service: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let (removed, _, _): (u64, u64, u64) = redis::pipe()
+        .atomic()
+        .zrem(keys.instances(service), id)
+        .del(keys.instance(service, id))
+        .publish(keys.events(), service)
+        .query_async(conn)
+        .await?;
+    Ok(removed > 0)
+}
+
+/// Marks an instance draining and announces it. Returns false if it is not registered.
+pub async fn drain<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    service: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let hash = keys.instance(service, id);
+    let exists: bool = redis::cmd("EXISTS").arg(&hash).query_async(conn).await?;
+    if !exists {
+        return Ok(false);
+    }
+    let _: Value = redis::pipe()
+        .atomic()
+        .hset(&hash, "draining", "1")
+        .publish(keys.events(), service)
+        .query_async(conn)
+        .await?;
+    Ok(true)
+}
+
+/// A sorted-set score: Unix ms, or `+inf` for a pinned registration.
+fn score(ms: f64) -> String {
+    if ms.is_infinite() {
+        "+inf".into()
+    } else {
+        format!("{}", ms.round() as i64)
+    }
+}

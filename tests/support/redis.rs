@@ -1,0 +1,126 @@
+//! A real `redis-server` on a free loopback port, owned by one test: started empty without
+//! persistence, killable and restartable on the same port.
+
+use super::free_port;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` child process.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a fresh server on a free port.
+    pub fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// A handle on a server another handle owns (it is not stopped when this one drops).
+    pub fn attach(port: u16) -> Self {
+        Self { port, child: None }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts (again) on the same port, with no data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.try_cmd(&["PING"]).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Stops the server (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    }
+
+    /// Runs one command, as `redis-cli` would.
+    pub fn cmd(&self, args: &[&str]) -> redis::Value {
+        self.try_cmd(args)
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+
+    /// Registers `id` at `addr` for `service` with the three protocol commands.
+    pub fn register(&self, service: &str, id: &str, addr: &str) {
+        let hash = format!("portico:registry:{{{service}}}:instance:{id}");
+        self.cmd(&["HSET", &hash, "addr", addr, "weight", "1"]);
+        self.heartbeat(service, id);
+        self.cmd(&["PUBLISH", "portico:registry:events", service]);
+    }
+
+    /// Refreshes `id`'s heartbeat (ZADD with now).
+    pub fn heartbeat(&self, service: &str, id: &str) {
+        self.try_heartbeat(service, id)
+            .unwrap_or_else(|e| panic!("heartbeat: {e}"));
+    }
+
+    /// Refreshes `id`'s heartbeat, reporting failure instead of panicking.
+    pub fn try_heartbeat(&self, service: &str, id: &str) -> redis::RedisResult<()> {
+        let set = format!("portico:registry:{{{service}}}:instances");
+        let now: Vec<u64> = redis::from_redis_value(self.try_cmd(&["TIME"])?)?;
+        let ms = now[0] * 1000 + now[1] / 1000;
+        self.try_cmd(&["ZADD", &set, &ms.to_string(), id])
+            .map(|_| ())
+    }
+
+    /// Deregisters `id`: ZREM + DEL, and PUBLISH when `announce`.
+    pub fn deregister(&self, service: &str, id: &str, announce: bool) {
+        let set = format!("portico:registry:{{{service}}}:instances");
+        let hash = format!("portico:registry:{{{service}}}:instance:{id}");
+        self.cmd(&["ZREM", &set, id]);
+        self.cmd(&["DEL", &hash]);
+        if announce {
+            self.cmd(&["PUBLISH", "portico:registry:events", service]);
+        }
+    }
+
+    /// Members of a service's sorted set.
+    pub fn members(&self, service: &str) -> Vec<String> {
+        let set = format!("portico:registry:{{{service}}}:instances");
+        redis::from_redis_value(self.cmd(&["ZRANGE", &set, "0", "-1"])).unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    // An attached handle has no child and stops nothing.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
