@@ -3,6 +3,7 @@
 //! and compiles the new file completely before one atomic swap; a rejected file changes nothing.
 
 use crate::config::{self, Config, RedisConfig};
+use crate::ratelimit::shared::SharedStore;
 use crate::registry::RegistryStatus;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics;
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub redis: Option<RedisConfig>,
     /// State of the Redis service registry watcher.
     pub registry: Arc<RegistryStatus>,
+    /// The Redis store of `store: redis` rate limits (connects on first use).
+    pub shared_limits: Option<SharedStore>,
     last_reload: Mutex<Option<ReloadStatus>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -75,6 +78,7 @@ impl Gateway {
             source,
             health,
             verdicts,
+            shared_limits: redis.clone().map(SharedStore::new),
             redis,
             registry: Arc::new(RegistryStatus::default()),
             last_reload: Mutex::new(None),

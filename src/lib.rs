@@ -7,6 +7,7 @@ pub mod echo; // echo HTTP server used by the demo and the tests
 pub mod forwarding; // client IP and X-Forwarded-* with trusted proxies
 pub mod gateway; // shared state: snapshot swap, reload, SIGHUP
 pub mod proxy; // the ProxyHttp implementation (thin hooks)
+pub mod ratelimit; // GCRA limits: local and Redis stores, keys, headers
 pub mod registry; // Redis service registry: protocol, watcher, registrar agent
 pub mod reply; // gateway-made JSON error responses and their codes
 pub mod request_id; // X-Request-Id acceptance and generation

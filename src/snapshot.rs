@@ -3,6 +3,8 @@
 
 use crate::config::{Config, Discovery};
 use crate::forwarding::TrustedProxies;
+use crate::ratelimit::limiter::Rule;
+use crate::ratelimit::Limits;
 use crate::router::Router;
 use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
 use crate::upstream::Upstream;
@@ -15,6 +17,8 @@ use std::time::SystemTime;
 pub struct RouteTarget {
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
+    /// The route's rate limits (possibly none).
+    pub limits: Limits,
 }
 
 /// The configuration in force.
@@ -28,6 +32,8 @@ pub struct Snapshot {
     /// Metrics of requests that matched no route.
     pub unmatched: RouteMetrics,
     pub services: BTreeMap<String, Arc<Upstream>>,
+    /// Compiled rate-limit rules by name.
+    pub rules: BTreeMap<String, Arc<Rule>>,
     pub trusted: TrustedProxies,
     pub loaded_at: SystemTime,
 }
@@ -62,14 +68,34 @@ impl Snapshot {
                 (name.clone(), upstream)
             })
             .collect();
+        let replicas = config.redis.as_ref().map_or(1, |r| r.replicas);
+        let rules: BTreeMap<String, Arc<Rule>> = config
+            .rate_limits
+            .iter()
+            .map(|(name, cfg)| {
+                let reused = previous
+                    .and_then(|p| p.rules.get(name))
+                    .filter(|r| r.unchanged(cfg, replicas))
+                    .cloned();
+                let rule = reused.unwrap_or_else(|| Arc::new(Rule::new(name, cfg, replicas)));
+                (name.clone(), rule)
+            })
+            .collect();
         let router = Router::new(&config.routes);
         let targets = router
             .routes()
             .iter()
             .filter_map(|r| {
+                let names = config
+                    .routes
+                    .iter()
+                    .find(|c| c.name == r.name)
+                    .map_or(&[][..], |c| &c.rate_limits[..]);
+                let attached = names.iter().filter_map(|n| rules.get(n).cloned()).collect();
                 Some(RouteTarget {
                     upstream: services.get(&r.service)?.clone(),
                     metrics: RouteMetrics::new(&r.name),
+                    limits: Limits::new(&r.name, attached),
                 })
             })
             .collect();
@@ -80,6 +106,7 @@ impl Snapshot {
             targets,
             unmatched: RouteMetrics::new(UNMATCHED_ROUTE),
             services,
+            rules,
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
             config: Arc::new(config),
             loaded_at: SystemTime::now(),
@@ -104,6 +131,12 @@ impl Snapshot {
         for (route, target) in self.router.routes().iter().zip(&self.targets) {
             if !next.router.routes().iter().any(|r| r.name == route.name) {
                 target.metrics.remove();
+                crate::telemetry::ratelimit::remove_route(&route.name);
+            }
+        }
+        for name in self.rules.keys() {
+            if !next.rules.contains_key(name) {
+                crate::telemetry::ratelimit::remove_rule(name);
             }
         }
         for (name, upstream) in &self.services {

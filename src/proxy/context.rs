@@ -1,6 +1,7 @@
 //! Per-request state carried through the proxy hooks, and the retry decision that reads and
 //! updates it.
 
+use crate::ratelimit::RateHeaders;
 use crate::reply::ErrorCode;
 use crate::retry::Cause;
 use crate::snapshot::{RouteTarget, Snapshot};
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     pub(super) error: Option<ErrorCode>,
     pub(super) gateway_made: bool,
     pub(super) in_flight: bool,
+    /// `RateLimit-*` values for the response, when a rule governs the request.
+    pub(super) rate_headers: Option<RateHeaders>,
 }
 
 impl RequestCtx {

@@ -7,6 +7,7 @@ mod failure;
 pub use context::RequestCtx;
 
 use crate::gateway::Gateway;
+use crate::ratelimit::{RateHeaders, Verdict};
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
 use crate::retry::Cause;
@@ -64,6 +65,7 @@ impl ProxyHttp for Proxy {
             error: None,
             gateway_made: false,
             in_flight: false,
+            rate_headers: None,
         }
     }
 
@@ -101,6 +103,23 @@ impl ProxyHttp for Proxy {
         if let Some(i) = ctx.route {
             let snapshot = ctx.snapshot.as_ref().map(Arc::clone);
             if let Some(s) = snapshot {
+                let limits = &s.targets[i].limits;
+                if !limits.is_empty() {
+                    let shared = self.gateway.shared_limits.as_ref();
+                    let headers = &session.req_header().headers;
+                    let (verdict, shown) = limits.check(headers, ctx.client_ip, shared).await;
+                    ctx.rate_headers = shown;
+                    if let Some(code) = refusal(verdict) {
+                        ctx.error = Some(code);
+                        ctx.gateway_made = true;
+                        let mut extra = rate_header_values(shown);
+                        if let Verdict::Limited { retry_after } = verdict {
+                            extra.push(("Retry-After", HeaderValue::from(retry_after)));
+                        }
+                        reply::send(session, code, ctx.request_id.as_ref(), &extra).await?;
+                        return Ok(true);
+                    }
+                }
                 ctx.deadline = s.router.route(i).timeout.map(|t| ctx.start + t);
                 s.targets[i].upstream.budget.enter();
                 ctx.budget_entered = true;
@@ -335,6 +354,9 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(request_id::HEADER, id.clone())?;
         }
+        for (name, value) in rate_header_values(ctx.rate_headers) {
+            upstream_response.insert_header(name, value)?;
+        }
         if let (Some(snapshot), Some(i)) = (&ctx.snapshot, ctx.route) {
             let edits = &snapshot.router.route(i).response_headers;
             for name in &edits.remove {
@@ -368,13 +390,11 @@ impl ProxyHttp for Proxy {
         };
         ctx.error = Some(code);
         ctx.gateway_made = true;
-        let retry_after: Vec<(&'static str, HeaderValue)> = ctx
-            .retry_after
-            .filter(|_| code.status() == 503)
-            .map(|s| ("Retry-After", HeaderValue::from(s)))
-            .into_iter()
-            .collect();
-        if let Err(err) = reply::send(session, code, ctx.request_id.as_ref(), &retry_after).await {
+        let mut extra = rate_header_values(ctx.rate_headers);
+        if let Some(s) = ctx.retry_after.filter(|_| code.status() == 503) {
+            extra.push(("Retry-After", HeaderValue::from(s)));
+        }
+        if let Err(err) = reply::send(session, code, ctx.request_id.as_ref(), &extra).await {
             log::debug!("could not send error response: {err}");
         }
         FailToProxy {
@@ -437,6 +457,27 @@ impl ProxyHttp for Proxy {
         // Upstream failures are counted and answered with a reason code; one line each is enough.
         ctx.error.is_some()
     }
+}
+
+/// The response a rate-limit verdict calls for, if it refuses the request.
+fn refusal(verdict: Verdict) -> Option<ErrorCode> {
+    match verdict {
+        Verdict::Allow => None,
+        Verdict::Limited { .. } => Some(ErrorCode::RateLimited),
+        Verdict::MissingKey => Some(ErrorCode::BadRequest),
+    }
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds).
+fn rate_header_values(h: Option<RateHeaders>) -> Vec<(&'static str, HeaderValue)> {
+    let Some(h) = h else {
+        return Vec::new();
+    };
+    vec![
+        ("RateLimit-Limit", HeaderValue::from(h.limit)),
+        ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
+        ("RateLimit-Reset", HeaderValue::from(h.reset)),
+    ]
 }
 
 fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {

@@ -30,6 +30,7 @@ impl StoreError {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Timeout(_) => "timeout",
+            StoreError::Redis(e) if e.is_timeout() => "timeout",
             StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
             StoreError::Redis(_) | StoreError::Reply(_) => "protocol",
         }

@@ -164,6 +164,7 @@ pub fn init() {
             CONFIG_RELOADS.with_label_values(&[result]);
         }
         super::redis::init();
+        super::ratelimit::init();
     });
 }
 
@@ -384,7 +385,11 @@ impl ServiceMetrics {
 }
 
 /// Removes every series of `family` whose `label` equals `value`.
-fn remove_matching<T: MetricVecBuilder>(family: &MetricVec<T>, label: &str, value: &str) {
+pub(crate) fn remove_matching<T: MetricVecBuilder>(
+    family: &MetricVec<T>,
+    label: &str,
+    value: &str,
+) {
     for mf in family.collect() {
         for m in mf.get_metric() {
             if !m

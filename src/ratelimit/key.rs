@@ -1,0 +1,188 @@
+//! What a rule counts by. A bucket is identified by the rule and the key value, never by the
+//! route (unless the key is `route`), so a rule attached to several routes is one limit — the
+//! same in the local and the Redis store.
+
+use crate::config::MissingKey;
+use http::{HeaderMap, HeaderName};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv6Addr};
+
+/// A compiled `key:` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    ClientIp,
+    Header(HeaderName),
+    Route,
+    Global,
+}
+
+impl KeyKind {
+    /// Parses `client_ip`, `header:NAME`, `route` or `global` (validated at load).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "client_ip" => Some(KeyKind::ClientIp),
+            "route" => Some(KeyKind::Route),
+            "global" => Some(KeyKind::Global),
+            other => other
+                .strip_prefix("header:")
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .map(KeyKind::Header),
+        }
+    }
+}
+
+/// One request's bucket key for one rule, borrowed from the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key<'a> {
+    /// A client address; IPv6 is grouped by /64 (one subscriber usually holds a whole /64).
+    Ip(IpAddr),
+    Header(&'a [u8]),
+    Route(&'a str),
+    Global,
+}
+
+/// The result of extracting a key.
+pub enum Extracted<'a> {
+    Key(Key<'a>),
+    /// The header is absent and the rule says `on_missing_key: reject`.
+    Reject,
+    /// The header is absent and the rule says `on_missing_key: allow`.
+    Skip,
+}
+
+/// Extracts `kind`'s key from a request.
+pub fn extract<'a>(
+    kind: &KeyKind,
+    missing: MissingKey,
+    headers: &'a HeaderMap,
+    client_ip: IpAddr,
+    route: &'a str,
+) -> Extracted<'a> {
+    let ip = || Key::Ip(group(client_ip));
+    match kind {
+        KeyKind::ClientIp => Extracted::Key(ip()),
+        KeyKind::Route => Extracted::Key(Key::Route(route)),
+        KeyKind::Global => Extracted::Key(Key::Global),
+        KeyKind::Header(name) => match headers.get(name) {
+            Some(v) if !v.is_empty() => Extracted::Key(Key::Header(v.as_bytes())),
+            _ => match missing {
+                MissingKey::ClientIp => Extracted::Key(ip()),
+                MissingKey::Reject => Extracted::Reject,
+                MissingKey::Allow => Extracted::Skip,
+            },
+        },
+    }
+}
+
+/// IPv6 addresses keep their /64 prefix; IPv4 (and IPv4-mapped IPv6) stay whole.
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Longest header value used verbatim in a Redis key; longer ones are hashed.
+const MAX_RAW: usize = 128;
+
+impl Key<'_> {
+    /// The Redis key `{prefix}rl:{RULE:KIND:VALUE}`; the braces are a Cluster hash tag, so a
+    /// bucket's key always lands on one shard. Header values that are long, non-UTF-8 or contain
+    /// braces are replaced by a stable hash.
+    pub fn redis_key(&self, prefix: &str, rule: &str) -> String {
+        match self {
+            Key::Ip(IpAddr::V6(v6)) => format!("{prefix}rl:{{{rule}:ip:{v6}/64}}"),
+            Key::Ip(ip) => format!("{prefix}rl:{{{rule}:ip:{ip}}}"),
+            Key::Route(r) => format!("{prefix}rl:{{{rule}:route:{r}}}"),
+            Key::Global => format!("{prefix}rl:{{{rule}:global}}"),
+            Key::Header(v) => match std::str::from_utf8(v) {
+                Ok(s) if s.len() <= MAX_RAW && !s.contains(['{', '}']) => {
+                    format!("{prefix}rl:{{{rule}:h:{s}}}")
+                }
+                _ => format!("{prefix}rl:{{{rule}:h#{}}}", crate::config::content_hash(v)),
+            },
+        }
+    }
+
+    /// Feeds the key into `state` (the local store hashes it without allocating).
+    pub fn feed<H: Hasher>(&self, state: &mut H) {
+        self.hash(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(kind: &str, missing: MissingKey, headers: &HeaderMap, ip: &str) -> Option<String> {
+        match extract(
+            &KeyKind::parse(kind).unwrap(),
+            missing,
+            headers,
+            ip.parse().unwrap(),
+            "orders",
+        ) {
+            Extracted::Key(k) => Some(k.redis_key("p:", "r")),
+            Extracted::Reject => Some("reject".into()),
+            Extracted::Skip => None,
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k1".parse().unwrap());
+        let none = HeaderMap::new();
+        let c = MissingKey::ClientIp;
+        assert_eq!(
+            key_of("client_ip", c, &none, "1.2.3.4").unwrap(),
+            "p:rl:{r:ip:1.2.3.4}"
+        );
+        assert_eq!(
+            key_of("client_ip", c, &none, "2001:db8:1:2:3:4:5:6").unwrap(),
+            "p:rl:{r:ip:2001:db8:1:2::/64}"
+        );
+        assert_eq!(
+            key_of("header:x-api-key", c, &h, "1.2.3.4").unwrap(),
+            "p:rl:{r:h:k1}"
+        );
+        assert_eq!(
+            key_of("header:x-api-key", c, &none, "1.2.3.4").unwrap(),
+            "p:rl:{r:ip:1.2.3.4}"
+        );
+        assert_eq!(
+            key_of("header:x-api-key", MissingKey::Reject, &none, "1.2.3.4").unwrap(),
+            "reject"
+        );
+        assert_eq!(
+            key_of("header:x-api-key", MissingKey::Allow, &none, "1.2.3.4"),
+            None
+        );
+        assert_eq!(
+            key_of("route", c, &none, "1.2.3.4").unwrap(),
+            "p:rl:{r:route:orders}"
+        );
+        assert_eq!(
+            key_of("global", c, &none, "1.2.3.4").unwrap(),
+            "p:rl:{r:global}"
+        );
+    }
+
+    #[test]
+    fn a_whole_ipv6_slash_64_shares_a_key_and_hostile_values_are_hashed() {
+        let none = HeaderMap::new();
+        let a = key_of("client_ip", MissingKey::ClientIp, &none, "2001:db8::1");
+        let b = key_of("client_ip", MissingKey::ClientIp, &none, "2001:db8::ffff:1");
+        assert_eq!(a, b);
+        let mut h = HeaderMap::new();
+        h.insert("x-k", "a}b{".parse().unwrap());
+        let k = key_of("header:x-k", MissingKey::ClientIp, &h, "1.2.3.4").unwrap();
+        assert!(k.starts_with("p:rl:{r:h#") && k.ends_with('}'), "{k}");
+    }
+}

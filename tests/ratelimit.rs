@@ -1,0 +1,238 @@
+//! Rate limiting end to end: the real binary, echo upstreams and, for shared limits, a real
+//! `redis-server` per test; plus the property that both stores decide alike.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn limited_gateway(echo: &EchoServer, rules: &str, route_rules: &str, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "{extra}rate_limits:\n{rules}routes:\n  - {{name: free, match: {{path_prefix: /free}}, service: svc}}\n  - {{name: api, service: svc, rate_limits: [{route_rules}]}}\nservices:\n  svc:\n    instances: [\"{}\"]\n",
+        echo.addr
+    ))
+}
+
+/// Sends `n` requests with `headers` on `addr`; returns the statuses.
+fn burst(addr: std::net::SocketAddr, n: usize, headers: &[(&str, &str)]) -> Vec<Response> {
+    (0..n).map(|_| get(addr, "/", headers)).collect()
+}
+
+#[test]
+fn a_local_rule_admits_its_limit_and_sets_the_headers() {
+    let echo = EchoServer::start("a").unwrap();
+    let gw = limited_gateway(&echo, "  ten:\n    limit: 10\n    per: 1s\n", "ten", "");
+    let started = Instant::now();
+    let responses = burst(gw.addr, 30, &[]);
+    let elapsed = started.elapsed();
+    let allowed = responses.iter().filter(|r| r.status == 200).count();
+    // GCRA refills one request per 100 ms: a slow machine may earn some back meanwhile.
+    let refilled = (elapsed.as_millis() / 100) as usize;
+    assert!(
+        (10..=10 + refilled).contains(&allowed),
+        "{allowed} admitted in {elapsed:?}"
+    );
+    let first = &responses[0];
+    assert_eq!(first.header("ratelimit-limit"), Some("10"));
+    assert_eq!(first.header("ratelimit-remaining"), Some("9"));
+    assert_eq!(first.header("ratelimit-reset"), Some("1"));
+    let refused = responses.iter().find(|r| r.status == 429).expect("a 429");
+    assert_eq!(refused.json()["error"]["code"], "rate_limited");
+    assert_eq!(refused.header("portico-error"), Some("rate_limited"));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
+    assert!(responses.iter().all(|r| r.status == 200 || r.status == 429));
+    assert_eq!(
+        echo.requests(),
+        allowed as u64,
+        "refused requests never reach the upstream"
+    );
+    assert_eq!(
+        gw.get("/free/x").header("ratelimit-limit"),
+        None,
+        "ungoverned route"
+    );
+    let m = |d: &str| {
+        gw.metric(&format!(
+            "portico_ratelimit_decisions_total{{decision=\"{d}\",route=\"api\",rule=\"ten\",store=\"local\"}}"
+        ))
+    };
+    assert_eq!(m("allowed") as usize, allowed);
+    assert_eq!(m("limited") as usize, 30 - allowed);
+}
+
+#[test]
+fn keys_missing_keys_shadow_rules_and_the_most_restrictive_headers() {
+    let echo = EchoServer::start("a").unwrap();
+    let rules = "  per-key:\n    key: header:x-api-key\n    on_missing_key: reject\n    limit: 3\n    per: 1m\n  wide:\n    key: global\n    limit: 100\n    per: 1m\n  trial:\n    limit: 1\n    per: 1m\n    shadow: true\n    headers: false\n";
+    let gw = limited_gateway(&echo, rules, "per-key, wide, trial", "");
+    let missing = gw.get("/");
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    for key in ["k1", "k2"] {
+        let statuses: Vec<u16> = burst(gw.addr, 5, &[("x-api-key", key)])
+            .iter()
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 429, 429], "key {key}");
+    }
+    let r = get(gw.addr, "/", &[("x-api-key", "k3")]);
+    assert_eq!(
+        r.header("ratelimit-limit"),
+        Some("3"),
+        "per-key is tighter than wide"
+    );
+    assert_eq!(r.header("ratelimit-remaining"), Some("2"));
+    let shadow = gw.metric(
+        "portico_ratelimit_decisions_total{decision=\"shadow_limited\",route=\"api\",rule=\"trial\",store=\"local\"}",
+    );
+    assert!(
+        shadow >= 5.0,
+        "the shadow rule counts but never refuses: {shadow}"
+    );
+}
+
+#[test]
+fn a_reload_keeps_the_buckets_of_unchanged_rules() {
+    let echo = EchoServer::start("a").unwrap();
+    let gw = limited_gateway(&echo, "  few:\n    limit: 2\n    per: 1m\n", "few", "");
+    assert_eq!(burst(gw.addr, 3, &[]).last().unwrap().status, 429);
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, text.replace("name: free", "name: free2")).unwrap();
+    assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);
+    assert_eq!(gw.get("/").status, 429, "the bucket survived the reload");
+}
+
+fn shared_rule(redis: &RedisServer) -> String {
+    format!(
+        "redis: {{url: \"{}\", replicas: 2, command_timeout: 50ms}}\n",
+        redis.url()
+    )
+}
+
+#[test]
+fn a_redis_rule_is_shared_by_two_gateways_and_survives_redis_going_away() {
+    let mut redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let rules = "  shared:\n    key: header:x-user\n    limit: 20\n    per: 1m\n    store: redis\n";
+    let one = limited_gateway(&echo, rules, "shared", &shared_rule(&redis));
+    let two = limited_gateway(&echo, rules, "shared", &shared_rule(&redis));
+
+    let mut allowed = 0;
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &one } else { &two };
+        let r = get(gw.addr, "/", &[("x-user", "u1")]);
+        assert!(r.status == 200 || r.status == 429, "{}", r.body);
+        allowed += usize::from(r.status == 200);
+    }
+    assert!(
+        (19..=21).contains(&allowed),
+        "20 in total across both: {allowed}"
+    );
+    let redis_decisions = one.metric(
+        "portico_ratelimit_decisions_total{decision=\"allowed\",route=\"api\",rule=\"shared\",store=\"redis\"}",
+    );
+    assert!(redis_decisions >= 5.0, "{redis_decisions}");
+
+    // Redis gone: each gateway enforces 20 / 2 replicas locally, and nothing turns into a 5xx.
+    redis.kill();
+    let statuses: Vec<u16> = burst(one.addr, 30, &[("x-user", "u2")])
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let during = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        during, 10,
+        "local fallback enforces limit / replicas: {statuses:?}"
+    );
+    let fallbacks = one.metric(
+        "portico_ratelimit_fallback_decisions_total{policy=\"local_fallback\",rule=\"shared\"}",
+    );
+    assert_eq!(fallbacks, 30.0);
+    assert_eq!(one.metric("portico_redis_up{client=\"ratelimit\"}"), 0.0);
+
+    // Redis back (empty): shared decisions resume within 2 s.
+    redis.restart();
+    let back = Instant::now();
+    let redis_allowed = || {
+        one.metric(
+            "portico_ratelimit_decisions_total{decision=\"allowed\",route=\"api\",rule=\"shared\",store=\"redis\"}",
+        )
+    };
+    let before = redis_allowed();
+    assert!(
+        one.eventually(Duration::from_secs(2), || {
+            get(one.addr, "/", &[("x-user", "u3")]);
+            redis_allowed() > before
+        }),
+        "shared limiting should resume within 2 s"
+    );
+    eprintln!("shared limiting resumed after {:?}", back.elapsed());
+    assert_eq!(one.metric("portico_redis_up{client=\"ratelimit\"}"), 1.0);
+}
+
+#[test]
+fn a_frozen_redis_costs_at_most_the_command_timeout_and_never_a_5xx() {
+    let redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let rules = "  shared:\n    limit: 1000\n    per: 1s\n    store: redis\n";
+    let gw = limited_gateway(&echo, rules, "shared", &shared_rule(&redis));
+    assert_eq!(gw.get("/").status, 200);
+    redis.signal("STOP");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = gw.get("/");
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    redis.signal("CONT");
+    eprintln!("slowest request while Redis was frozen: {slowest:?}");
+    assert!(slowest < Duration::from_millis(400), "{slowest:?}");
+    let timeouts =
+        gw.metric("portico_ratelimit_store_errors_total{kind=\"timeout\",rule=\"shared\"}");
+    let skipped =
+        gw.metric("portico_ratelimit_store_errors_total{kind=\"unavailable\",rule=\"shared\"}");
+    assert!(timeouts >= 1.0, "{timeouts}");
+    assert_eq!(timeouts + skipped, 20.0, "every request fell back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_make_identical_decisions_on_one_timeline() {
+    use portico::config::RedisConfig;
+    use portico::ratelimit::gcra::Gcra;
+    use portico::ratelimit::local::LocalStore;
+    use portico::ratelimit::shared::SharedStore;
+
+    let redis = RedisServer::start();
+    let shared = SharedStore::new(RedisConfig {
+        url: redis.url(),
+        command_timeout: Duration::from_secs(2),
+        ..RedisConfig::default()
+    });
+    let local = LocalStore::new(10_000);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let rules = [
+        Gcra::new(5, 1_000_000, 0),
+        Gcra::new(3, 60_000_000, 2),
+        Gcra::new(100, 1_000, 7),
+    ];
+    let mut now: u64 = 1_700_000_000_000_000;
+    let mut compared = 0;
+    for step in 0..3_000 {
+        now += rng.u64(0..150_000);
+        let (r, key) = (rng.usize(0..rules.len()), rng.u8(0..4));
+        let gcra = &rules[r];
+        let name = format!("p{r}:{key}");
+        let a = local.decide(gcra, local.hash_key(&name), now);
+        let b = shared
+            .decide(gcra, &format!("test:rl:{{{name}}}"), now)
+            .await
+            .expect("redis decision");
+        assert_eq!(a, b, "step {step}: rule {r} key {key} at {now}");
+        compared += 1;
+    }
+    assert_eq!(compared, 3_000);
+}
