@@ -6,7 +6,10 @@ use crate::config::{self, Config, RedisConfig};
 use crate::ratelimit::shared::SharedStore;
 use crate::registry::RegistryStatus;
 use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::events::EventSink;
 use crate::telemetry::metrics;
+use crate::telemetry::tracing::Tracing;
 use crate::upstream::health::{self, Verdicts};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -46,6 +49,12 @@ pub struct Gateway {
     pub registry: Arc<RegistryStatus>,
     /// The Redis store of `store: redis` rate limits (connects on first use).
     pub shared_limits: Option<SharedStore>,
+    /// Queue of business events for the Redis Stream publisher.
+    pub events: Option<EventSink>,
+    /// OpenTelemetry tracing, when configured at start.
+    pub tracing: Option<Arc<Tracing>>,
+    /// The access-log sink (its path is fixed at start; `enabled` and `sample` reload).
+    pub access_log: Option<AccessLog>,
     last_reload: Mutex<Option<ReloadStatus>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -58,6 +67,22 @@ impl Gateway {
         let verdicts = Arc::new(Verdicts::default());
         let health = health::registry(verdicts.clone());
         let redis = config.redis.clone();
+        let events = config
+            .events
+            .as_ref()
+            .filter(|_| redis.is_some())
+            .map(|e| EventSink::new(e.queue));
+        let tracing = config.tracing.clone().map(|t| Arc::new(Tracing::new(t)));
+        let access_log = match AccessLog::open(&config.access_log.path) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                log::error!(
+                    "access log {}: {e}; access logging off",
+                    config.access_log.path
+                );
+                None
+            }
+        };
         let snapshot = Snapshot::build(config, None, &health);
         tokio::runtime::Builder::new_current_thread()
             .build()?
@@ -79,6 +104,9 @@ impl Gateway {
             health,
             verdicts,
             shared_limits: redis.clone().map(SharedStore::new),
+            events,
+            tracing,
+            access_log,
             redis,
             registry: Arc::new(RegistryStatus::default()),
             last_reload: Mutex::new(None),
@@ -143,6 +171,9 @@ impl Gateway {
         if config.redis != self.redis {
             log::warn!("changes to the redis section take effect only after a restart");
         }
+        if config.tracing != old.config.tracing {
+            log::warn!("changes to the tracing section take effect only after a restart");
+        }
         let next = Snapshot::build(config, Some(&old), &self.health);
         for upstream in next.fresh_upstreams(Some(&old)) {
             upstream
@@ -151,6 +182,7 @@ impl Gateway {
                 .map_err(|e| format!("service {}: {e}", upstream.name))?;
         }
         old.retire_metrics(&next);
+        crate::telemetry::kpi::retire(&old.config, &next.config);
         metrics::set_config_hash(Some(&old.hash), &next.hash);
         metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(next.loaded_at));
         let hash = next.hash.clone();

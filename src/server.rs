@@ -5,6 +5,8 @@ use crate::admin::Admin;
 use crate::gateway::{Gateway, ReloadOnHangup};
 use crate::proxy::Proxy;
 use crate::registry::watcher::Watcher;
+use crate::telemetry::events::Publisher;
+use crate::telemetry::tracing::TracingService;
 use crate::upstream::health::TICK;
 use pingora::prelude::{background_service, Opt};
 use pingora::server::configuration::ServerConf;
@@ -63,6 +65,13 @@ pub fn build(
     if let Some(redis) = gateway.redis.clone() {
         let watcher = Watcher::new(gateway.clone(), redis, gateway.registry.clone());
         server.add_service(background_service("registry watcher", watcher));
+    }
+    if let Some(tracing) = gateway.tracing.clone() {
+        server.add_service(background_service("tracing", TracingService(tracing)));
+    }
+    if let (Some(redis), Some(_)) = (gateway.redis.clone(), gateway.events.as_ref()) {
+        let publisher = Publisher::new(gateway.clone(), redis);
+        server.add_service(background_service("business events", publisher));
     }
     let mut health = HealthCheckService::new(gateway.health.clone());
     health.health_check_frequency = Some(TICK);

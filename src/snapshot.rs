@@ -6,6 +6,7 @@ use crate::forwarding::TrustedProxies;
 use crate::ratelimit::limiter::Rule;
 use crate::ratelimit::Limits;
 use crate::router::Router;
+use crate::telemetry::kpi::Kpis;
 use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
 use crate::upstream::Upstream;
 use pingora_load_balancing::HealthRegistry;
@@ -32,6 +33,8 @@ pub struct Snapshot {
     /// Metrics of requests that matched no route.
     pub unmatched: RouteMetrics,
     pub services: BTreeMap<String, Arc<Upstream>>,
+    /// Business KPIs, per route.
+    pub kpis: Kpis,
     /// Compiled rate-limit rules by name.
     pub rules: BTreeMap<String, Arc<Rule>>,
     pub trusted: TrustedProxies,
@@ -99,6 +102,8 @@ impl Snapshot {
                 })
             })
             .collect();
+        let route_names: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
+        let kpis = Kpis::new(&config, &route_names);
         let hash = crate::config::content_hash(&serde_json::to_vec(&config).unwrap_or_default());
         Self {
             hash,
@@ -106,6 +111,7 @@ impl Snapshot {
             targets,
             unmatched: RouteMetrics::new(UNMATCHED_ROUTE),
             services,
+            kpis,
             rules,
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
             config: Arc::new(config),

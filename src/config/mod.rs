@@ -7,6 +7,7 @@ mod instance;
 mod locate;
 mod types;
 mod validate;
+mod validate_telemetry;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use instance::{parse_instance, InstanceSpec, MAX_WEIGHT};

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub type Locate<'a> = &'a dyn Fn(&str, String) -> ConfigError;
 
 /// Methods a route may name; anything else is almost always a typo.
-const METHODS: &[&str] = &[
+pub(super) const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
 ];
 
@@ -38,6 +38,7 @@ pub fn validate(config: &Config, at: Locate) -> Vec<ConfigError> {
     for (name, rule) in &config.rate_limits {
         rate_limit(name, rule, config, at, &mut errs);
     }
+    super::validate_telemetry::validate(config, at, &mut errs);
     for (name, svc) in &config.services {
         service(name, svc, &format!("services.{name}"), at, &mut errs);
         if svc.discovery == Discovery::Redis && config.redis.is_none() {
@@ -417,14 +418,17 @@ fn header_pair(
 }
 
 /// Route and service names become metric label values and URL segments.
-fn is_label_safe(s: &str) -> bool {
+pub(super) fn is_label_safe(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// The candidate nearest to `word` by edit distance, if it is plausibly a typo of it.
-fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(super) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))

@@ -44,6 +44,14 @@ pub struct RequestCtx {
     pub(super) in_flight: bool,
     /// `RateLimit-*` values for the response, when a rule governs the request.
     pub(super) rate_headers: Option<RateHeaders>,
+    /// The SERVER span's context, when tracing is on.
+    pub(super) trace: Option<opentelemetry::Context>,
+    /// The CLIENT span of the attempt in progress.
+    pub(super) client_span: Option<opentelemetry_sdk::trace::Span>,
+    /// The instance of the last attempt, for the access log.
+    pub(super) last_instance: Option<SocketAddr>,
+    /// Time to response header of the last attempt.
+    pub(super) upstream_time: Option<std::time::Duration>,
 }
 
 impl RequestCtx {

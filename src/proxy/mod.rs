@@ -3,6 +3,7 @@
 
 mod context;
 mod failure;
+mod report;
 
 pub use context::RequestCtx;
 
@@ -13,6 +14,7 @@ use crate::request_id;
 use crate::retry::Cause;
 use crate::router::{host_without_port, HeaderEdits, RequestFacts};
 use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
+use crate::telemetry::tracing::{end_client_span, end_server_span, name_server_span, trace_id};
 use crate::upstream::Pick;
 use async_trait::async_trait;
 use context::{is_status_retry, retry_allowed, STATUS_RETRY};
@@ -22,6 +24,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use report::Report;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,6 +69,10 @@ impl ProxyHttp for Proxy {
             gateway_made: false,
             in_flight: false,
             rate_headers: None,
+            trace: None,
+            client_span: None,
+            last_instance: None,
+            upstream_time: None,
         }
     }
 
@@ -99,6 +106,12 @@ impl ProxyHttp for Proxy {
             method: &req.method,
             headers: &req.headers,
         });
+        if let Some(tracing) = &self.gateway.tracing {
+            ctx.trace = tracing.server_span(req, ctx.peer_trusted, ctx.client_ip);
+            if let (Some(cx), Some(i)) = (&ctx.trace, ctx.route) {
+                name_server_span(cx, &req.method, &snapshot.router.route(i).name);
+            }
+        }
         ctx.snapshot = Some(snapshot);
         if let Some(i) = ctx.route {
             let snapshot = ctx.snapshot.as_ref().map(Arc::clone);
@@ -193,6 +206,17 @@ impl ProxyHttp for Proxy {
         }
         ctx.attempts += 1;
         ctx.current = selection.backend.addr.as_inet().copied();
+        ctx.last_instance = ctx.current;
+        if let Some(stale) = ctx.client_span.take() {
+            end_client_span(stale, None, Some("retried"));
+        }
+        if let (Some(tracing), Some(cx), Some(addr)) =
+            (&self.gateway.tracing, &ctx.trace, ctx.current)
+        {
+            let req = session.req_header();
+            ctx.client_span =
+                tracing.client_span(cx, &req.method, addr, req.uri.path(), ctx.attempts - 1);
+        }
         ctx.probe = selection.probe;
         ctx.outcome_recorded = false;
         ctx.attempt_start = Some(Instant::now());
@@ -208,6 +232,9 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         ctx.error = Some(error_code(&e));
         ctx.record_outcome(false);
+        if let Some(span) = ctx.client_span.take() {
+            end_client_span(span, None, Some(error_kind(e.etype())));
+        }
         if let Some(addr) = ctx.current.take() {
             ctx.tried.push(addr);
         }
@@ -241,6 +268,9 @@ impl ProxyHttp for Proxy {
                 error_code(&e)
             });
             ctx.record_outcome(false);
+            if let Some(span) = ctx.client_span.take() {
+                end_client_span(span, None, Some(error_kind(e.etype())));
+            }
             if let Some(target) = ctx.target() {
                 target.upstream.metrics.attempt_error(error_kind(e.etype()));
             }
@@ -259,6 +289,27 @@ impl ProxyHttp for Proxy {
             e.retry.decide_reuse(client_reused);
         }
         e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !reused {
+            if let (Some(start), Some(target)) = (ctx.attempt_start, ctx.target()) {
+                target
+                    .upstream
+                    .metrics
+                    .connect_duration
+                    .observe(start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -300,6 +351,9 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
+        if let (Some(tracing), Some(span)) = (&self.gateway.tracing, &ctx.client_span) {
+            tracing.inject(span, upstream_request);
+        }
         Ok(())
     }
 
@@ -318,11 +372,15 @@ impl ProxyHttp for Proxy {
             .is_some_and(|t| t.upstream.is_failure_status(status));
         ctx.record_outcome(!failed);
         let started = ctx.attempt_start.take();
+        ctx.upstream_time = started.map(|s| s.elapsed());
+        if let Some(span) = ctx.client_span.take() {
+            end_client_span(span, Some(status), None);
+        }
         if let Some(target) = ctx.target() {
             let metrics = &target.upstream.metrics;
             metrics.attempt_status(upstream_response.status.as_u16());
-            if let Some(start) = started {
-                metrics.duration.observe(start.elapsed().as_secs_f64());
+            if let Some(t) = ctx.upstream_time {
+                metrics.duration.observe(t.as_secs_f64());
             }
         }
         let another_instance = ctx
@@ -430,15 +488,41 @@ impl ProxyHttp for Proxy {
         } else {
             Source::Upstream
         };
+        let elapsed = ctx.start.elapsed();
         metrics.record(
             &session.req_header().method,
             status,
             source,
-            ctx.start.elapsed().as_secs_f64(),
+            elapsed.as_secs_f64(),
         );
-        if let (true, Some(code)) = (ctx.gateway_made, ctx.error) {
-            metrics.gateway_response(code.as_str());
+        let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
+        metrics.request_bytes.inc_by(bytes_in as u64);
+        metrics.response_bytes.inc_by(bytes_out as u64);
+        let reason = ctx
+            .error
+            .filter(|_| ctx.gateway_made)
+            .map(ErrorCode::as_str);
+        if let Some(code) = reason {
+            metrics.gateway_response(code);
         }
+        if let Some(span) = ctx.client_span.take() {
+            end_client_span(span, None, Some("aborted"));
+        }
+        let trace_id = ctx.trace.as_ref().and_then(trace_id);
+        if let Some(cx) = &ctx.trace {
+            end_server_span(cx, status, reason);
+        }
+        let report = Report {
+            status,
+            source,
+            reason,
+            elapsed,
+            bytes_in,
+            bytes_out,
+            trace_id,
+        };
+        self.record_business_events(session, ctx, snapshot, &report);
+        self.write_access_log(session, ctx, snapshot, &report);
     }
 
     fn suppress_proxy_warn_log(

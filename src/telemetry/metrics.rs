@@ -16,6 +16,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Connect latency buckets: 0.5 ms doubling to about 1 s.
+const CONNECT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+];
+
 /// Label value for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -65,6 +70,22 @@ family!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
     "Time from instance selection to upstream response header, per attempt.",
     &["service"],
     LATENCY_BUCKETS.to_vec()
+));
+family!(HTTP_REQUEST_BYTES: IntCounterVec = register_int_counter_vec!(
+    "portico_http_request_body_bytes_total",
+    "Request body bytes read from clients.",
+    &["route"]
+));
+family!(HTTP_RESPONSE_BYTES: IntCounterVec = register_int_counter_vec!(
+    "portico_http_response_body_bytes_total",
+    "Response body bytes sent to clients.",
+    &["route"]
+));
+family!(UPSTREAM_CONNECT_DURATION: HistogramVec = register_histogram_vec!(
+    "portico_upstream_connect_duration_seconds",
+    "Time to establish a new upstream connection (pooled reuses are not observed).",
+    &["service"],
+    CONNECT_BUCKETS.to_vec()
 ));
 family!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
     "portico_upstream_errors_total",
@@ -146,6 +167,9 @@ pub fn init() {
         LazyLock::force(&UPSTREAM_ATTEMPTS);
         LazyLock::force(&UPSTREAM_DURATION);
         LazyLock::force(&UPSTREAM_ERRORS);
+        LazyLock::force(&HTTP_REQUEST_BYTES);
+        LazyLock::force(&HTTP_RESPONSE_BYTES);
+        LazyLock::force(&UPSTREAM_CONNECT_DURATION);
         LazyLock::force(&UPSTREAM_RETRIES);
         LazyLock::force(&RETRY_BUDGET_EXHAUSTED);
         LazyLock::force(&INSTANCE_HEALTHY);
@@ -165,6 +189,9 @@ pub fn init() {
         }
         super::redis::init();
         super::ratelimit::init();
+        super::kpi::init();
+        super::events::init();
+        super::access_log::init();
     });
 }
 
@@ -218,6 +245,8 @@ impl Source {
 pub struct RouteMetrics {
     route: String,
     duration: [Histogram; 5],
+    pub request_bytes: IntCounter,
+    pub response_bytes: IntCounter,
     /// Lazily resolved `requests_total` handles: method × cached code × source.
     requests: Box<[OnceLock<IntCounter>]>,
 }
@@ -228,6 +257,8 @@ impl RouteMetrics {
         Self {
             route: route.to_string(),
             duration: STATUS_CLASSES.map(|c| HTTP_DURATION.with_label_values(&[route, c])),
+            request_bytes: HTTP_REQUEST_BYTES.with_label_values(&[route]),
+            response_bytes: HTTP_RESPONSE_BYTES.with_label_values(&[route]),
             requests: (0..METHOD_LABELS.len() * CACHED_CODES.len() * 2)
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -273,6 +304,9 @@ impl RouteMetrics {
         }
         remove_matching(&HTTP_REQUESTS, "route", &self.route);
         remove_matching(&GATEWAY_RESPONSES, "route", &self.route);
+        let _ = HTTP_REQUEST_BYTES.remove_label_values(&[&self.route]);
+        let _ = HTTP_RESPONSE_BYTES.remove_label_values(&[&self.route]);
+        super::kpi::remove_route(&self.route);
     }
 }
 
@@ -294,6 +328,7 @@ pub struct ServiceMetrics {
     service: String,
     attempts: [IntCounter; 6],
     pub duration: Histogram,
+    pub connect_duration: Histogram,
     pub panic_selections: IntCounter,
     /// Retries by cause, indexed by `retry::Cause`.
     pub retries: [IntCounter; 3],
@@ -310,6 +345,7 @@ impl ServiceMetrics {
             service: service.to_string(),
             attempts: ATTEMPT_CLASSES.map(|c| UPSTREAM_ATTEMPTS.with_label_values(&[service, c])),
             duration: UPSTREAM_DURATION.with_label_values(&[service]),
+            connect_duration: UPSTREAM_CONNECT_DURATION.with_label_values(&[service]),
             panic_selections: PANIC_SELECTIONS.with_label_values(&[service]),
             retries: crate::retry::Cause::ALL
                 .map(|c| UPSTREAM_RETRIES.with_label_values(&[service, c.as_str()])),
@@ -378,6 +414,7 @@ impl ServiceMetrics {
             remove_matching(family, "service", &self.service);
         }
         remove_matching(&*UPSTREAM_DURATION, "service", &self.service);
+        remove_matching(&*UPSTREAM_CONNECT_DURATION, "service", &self.service);
         remove_matching(&*SERVICE_INSTANCES, "service", &self.service);
         remove_matching(&*INSTANCE_HEALTHY, "service", &self.service);
         remove_matching(&*BREAKER_STATE, "service", &self.service);

@@ -1,5 +1,11 @@
-//! Telemetry: Prometheus metric families and the per-snapshot handles the request path uses.
+//! Telemetry: Prometheus metric families and the per-snapshot handles the request path uses,
+//! business KPIs and events, tracing and the access log.
 
+pub mod access_log;
+pub mod catalog;
+pub mod events;
+pub mod kpi;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redis;
+pub mod tracing;

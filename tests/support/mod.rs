@@ -146,6 +146,15 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra `server:` keys.
     pub fn start_with_server(body: &str, server_extra: &str) -> Self {
+        Self::start_full(body, server_extra, &[])
+    }
+
+    /// Like [`Gateway::start`], with environment variables for the process.
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_full(body, "", env)
+    }
+
+    fn start_full(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -156,6 +165,7 @@ impl Gateway {
             .args(["run", "-c"])
             .arg(&config_path)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -205,6 +215,11 @@ impl Gateway {
     /// Request to the admin listener.
     pub fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
         request(self.admin, method, path, headers, "")
+    }
+
+    /// The whole `/metrics` exposition.
+    pub fn metrics_text(&self) -> String {
+        self.admin("GET", "/metrics", &[]).body
     }
 
     /// The value of one metric sample, e.g. `portico_http_requests_total{code="200",...}`;

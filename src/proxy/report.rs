@@ -1,0 +1,111 @@
+//! What happens after a response is finished: business KPIs and events, and the access log.
+
+use super::{Proxy, RequestCtx};
+use crate::snapshot::Snapshot;
+use crate::telemetry::access_log::{self, Entry};
+use crate::telemetry::events::Event;
+use crate::telemetry::metrics::Source;
+use pingora::proxy::Session;
+use std::time::Duration;
+
+/// The outcome of a finished request, gathered once in `logging`.
+pub(super) struct Report {
+    pub status: u16,
+    pub source: Source,
+    pub reason: Option<&'static str>,
+    pub elapsed: Duration,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub trace_id: Option<String>,
+}
+
+impl Proxy {
+    /// Counts the KPIs the request matches and queues the business events they publish.
+    pub(super) fn record_business_events(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        snapshot: &Snapshot,
+        report: &Report,
+    ) {
+        let Some(route) = ctx.route else {
+            return;
+        };
+        if snapshot.kpis.is_empty() {
+            return;
+        }
+        let req = session.req_header();
+        let resp = session.response_written().map(|r| &r.headers);
+        for kpi in snapshot
+            .kpis
+            .record(route, &req.method, report.status, &req.headers, resp)
+        {
+            let Some(sink) = &self.gateway.events else {
+                continue;
+            };
+            sink.publish(Event {
+                kpi: kpi.name.clone(),
+                route: snapshot.router.route(route).name.clone(),
+                method: req.method.to_string(),
+                status: report.status,
+                request_id: request_id(ctx).to_string(),
+                trace_id: report.trace_id.clone(),
+                ts_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            });
+        }
+    }
+
+    /// Writes the access-log line, if logging is on and the request is sampled (responses
+    /// Portico made and 5xx are always logged).
+    pub(super) fn write_access_log(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        snapshot: &Snapshot,
+        report: &Report,
+    ) {
+        let Some(log) = &self.gateway.access_log else {
+            return;
+        };
+        let cfg = &snapshot.config.access_log;
+        let always = report.source == Source::Gateway || report.status >= 500;
+        if !cfg.enabled || !(always || cfg.sample >= 1.0 || fastrand::f64() < cfg.sample) {
+            return;
+        }
+        let req = session.req_header();
+        let route = ctx.route.map(|i| snapshot.router.route(i));
+        log.log(&Entry {
+            ts: access_log::timestamp(),
+            request_id: request_id(ctx),
+            trace_id: report.trace_id.clone(),
+            route: route.map_or(crate::telemetry::metrics::UNMATCHED_ROUTE, |r| {
+                r.name.as_str()
+            }),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: report.status,
+            source: match report.source {
+                Source::Upstream => "upstream",
+                Source::Gateway => "gateway",
+            },
+            reason: report.reason,
+            service: route.map(|r| r.service.as_str()),
+            instance: ctx.last_instance.map(|a| a.to_string()),
+            attempts: ctx.attempts,
+            duration_ms: report.elapsed.as_secs_f64() * 1000.0,
+            upstream_ms: ctx.upstream_time.map(|t| t.as_secs_f64() * 1000.0),
+            bytes_in: report.bytes_in,
+            bytes_out: report.bytes_out,
+            client_ip: ctx.client_ip.to_string(),
+        });
+    }
+}
+
+fn request_id(ctx: &RequestCtx) -> &str {
+    ctx.request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}

@@ -1,0 +1,179 @@
+//! The catalogue of every metric family Portico exports: name, type and label names. A test
+//! compares it with a live exposition, and the dashboards' and alerts' PromQL is checked
+//! against it, so a renamed metric or label cannot silently break them.
+
+/// Prometheus metric types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+use Kind::*;
+
+/// Every `portico_*` family: (name, type, label names in alphabetical order).
+pub const CATALOG: &[(&str, Kind, &[&str])] = &[
+    ("portico_access_log_dropped_total", Counter, &[]),
+    ("portico_build_info", Gauge, &["version"]),
+    ("portico_business_events_total", Counter, &["kpi", "route"]),
+    (
+        "portico_circuit_breaker_short_circuited_total",
+        Counter,
+        &["mode", "service"],
+    ),
+    (
+        "portico_circuit_breaker_state",
+        Gauge,
+        &["instance", "service", "state"],
+    ),
+    (
+        "portico_circuit_breaker_transitions_total",
+        Counter,
+        &["from", "service", "to"],
+    ),
+    ("portico_config_info", Gauge, &["hash"]),
+    (
+        "portico_config_last_reload_success_timestamp_seconds",
+        Gauge,
+        &[],
+    ),
+    ("portico_config_last_reload_successful", Gauge, &[]),
+    ("portico_config_reloads_total", Counter, &["result"]),
+    ("portico_events_dropped_total", Counter, &["reason"]),
+    ("portico_events_published_total", Counter, &[]),
+    (
+        "portico_http_gateway_responses_total",
+        Counter,
+        &["reason", "route"],
+    ),
+    ("portico_http_request_body_bytes_total", Counter, &["route"]),
+    (
+        "portico_http_request_duration_seconds",
+        Histogram,
+        &["route", "status_class"],
+    ),
+    ("portico_http_requests_in_flight", Gauge, &[]),
+    (
+        "portico_http_requests_total",
+        Counter,
+        &["code", "method", "route", "source"],
+    ),
+    (
+        "portico_http_response_body_bytes_total",
+        Counter,
+        &["route"],
+    ),
+    (
+        "portico_ratelimit_decisions_total",
+        Counter,
+        &["decision", "route", "rule", "store"],
+    ),
+    (
+        "portico_ratelimit_fallback_decisions_total",
+        Counter,
+        &["policy", "rule"],
+    ),
+    (
+        "portico_ratelimit_local_evictions_total",
+        Counter,
+        &["rule", "store"],
+    ),
+    ("portico_ratelimit_local_keys", Gauge, &["rule", "store"]),
+    (
+        "portico_ratelimit_store_errors_total",
+        Counter,
+        &["kind", "rule"],
+    ),
+    (
+        "portico_redis_command_duration_seconds",
+        Histogram,
+        &["client", "command"],
+    ),
+    ("portico_redis_errors_total", Counter, &["client", "kind"]),
+    ("portico_redis_up", Gauge, &["client"]),
+    ("portico_registry_data_loss_detected_total", Counter, &[]),
+    (
+        "portico_registry_expired_removed_total",
+        Counter,
+        &["service"],
+    ),
+    ("portico_registry_instances", Gauge, &["service", "state"]),
+    (
+        "portico_registry_last_sync_success_timestamp_seconds",
+        Gauge,
+        &[],
+    ),
+    ("portico_registry_syncs_total", Counter, &["result"]),
+    (
+        "portico_upstream_attempts_total",
+        Counter,
+        &["service", "status_class"],
+    ),
+    (
+        "portico_upstream_connect_duration_seconds",
+        Histogram,
+        &["service"],
+    ),
+    (
+        "portico_upstream_errors_total",
+        Counter,
+        &["kind", "service"],
+    ),
+    (
+        "portico_upstream_instance_healthy",
+        Gauge,
+        &["instance", "service"],
+    ),
+    ("portico_upstream_instances", Gauge, &["service"]),
+    (
+        "portico_upstream_panic_selections_total",
+        Counter,
+        &["service"],
+    ),
+    (
+        "portico_upstream_response_duration_seconds",
+        Histogram,
+        &["service"],
+    ),
+    (
+        "portico_upstream_retries_total",
+        Counter,
+        &["reason", "service"],
+    ),
+    (
+        "portico_upstream_retry_budget_exhausted_total",
+        Counter,
+        &["service"],
+    ),
+];
+
+/// `process_*` families from the prometheus crate's process collector.
+pub const PROCESS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_max_fds",
+    "process_open_fds",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+    "process_virtual_memory_bytes",
+];
+
+/// The catalogue entry of `name`.
+pub fn find(name: &str) -> Option<(Kind, &'static [&'static str])> {
+    CATALOG
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, k, l)| (*k, *l))
+}

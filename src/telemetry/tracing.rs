@@ -1,0 +1,249 @@
+//! OpenTelemetry tracing: a SERVER span per request and a CLIENT span per upstream attempt,
+//! W3C `traceparent`/`tracestate` continued from trusted peers and injected upstream,
+//! parent-based ratio sampling, OTLP/HTTP protobuf export through the exporter's own (blocking)
+//! HTTP client on the batch processor's own thread — never on the request path. An unreachable
+//! collector only loses spans.
+//!
+//! The provider is built inside a background service (after any daemonizing fork, so the
+//! batch thread lives in the serving process) and shut down, flushing, when the server stops.
+//! Requests served before it is up carry no span.
+
+use crate::config::{TracingConfig, TrustIncoming};
+use async_trait::async_trait;
+use http::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::Resource;
+use pingora::http::RequestHeader;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+/// Tracing state shared by the proxy and the service that owns the provider.
+pub struct Tracing {
+    config: TracingConfig,
+    tracer: OnceLock<SdkTracer>,
+    provider: OnceLock<SdkTracerProvider>,
+    propagator: TraceContextPropagator,
+}
+
+impl Tracing {
+    /// Tracing per `config`; spans start once [`TracingService`] has run.
+    pub fn new(config: TracingConfig) -> Self {
+        Self {
+            config,
+            tracer: OnceLock::new(),
+            provider: OnceLock::new(),
+            propagator: TraceContextPropagator::new(),
+        }
+    }
+
+    fn start_provider(&self) -> Result<(), String> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(self.config.otlp_endpoint.clone())
+            .with_timeout(self.config.export_timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resource = Resource::builder()
+            .with_service_name(self.config.service_name.clone())
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                self.config.sample_ratio,
+            ))))
+            .with_resource(resource)
+            .build();
+        let _ = self.tracer.set(provider.tracer("portico"));
+        let _ = self.provider.set(provider);
+        Ok(())
+    }
+
+    /// Starts the SERVER span of a request. The incoming trace context is continued only when
+    /// the peer is trusted per `trust_incoming`; otherwise a new root is started.
+    pub fn server_span(
+        &self,
+        req: &RequestHeader,
+        peer_trusted: bool,
+        client_ip: IpAddr,
+    ) -> Option<Context> {
+        let tracer = self.tracer.get()?;
+        let trusted = match self.config.trust_incoming {
+            TrustIncoming::All => true,
+            TrustIncoming::TrustedProxies => peer_trusted,
+            TrustIncoming::None => false,
+        };
+        let parent = if trusted {
+            self.propagator.extract(&HeaderExtractor(&req.headers))
+        } else {
+            Context::new()
+        };
+        let method = method_label(&req.method);
+        let span = tracer
+            .span_builder(method)
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("url.path", req.uri.path().to_string()),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("client.address", client_ip.to_string()),
+            ])
+            .start_with_context(tracer, &parent);
+        Some(parent.with_span(span))
+    }
+
+    /// Starts the CLIENT span of one upstream attempt under `server`.
+    pub fn client_span(
+        &self,
+        server: &Context,
+        method: &http::Method,
+        addr: SocketAddr,
+        path: &str,
+        resend_count: u32,
+    ) -> Option<Span> {
+        let tracer = self.tracer.get()?;
+        let method = method_label(method);
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("server.address", addr.ip().to_string()),
+            KeyValue::new("server.port", i64::from(addr.port())),
+            KeyValue::new("url.full", format!("http://{addr}{path}")),
+        ];
+        if resend_count > 0 {
+            attributes.push(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(resend_count),
+            ));
+        }
+        Some(
+            tracer
+                .span_builder(method)
+                .with_kind(SpanKind::Client)
+                .with_attributes(attributes)
+                .start_with_context(tracer, server),
+        )
+    }
+
+    /// Writes `span`'s context into the upstream request as `traceparent`/`tracestate`.
+    pub fn inject(&self, span: &Span, req: &mut RequestHeader) {
+        let cx = Context::new().with_remote_span_context(span.span_context().clone());
+        req.remove_header("traceparent");
+        req.remove_header("tracestate");
+        self.propagator
+            .inject_context(&cx, &mut RequestInjector(req));
+    }
+}
+
+/// Names the route on the server span once it is known.
+pub fn name_server_span(cx: &Context, method: &http::Method, route: &str) {
+    let span = cx.span();
+    span.update_name(format!("{} {route}", method_label(method)));
+    span.set_attribute(KeyValue::new("http.route", route.to_string()));
+}
+
+/// Ends a CLIENT span with the upstream's status, or with `error_type` when none came.
+pub fn end_client_span(mut span: Span, status: Option<u16>, error_type: Option<&'static str>) {
+    if let Some(code) = status {
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+        if code >= 400 {
+            span.set_status(Status::error(""));
+        }
+    }
+    if let Some(kind) = error_type {
+        span.set_attribute(KeyValue::new("error.type", kind));
+        span.set_status(Status::error(kind));
+    }
+    span.end();
+}
+
+/// Ends the SERVER span with the final status (`reason` = Portico's code when it answered).
+pub fn end_server_span(cx: &Context, status: u16, reason: Option<&'static str>) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_status(Status::error(reason.unwrap_or("")));
+    }
+    if let Some(r) = reason {
+        span.set_attribute(KeyValue::new("error.type", r));
+    }
+    span.end();
+}
+
+/// The trace id of a request's span, as 32 hex digits, if it has one.
+pub fn trace_id(cx: &Context) -> Option<String> {
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// OTel's method label: the standard methods, everything else `_OTHER`.
+fn method_label(m: &http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct RequestInjector<'a>(&'a mut RequestHeader);
+
+impl Injector for RequestInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let _ = self.0.insert_header(key.to_string(), value);
+    }
+}
+
+/// Builds the tracer provider on start and flushes it on shutdown.
+pub struct TracingService(pub Arc<Tracing>);
+
+#[async_trait]
+impl BackgroundService for TracingService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Err(e) = self.0.start_provider() {
+            log::error!("tracing disabled: cannot build the OTLP exporter: {e}");
+            return;
+        }
+        log::info!(
+            "tracing to {} (sample ratio {})",
+            self.0.config.otlp_endpoint,
+            self.0.config.sample_ratio
+        );
+        let _ = shutdown.changed().await;
+        if let Some(provider) = self.0.provider.get() {
+            let provider = provider.clone();
+            // The batch processor's shutdown blocks while it flushes; keep it off the runtime.
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}

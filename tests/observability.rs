@@ -1,0 +1,320 @@
+//! Observability end to end: exact metric deltas per code path, business KPIs and their Redis
+//! Stream, and OTLP trace export to an in-test receiver.
+
+mod support;
+use prost::Message;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+fn config(echo: &EchoServer, extra: &str) -> String {
+    let dead = free_port();
+    format!(
+        "{extra}routes:\n  - {{name: ok, match: {{path_prefix: /ok}}, service: echo, strip_prefix: true}}\n  - {{name: down, match: {{path_prefix: /down}}, service: dead}}\nservices:\n  echo:\n    instances: [\"{}\"]\n  dead:\n    instances: [\"127.0.0.1:{dead}\"]\nkpis:\n  - {{name: orders_placed, routes: [ok], methods: [POST], status: 2xx}}\n",
+        echo.addr
+    )
+}
+
+/// Reads every listed series, runs `action`, and returns each series' increase.
+fn deltas(gw: &Gateway, series: &[&str], action: impl FnOnce()) -> Vec<f64> {
+    let before: Vec<f64> = series.iter().map(|s| gw.metric(s)).collect();
+    action();
+    series
+        .iter()
+        .zip(before)
+        .map(|(s, b)| gw.metric(s) - b)
+        .collect()
+}
+
+#[test]
+fn each_code_path_moves_exactly_its_counters() {
+    let echo = EchoServer::start("a").unwrap();
+    let gw = Gateway::start(&config(&echo, ""));
+    let ok =
+        "portico_http_requests_total{code=\"200\",method=\"GET\",route=\"ok\",source=\"upstream\"}";
+    let ok_class = "portico_upstream_attempts_total{service=\"echo\",status_class=\"2xx\"}";
+    let ok_hist = "portico_http_request_duration_seconds_count{route=\"ok\",status_class=\"2xx\"}";
+    let d = deltas(&gw, &[ok, ok_class, ok_hist], || {
+        assert_eq!(gw.get("/ok/x").status, 200);
+    });
+    assert_eq!(d, [1.0, 1.0, 1.0]);
+    assert!(gw.metric("portico_http_response_body_bytes_total{route=\"ok\"}") > 0.0);
+
+    let nr = "portico_http_requests_total{code=\"404\",method=\"GET\",route=\"unmatched\",source=\"gateway\"}";
+    let nr_reason = "portico_http_gateway_responses_total{reason=\"no_route\",route=\"unmatched\"}";
+    let d = deltas(&gw, &[nr, nr_reason, ok], || {
+        assert_eq!(gw.get("/nowhere").status, 404);
+    });
+    assert_eq!(d, [1.0, 1.0, 0.0]);
+
+    let e5 =
+        "portico_http_requests_total{code=\"500\",method=\"GET\",route=\"ok\",source=\"upstream\"}";
+    let e5_class = "portico_upstream_attempts_total{service=\"echo\",status_class=\"5xx\"}";
+    let d = deltas(&gw, &[e5, e5_class, ok_class], || {
+        assert_eq!(gw.get("/ok/status/500").status, 500);
+    });
+    assert_eq!(d, [1.0, 1.0, 0.0]);
+
+    let refused = "portico_http_requests_total{code=\"502\",method=\"GET\",route=\"down\",source=\"gateway\"}";
+    let refused_kind = "portico_upstream_errors_total{kind=\"connect_refused\",service=\"dead\"}";
+    let refused_class = "portico_upstream_attempts_total{service=\"dead\",status_class=\"error\"}";
+    let refused_reason =
+        "portico_http_gateway_responses_total{reason=\"upstream_connect_error\",route=\"down\"}";
+    let d = deltas(
+        &gw,
+        &[refused, refused_kind, refused_class, refused_reason],
+        || {
+            assert_eq!(gw.get("/down").status, 502);
+        },
+    );
+    assert_eq!(d, [1.0, 1.0, 1.0, 1.0]);
+
+    let kpi = "portico_business_events_total{kpi=\"orders_placed\",route=\"ok\"}";
+    let d = deltas(&gw, &[kpi], || {
+        assert_eq!(
+            request(gw.addr, "POST", "/ok/orders", &[], "{}").status,
+            200
+        );
+        assert_eq!(gw.get("/ok/orders").status, 200, "GET is not an order");
+        assert_eq!(
+            request(gw.addr, "POST", "/ok/status/500", &[], "{}").status,
+            500
+        );
+    });
+    assert_eq!(d, [1.0]);
+    assert!(gw.metric("portico_http_request_body_bytes_total{route=\"ok\"}") >= 4.0);
+}
+
+#[test]
+fn kpi_matches_reach_the_redis_stream_and_a_dead_redis_only_drops_events() {
+    let mut redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let extra = format!(
+        "redis: {{url: \"{}\"}}\nevents: {{stream: \"portico:events\", maxlen: 1000}}\n",
+        redis.url()
+    );
+    let gw = Gateway::start(&config(&echo, &extra));
+    for _ in 0..3 {
+        assert_eq!(
+            request(
+                gw.addr,
+                "POST",
+                "/ok/orders",
+                &[("x-request-id", "order-1")],
+                "{}"
+            )
+            .status,
+            200
+        );
+    }
+    assert!(gw.eventually(Duration::from_secs(3), || {
+        ::redis::from_redis_value::<u64>(redis.cmd(&["XLEN", "portico:events"])).unwrap_or(0) == 3
+    }));
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        ::redis::from_redis_value(redis.cmd(&["XRANGE", "portico:events", "-", "+"])).unwrap();
+    let fields: std::collections::HashMap<_, _> = entries[0].1.iter().cloned().collect();
+    assert_eq!(fields["kpi"], "orders_placed");
+    assert_eq!(fields["route"], "ok");
+    assert_eq!(fields["status"], "200");
+    assert_eq!(fields["request_id"], "order-1");
+    assert_eq!(gw.metric("portico_events_published_total"), 3.0);
+
+    redis.kill();
+    for _ in 0..20 {
+        assert_eq!(
+            request(gw.addr, "POST", "/ok/orders", &[], "{}").status,
+            200
+        );
+    }
+    assert!(gw.eventually(Duration::from_secs(5), || {
+        gw.metric("portico_events_dropped_total{reason=\"redis_error\"}")
+            + gw.metric("portico_events_dropped_total{reason=\"queue_full\"}")
+            == 20.0
+    }));
+    assert_eq!(gw.metric("portico_events_published_total"), 3.0);
+}
+
+/// Spans received by the in-test OTLP/HTTP collector.
+type Spans = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+
+/// A minimal OTLP/HTTP receiver: decodes every POSTed `ExportTraceServiceRequest`.
+fn collector() -> (u16, Spans) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let spans: Spans = Arc::default();
+    let sink = spans.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(1000) {
+            let Ok(mut stream) = stream else { continue };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&body[..]).unwrap();
+                    for rs in req.resource_spans {
+                        for ss in rs.scope_spans {
+                            sink.lock().unwrap().extend(ss.spans);
+                        }
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, spans)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            Value::IntValue(i) => Some(i.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    })
+}
+
+#[test]
+fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
+    let (port, spans) = collector();
+    let collected = spans.clone();
+    let echo = EchoServer::start("a").unwrap();
+    let extra = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 0.0, trust_incoming: all}}\n"
+    );
+    let gw = Gateway::start_with_env(
+        &config(&echo, &extra),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    // The provider starts in a background service: wait for the first sampled span to export.
+    let incoming_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let incoming_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{incoming_trace}-{incoming_span}-01");
+    let mut seen = serde_json::Value::Null;
+    let exported = gw.eventually(Duration::from_secs(10), || {
+        seen = get(gw.addr, "/ok/t", &[("traceparent", &traceparent)]).json();
+        spans.lock().unwrap().len() >= 2
+    });
+    assert!(exported, "spans should reach the collector");
+    let spans = spans.lock().unwrap().clone();
+    let server = spans.iter().find(|s| s.kind == 2).expect("a SERVER span");
+    let client = spans
+        .iter()
+        .find(|s| s.kind == 3 && s.trace_id == server.trace_id)
+        .expect("a CLIENT span");
+    assert_eq!(
+        hex(&server.trace_id),
+        incoming_trace,
+        "the incoming trace continues"
+    );
+    assert_eq!(hex(&server.parent_span_id), incoming_span);
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(server.name, "GET ok");
+    assert_eq!(attr(server, "http.route").as_deref(), Some("ok"));
+    assert_eq!(attr(server, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(
+        attr(server, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(attr(client, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attr(client, "server.port"),
+        Some(echo.addr.port().to_string())
+    );
+    // The upstream saw a CLIENT span as its parent, in the same trace.
+    let upstream_saw = seen["headers"]["traceparent"].as_str().unwrap().to_string();
+    let parts: Vec<String> = upstream_saw.split('-').map(str::to_string).collect();
+    assert_eq!(parts[1], incoming_trace);
+    assert_eq!(parts[3], "01");
+    let all = collected.clone();
+    let exported_client = gw.eventually(Duration::from_secs(3), || {
+        all.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.kind == 3 && hex(&s.span_id) == parts[2])
+    });
+    assert!(
+        exported_client,
+        "the upstream's parent is an exported CLIENT span: {upstream_saw}"
+    );
+}
+
+#[test]
+fn ratio_zero_exports_no_new_roots_and_untrusted_parents_are_ignored() {
+    let (port, spans) = collector();
+    let echo = EchoServer::start("a").unwrap();
+    let extra = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 0.0}}\n"
+    );
+    let gw = Gateway::start_with_env(
+        &config(&echo, &extra),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // No incoming context, and (untrusted peer) a sampled one that must not be honoured.
+    let fresh = get(gw.addr, "/ok/a", &[]).json();
+    let forced = get(
+        gw.addr,
+        "/ok/b",
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+    )
+    .json();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        spans.lock().unwrap().is_empty(),
+        "nothing sampled, nothing exported"
+    );
+    for seen in [fresh, forced] {
+        let tp = seen["headers"]["traceparent"]
+            .as_str()
+            .expect("a traceparent upstream");
+        assert!(tp.ends_with("-00"), "not sampled: {tp}");
+        assert!(
+            !tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "a new root: {tp}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_collector_never_affects_requests() {
+    let echo = EchoServer::start("a").unwrap();
+    let extra = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{}/v1/traces\", sample_ratio: 1.0, export_timeout: 200ms}}\n",
+        free_port()
+    );
+    let gw = Gateway::start_with_env(&config(&echo, &extra), &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    for _ in 0..50 {
+        assert_eq!(gw.get("/ok/x").status, 200);
+    }
+}
