@@ -351,8 +351,12 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
-        if let (Some(tracing), Some(span)) = (&self.gateway.tracing, &ctx.client_span) {
-            tracing.inject(span, upstream_request);
+        if let Some(tracing) = &self.gateway.tracing {
+            match (&ctx.client_span, &ctx.trace) {
+                (Some(span), _) => tracing.inject(span, upstream_request),
+                (None, Some(server)) => tracing.inject_server(server, upstream_request),
+                (None, None) => {}
+            }
         }
         Ok(())
     }

@@ -89,20 +89,24 @@ impl Tracing {
             Context::new()
         };
         let method = method_label(&req.method);
-        let span = tracer
+        let mut span = tracer
             .span_builder(method)
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(tracer, &parent);
+        // Attributes cost allocations: only for spans that will be exported.
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("http.request.method", method),
                 KeyValue::new("url.path", req.uri.path().to_string()),
                 KeyValue::new("url.scheme", "http"),
                 KeyValue::new("client.address", client_ip.to_string()),
-            ])
-            .start_with_context(tracer, &parent);
+            ]);
+        }
         Some(parent.with_span(span))
     }
 
-    /// Starts the CLIENT span of one upstream attempt under `server`.
+    /// Starts the CLIENT span of one upstream attempt under `server`. None for an unsampled
+    /// trace: the upstream then continues from the SERVER span (see [`Tracing::inject_server`]).
     pub fn client_span(
         &self,
         server: &Context,
@@ -112,6 +116,9 @@ impl Tracing {
         resend_count: u32,
     ) -> Option<Span> {
         let tracer = self.tracer.get()?;
+        if !server.span().is_recording() {
+            return None;
+        }
         let method = method_label(method);
         let mut attributes = vec![
             KeyValue::new("http.request.method", method),
@@ -137,16 +144,28 @@ impl Tracing {
     /// Writes `span`'s context into the upstream request as `traceparent`/`tracestate`.
     pub fn inject(&self, span: &Span, req: &mut RequestHeader) {
         let cx = Context::new().with_remote_span_context(span.span_context().clone());
+        self.inject_context(&cx, req);
+    }
+
+    /// Writes the SERVER span's context upstream (unsampled traces have no CLIENT span).
+    pub fn inject_server(&self, server: &Context, req: &mut RequestHeader) {
+        self.inject_context(server, req);
+    }
+
+    fn inject_context(&self, cx: &Context, req: &mut RequestHeader) {
         req.remove_header("traceparent");
         req.remove_header("tracestate");
         self.propagator
-            .inject_context(&cx, &mut RequestInjector(req));
+            .inject_context(cx, &mut RequestInjector(req));
     }
 }
 
 /// Names the route on the server span once it is known.
 pub fn name_server_span(cx: &Context, method: &http::Method, route: &str) {
     let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
     span.update_name(format!("{} {route}", method_label(method)));
     span.set_attribute(KeyValue::new("http.route", route.to_string()));
 }
@@ -169,6 +188,10 @@ pub fn end_client_span(mut span: Span, status: Option<u16>, error_type: Option<&
 /// Ends the SERVER span with the final status (`reason` = Portico's code when it answered).
 pub fn end_server_span(cx: &Context, status: u16, reason: Option<&'static str>) {
     let span = cx.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
         i64::from(status),
