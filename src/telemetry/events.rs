@@ -28,6 +28,8 @@ family!(EVENTS_DROPPED: IntCounterVec = register_int_counter_vec!(
 
 /// Metric label of the publisher's Redis traffic.
 const CLIENT: &str = "events";
+/// How often queued events are drained.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Pause after a failed batch before the next attempt.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -162,40 +164,50 @@ impl BackgroundService for Publisher {
         let up = super::redis::REDIS_UP.with_label_values(&[CLIENT]);
         let mut conn = None;
         let mut batch = Vec::new();
+        let mut tick = tokio::time::interval(DRAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Drain on a timer rather than waking per event: a wake-up per request would cost
+            // the serving threads a cross-thread notification each.
             tokio::select! {
                 _ = shutdown.changed() => return,
-                first = rx.recv() => match first {
-                    Some(e) => batch.push(e),
-                    None => return,
-                },
+                _ = tick.tick() => {}
             }
-            let Some(cfg) = self.gateway.snapshot().config.events.clone() else {
+            // Then write full batches until the queue is empty.
+            loop {
+                let Some(cfg) = self.gateway.snapshot().config.events.clone() else {
+                    while rx.try_recv().is_ok() {}
+                    break;
+                };
+                while batch.len() < cfg.batch {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                match self.write(&mut conn, &cfg, &batch).await {
+                    Ok(()) => {
+                        up.set(1);
+                        EVENTS_PUBLISHED.inc_by(batch.len() as u64);
+                    }
+                    Err(e) => {
+                        up.set(0);
+                        conn = None;
+                        log::debug!("events: dropping {} event(s): {e}", batch.len());
+                        EVENTS_DROPPED
+                            .with_label_values(&["redis_error"])
+                            .inc_by(batch.len() as u64);
+                        batch.clear();
+                        tokio::time::sleep(BACKOFF).await;
+                        break;
+                    }
+                }
                 batch.clear();
-                continue;
-            };
-            while batch.len() < cfg.batch {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
-                }
             }
-            match self.write(&mut conn, &cfg, &batch).await {
-                Ok(()) => {
-                    up.set(1);
-                    EVENTS_PUBLISHED.inc_by(batch.len() as u64);
-                }
-                Err(e) => {
-                    up.set(0);
-                    conn = None;
-                    log::debug!("events: dropping {} event(s): {e}", batch.len());
-                    EVENTS_DROPPED
-                        .with_label_values(&["redis_error"])
-                        .inc_by(batch.len() as u64);
-                    tokio::time::sleep(BACKOFF).await;
-                }
-            }
-            batch.clear();
         }
     }
 }

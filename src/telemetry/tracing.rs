@@ -11,7 +11,7 @@
 use crate::config::{TracingConfig, TrustIncoming};
 use async_trait::async_trait;
 use http::HeaderMap;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
@@ -155,8 +155,26 @@ impl Tracing {
     fn inject_context(&self, cx: &Context, req: &mut RequestHeader) {
         req.remove_header("traceparent");
         req.remove_header("tracestate");
-        self.propagator
-            .inject_context(cx, &mut RequestInjector(req));
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return;
+        }
+        // Written by hand: the generic propagator allocates a String per header and field.
+        let mut buf = [0u8; 55];
+        buf[..3].copy_from_slice(b"00-");
+        hex_into(&mut buf[3..35], &sc.trace_id().to_bytes());
+        buf[35] = b'-';
+        hex_into(&mut buf[36..52], &sc.span_id().to_bytes());
+        buf[52] = b'-';
+        hex_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
+        if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
+            let _ = req.insert_header("traceparent", v);
+        }
+        let state = sc.trace_state().header();
+        if !state.is_empty() {
+            let _ = req.insert_header("tracestate", state);
+        }
     }
 }
 
@@ -239,11 +257,11 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-struct RequestInjector<'a>(&'a mut RequestHeader);
-
-impl Injector for RequestInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        let _ = self.0.insert_header(key.to_string(), value);
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
     }
 }
 
