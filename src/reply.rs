@@ -19,11 +19,12 @@ pub enum ErrorCode {
     BadRequest,
     PayloadTooLarge,
     Unauthorized,
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::NoRoute,
         ErrorCode::RateLimited,
         ErrorCode::CircuitOpen,
@@ -34,6 +35,7 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unauthorized,
+        ErrorCode::HeadersTooLarge,
     ];
 
     /// The wire and label name.
@@ -49,6 +51,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
         }
     }
 
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::HeadersTooLarge => 431,
         }
     }
 
@@ -82,6 +86,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "the request is malformed",
             ErrorCode::PayloadTooLarge => "the request is too large",
             ErrorCode::Unauthorized => "missing or wrong credentials",
+            ErrorCode::HeadersTooLarge => "the request headers are too large",
         }
     }
 }
@@ -139,6 +144,6 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.status(), 429);
         assert_eq!(ErrorCode::CircuitOpen.status(), 503);
         assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
-        assert_eq!(ErrorCode::ALL.len(), 10);
+        assert_eq!(ErrorCode::ALL.len(), 11);
     }
 }

@@ -182,6 +182,71 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    pub limits: LimitsConfig,
+}
+
+/// Request size and time limits applied before any routing.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Larger bodies are refused with 413 (declared or streamed).
+    #[serde(with = "byte_size")]
+    pub max_request_body: u64,
+    /// Request line plus headers above this are refused with 431.
+    #[serde(with = "byte_size")]
+    pub max_header_bytes: u64,
+    /// Longest wait for each read of a request body from the client.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
+    /// How long an idle client connection is kept open between requests.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body: 10 << 20,
+            max_header_bytes: 64 << 10,
+            body_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Byte sizes as strings (`512`, `64KiB`, `10MiB`, `1GiB`; `KB`/`MB`/`GB` are decimal).
+pub mod byte_size {
+    use super::*;
+
+    /// Parses a size.
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid size {s:?}; use e.g. \"64KiB\", \"10MiB\""))
+        })
+    }
+
+    pub fn serialize<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{n}B"))
+    }
 }
 
 impl Default for ServerConfig {
@@ -193,6 +258,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             grace_period: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct RequestCtx {
     pub(super) last_instance: Option<SocketAddr>,
     /// Time to response header of the last attempt.
     pub(super) upstream_time: Option<std::time::Duration>,
+    /// The normalised path, when it differs from the request's (sent upstream instead).
+    pub(super) normalized_path: Option<String>,
+    /// Request body bytes seen so far.
+    pub(super) body_bytes: u64,
 }
 
 impl RequestCtx {

@@ -8,6 +8,7 @@ mod report;
 pub use context::RequestCtx;
 
 use crate::gateway::Gateway;
+use crate::hardening;
 use crate::ratelimit::{RateHeaders, Verdict};
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
@@ -21,6 +22,7 @@ use context::{is_status_retry, retry_allowed, STATUS_RETRY};
 use failure::{error_code, error_kind};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -73,6 +75,8 @@ impl ProxyHttp for Proxy {
             client_span: None,
             last_instance: None,
             upstream_time: None,
+            normalized_path: None,
+            body_bytes: 0,
         }
     }
 
@@ -93,6 +97,34 @@ impl ProxyHttp for Proxy {
         ctx.client_ip = snapshot
             .trusted
             .client_ip(ctx.peer_ip, req.headers.get("x-forwarded-for"));
+        let limits = &snapshot.config.server.limits;
+        let checked = hardening::check(req, limits).and_then(|()| {
+            // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3);
+            // the raw header still shows the conflict, which Portico refuses outright.
+            let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+            match session.as_downstream() {
+                ServerSession::H1(h1)
+                    if te && hardening::raw_has_content_length(&h1.get_headers_raw_bytes()) =>
+                {
+                    Err(ErrorCode::BadRequest)
+                }
+                _ => Ok(()),
+            }
+        });
+        let (read_timeout, idle) = (limits.body_read_timeout, limits.keepalive_timeout.as_secs());
+        let path = hardening::normalize_path(req.uri.path());
+        if let Err(code) = checked.and(path.as_ref().map(|_| ()).ok_or(ErrorCode::BadRequest)) {
+            ctx.error = Some(code);
+            ctx.gateway_made = true;
+            ctx.snapshot = Some(snapshot);
+            session.set_keepalive(None);
+            reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
+            return Ok(true);
+        }
+        let path = path.unwrap_or(std::borrow::Cow::Borrowed("/"));
+        if let std::borrow::Cow::Owned(p) = &path {
+            ctx.normalized_path = Some(p.clone());
+        }
         let host = req
             .headers
             .get(http::header::HOST)
@@ -102,7 +134,7 @@ impl ProxyHttp for Proxy {
             .unwrap_or("");
         ctx.route = snapshot.router.find(&RequestFacts {
             host,
-            path: req.uri.path(),
+            path: &path,
             method: &req.method,
             headers: &req.headers,
         });
@@ -143,7 +175,30 @@ impl ProxyHttp for Proxy {
             reply::send(session, ErrorCode::NoRoute, ctx.request_id.as_ref(), &[]).await?;
             return Ok(true);
         }
+        session.set_read_timeout(Some(read_timeout));
+        session.set_keepalive(Some(idle));
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            let limit = ctx
+                .snapshot
+                .as_ref()
+                .map_or(u64::MAX, |s| s.config.server.limits.max_request_body);
+            if ctx.body_bytes > limit {
+                ctx.error = Some(ErrorCode::PayloadTooLarge);
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -325,7 +380,14 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         let uri = &upstream_request.uri;
-        if let Some(new) = route.rewrite.apply(uri.path(), uri.query()) {
+        let path = ctx.normalized_path.as_deref().unwrap_or(uri.path());
+        let rewritten = route.rewrite.apply(path, uri.query()).or_else(|| {
+            ctx.normalized_path.as_ref().map(|p| match uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.clone(),
+            })
+        });
+        if let Some(new) = rewritten {
             let uri = new.parse::<http::Uri>().map_err(|e| {
                 Error::because(
                     ErrorType::InternalError,

@@ -1,0 +1,165 @@
+//! Request checks made before any routing: framing that could smuggle a second request past an
+//! upstream, size limits, and path normalisation so a prefix route cannot be escaped with
+//! `..`, `%2e%2e` or doubled slashes.
+
+use crate::config::LimitsConfig;
+use crate::reply::ErrorCode;
+use pingora::http::RequestHeader;
+use std::borrow::Cow;
+
+/// Refuses requests whose framing or size is unacceptable.
+pub fn check(req: &RequestHeader, limits: &LimitsConfig) -> Result<(), ErrorCode> {
+    let h = &req.headers;
+    // RFC 9112 §6.1: a message with both is a smuggling vector; we refuse rather than pick one.
+    if h.contains_key(http::header::TRANSFER_ENCODING)
+        && h.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(ErrorCode::BadRequest);
+    }
+    let mut lengths = h.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let declared = std::str::from_utf8(first.as_bytes())
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(ErrorCode::BadRequest)?;
+        if lengths.next().is_some() {
+            return Err(ErrorCode::BadRequest);
+        }
+        if declared > limits.max_request_body {
+            return Err(ErrorCode::PayloadTooLarge);
+        }
+    }
+    let header_bytes: usize = h
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri.to_string().len();
+    if header_bytes as u64 > limits.max_header_bytes {
+        return Err(ErrorCode::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// Whether raw request-header bytes carry a `Content-Length` field (any case).
+pub fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n')
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+/// The path routes are matched against: `%2e`/`%2E` decoded to `.`, empty and `.` segments
+/// dropped, `..` segments resolved (never above the root). Encoded slashes (`%2F`) stay
+/// encoded: they are data, not separators. `None` for a path that is not origin-form.
+pub fn normalize_path(path: &str) -> Option<Cow<'_, str>> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let needs_work = path.contains("//")
+        || path.contains("/./")
+        || path.contains("/../")
+        || path.ends_with("/.")
+        || path.ends_with("/..")
+        || path.contains("%2e")
+        || path.contains("%2E");
+    if !needs_work {
+        return Some(Cow::Borrowed(path));
+    }
+    let decoded = path.replace("%2e", ".").replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(decoded.len());
+    for s in &out {
+        normalized.push('/');
+        normalized.push_str(s);
+    }
+    if normalized.is_empty() || (decoded.ends_with('/') && !out.is_empty()) {
+        normalized.push('/');
+    }
+    Some(Cow::Owned(normalized))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_and_double_slashes_cannot_escape_a_prefix() {
+        let n = |p| normalize_path(p).map(|c| c.into_owned());
+        assert_eq!(n("/api/users").as_deref(), Some("/api/users"));
+        assert_eq!(n("/api/../admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/api/%2e%2e/admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/api/%2E%2E/%2e%2E/x").as_deref(), Some("/x"));
+        assert_eq!(n("//admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/a/./b//c/").as_deref(), Some("/a/b/c/"));
+        assert_eq!(n("/../../etc/passwd").as_deref(), Some("/etc/passwd"));
+        assert_eq!(n("/api/..").as_deref(), Some("/"));
+        assert_eq!(
+            n("/a%2Fb").as_deref(),
+            Some("/a%2Fb"),
+            "encoded slashes are data"
+        );
+        assert_eq!(n("relative"), None);
+    }
+
+    #[test]
+    fn raw_headers_reveal_a_dropped_content_length() {
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
+        ));
+    }
+
+    fn req(raw: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/x", None).unwrap();
+        for (k, v) in raw {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn smuggling_shapes_and_oversized_requests_are_refused() {
+        let limits = LimitsConfig {
+            max_request_body: 100,
+            max_header_bytes: 200,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(check(&req(&[("content-length", "5")]), &limits), Ok(()));
+        assert_eq!(
+            check(
+                &req(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
+                &limits
+            ),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            check(
+                &req(&[("content-length", "5"), ("content-length", "5")]),
+                &limits
+            ),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            check(&req(&[("content-length", "-1")]), &limits),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            check(&req(&[("content-length", "101")]), &limits),
+            Err(ErrorCode::PayloadTooLarge)
+        );
+        let big = "a".repeat(300);
+        assert_eq!(
+            check(&req(&[("x-big", &big)]), &limits),
+            Err(ErrorCode::HeadersTooLarge)
+        );
+    }
+}
