@@ -93,7 +93,7 @@ fn reload_keeps_health_state_of_unchanged_services() {
         .store(false, std::sync::atomic::Ordering::Relaxed);
     let gw = Gateway::start(&body);
     let gauge = format!(
-        "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+        "portico_upstream_instance_healthy{{address=\"{}\",service=\"svc\"}}",
         b.addr
     );
     assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 0.0));
@@ -115,7 +115,7 @@ fn reload_removes_the_series_of_instances_and_routes_that_left() {
     let gw = Gateway::start(&body);
     assert_eq!(gw.get("/").status, 200);
     let gauge = format!(
-        "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+        "portico_upstream_instance_healthy{{address=\"{}\",service=\"svc\"}}",
         b.addr
     );
     assert!(gw.admin("GET", "/metrics", &[]).body.contains(&gauge));

@@ -58,7 +58,7 @@ fn an_instance_returning_503s_is_ejected_and_traffic_fails_over() {
         assert_eq!(gw.get("/").instance().as_deref(), Some(survivor));
     }
     let state = format!(
-        "portico_circuit_breaker_state{{instance=\"{ejected}\",service=\"svc\",state=\"open\"}}"
+        "portico_circuit_breaker_state{{address=\"{ejected}\",service=\"svc\",state=\"open\"}}"
     );
     assert_eq!(gw.metric(&state), 1.0);
 }

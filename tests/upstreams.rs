@@ -110,7 +110,7 @@ fn a_failing_instance_is_marked_unhealthy_after_fall_probes_and_skipped() {
         a.addr, b.addr
     ));
     let gauge = format!(
-        "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+        "portico_upstream_instance_healthy{{address=\"{}\",service=\"svc\"}}",
         b.addr
     );
     assert!(gw.eventually(Duration::from_secs(3), || gw.metric(&gauge) == 1.0));
@@ -166,7 +166,7 @@ fn when_every_instance_is_unhealthy_traffic_fails_open_and_is_counted() {
     }
     let down = |u: &EchoServer| {
         format!(
-            "portico_upstream_instance_healthy{{instance=\"{}\",service=\"svc\"}}",
+            "portico_upstream_instance_healthy{{address=\"{}\",service=\"svc\"}}",
             u.addr
         )
     };

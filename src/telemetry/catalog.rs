@@ -36,7 +36,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     (
         "portico_circuit_breaker_state",
         Gauge,
-        &["instance", "service", "state"],
+        &["address", "service", "state"],
     ),
     (
         "portico_circuit_breaker_transitions_total",
@@ -134,7 +134,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     (
         "portico_upstream_instance_healthy",
         Gauge,
-        &["instance", "service"],
+        &["address", "service"],
     ),
     ("portico_upstream_instances", Gauge, &["service"]),
     (

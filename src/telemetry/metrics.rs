@@ -105,7 +105,7 @@ family!(RETRY_BUDGET_EXHAUSTED: IntCounterVec = register_int_counter_vec!(
 family!(INSTANCE_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
     "portico_upstream_instance_healthy",
     "Active health-check verdict of an instance (1 healthy, 0 unhealthy).",
-    &["service", "instance"]
+    &["service", "address"]
 ));
 family!(SERVICE_INSTANCES: IntGaugeVec = register_int_gauge_vec!(
     "portico_upstream_instances",
@@ -120,7 +120,7 @@ family!(PANIC_SELECTIONS: IntCounterVec = register_int_counter_vec!(
 family!(BREAKER_STATE: IntGaugeVec = register_int_gauge_vec!(
     "portico_circuit_breaker_state",
     "Circuit breaker state of an instance, one-hot over closed, open and half_open.",
-    &["service", "instance", "state"]
+    &["service", "address", "state"]
 ));
 family!(BREAKER_TRANSITIONS: IntCounterVec = register_int_counter_vec!(
     "portico_circuit_breaker_transitions_total",
