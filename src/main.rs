@@ -29,6 +29,15 @@ enum Command {
     /// Register an instance in the Redis service registry, heartbeat until SIGTERM/SIGINT,
     /// then deregister.
     Register(RegisterArgs),
+    /// Serve the built-in echo upstream (JSON echo of each request; /status/N, /delay/MS,
+    /// /health) — for demos, load tests and smoke tests.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+        /// Reported in the X-Echo-Instance header.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
     /// Print the version.
     Version,
 }
@@ -96,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Run(args)) => run(args),
         Some(Command::Register(args)) => register(args),
+        Some(Command::Echo { listen, name }) => echo(listen, &name),
         None => run(RunArgs {
             config: PathBuf::from("conf/portico.yaml"),
             ..RunArgs::default()
@@ -152,6 +162,26 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     drop(snapshot);
     server::build(gateway, options, extra).run_forever()
+}
+
+fn echo(listen: std::net::SocketAddr, name: &str) -> anyhow::Result<()> {
+    init_logging();
+    let server = portico::echo::EchoServer::start_on(name, listen)?;
+    log::info!("echo upstream {name} listening on {}", server.addr);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
+    drop(server);
+    Ok(())
 }
 
 fn register(args: RegisterArgs) -> anyhow::Result<()> {

@@ -1,0 +1,123 @@
+//! Micro-benchmarks of the request path's own work, one piece at a time: route match on a
+//! 50-route table, instance selection with the breaker check, metrics recording, path rewrite
+//! and normalisation, and the header edits. (Rate-limit decisions: `benches/ratelimit.rs`.)
+//!
+//! `cargo bench --bench hot_path`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, Method};
+use portico::config::{load_str, Config, ServiceConfig};
+use portico::hardening::normalize_path;
+use portico::router::{RequestFacts, Router};
+use portico::telemetry::metrics::{RouteMetrics, Source};
+use portico::upstream::health::{self, Verdicts};
+use portico::upstream::{Pick, Upstream};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// 50 routes: hosts, prefixes, methods and one header rule, the match near the end.
+fn config() -> Config {
+    let mut text = String::from("routes:\n");
+    for i in 0..49 {
+        text.push_str(&format!(
+            "  - {{name: r{i}, match: {{hosts: [\"api{i}.example.com\", \"*.svc{i}.example.com\"], path_prefix: /v1/area{i}, methods: [GET, POST]}}, service: s, strip_prefix: true}}\n"
+        ));
+    }
+    text.push_str("  - {name: last, match: {path_prefix: /api/v1/orders, headers: {x-tenant: acme}}, service: s, rewrite: {regex: \"^/api/v1/(.*)\", to: \"/v2/$1\"}}\n");
+    text.push_str("services:\n  s: {instances: [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]}\n");
+    load_str("bench.yaml", &text).expect("valid bench config")
+}
+
+fn routing(c: &mut Criterion) {
+    let cfg = config();
+    let router = Router::new(&cfg.routes);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-tenant", "acme".parse().unwrap());
+    let facts = RequestFacts {
+        host: "gateway.example.com",
+        path: "/api/v1/orders/42",
+        method: &Method::GET,
+        headers: &headers,
+    };
+    c.bench_function("route match, 50 routes, match at the end", |b| {
+        b.iter(|| black_box(router.find(black_box(&facts))))
+    });
+    let i = router.find(&facts).unwrap();
+    let route = router.route(i);
+    c.bench_function("regex path rewrite", |b| {
+        b.iter(|| {
+            black_box(
+                route
+                    .rewrite
+                    .apply(black_box("/api/v1/orders/42"), Some("q=1")),
+            )
+        })
+    });
+    c.bench_function("path normalisation (clean path)", |b| {
+        b.iter(|| black_box(normalize_path(black_box("/api/v1/orders/42"))))
+    });
+    c.bench_function("path normalisation (dot segments)", |b| {
+        b.iter(|| black_box(normalize_path(black_box("/api/v1/../v1/./orders//42"))))
+    });
+}
+
+fn selection(c: &mut Criterion) {
+    let cfg = config();
+    let svc: &ServiceConfig = &cfg.services["s"];
+    let registry = health::registry(Arc::new(Verdicts::default()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let upstream = Upstream::new("bench", svc, &registry, Vec::new());
+    rt.block_on(upstream.refresh()).unwrap();
+    c.bench_function("instance selection with breaker check (4 instances)", |b| {
+        b.iter(|| match upstream.select(b"", &[], Instant::now()) {
+            Pick::Selected(s) => black_box(s.backend.weight),
+            _ => 0,
+        })
+    });
+}
+
+fn metrics(c: &mut Criterion) {
+    portico::telemetry::metrics::init();
+    let m = RouteMetrics::new("bench-route");
+    c.bench_function(
+        "request metrics (counter + histogram, cached handles)",
+        |b| {
+            b.iter(|| {
+                m.record(
+                    black_box(&Method::GET),
+                    black_box(200),
+                    Source::Upstream,
+                    0.0012,
+                )
+            })
+        },
+    );
+}
+
+fn headers(c: &mut Criterion) {
+    let mut req = pingora::http::RequestHeader::build("GET", b"/api/v1/orders/42", None).unwrap();
+    req.insert_header("host", "gateway.example.com").unwrap();
+    req.insert_header("x-forwarded-for", "203.0.113.9").unwrap();
+    c.bench_function("X-Forwarded-* headers on the upstream request", |b| {
+        b.iter(|| {
+            let mut r = req.clone();
+            portico::forwarding::set_upstream_headers(
+                &mut r,
+                "10.0.0.1".parse().unwrap(),
+                true,
+                "http",
+            )
+            .unwrap();
+            black_box(r)
+        })
+    });
+    c.bench_function("baseline: clone of the upstream request header", |b| {
+        b.iter(|| black_box(req.clone()))
+    });
+}
+
+criterion_group!(benches, routing, selection, metrics, headers);
+criterion_main!(benches);

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Load benchmark: Portico against a bare Pingora proxy and nginx, interleaved, one run.
+
+    python3 benches/load.py [--rounds 5] [--duration 4] [--connections 16] [--rate 2000]
+
+Everything runs on loopback. With two or more cores the proxy under test is pinned to core 0
+and the load generator (wrk) and the origin to core 1, so proxy CPU per request is measured
+without them. Targets, each measured once per round in the same order:
+
+  direct      wrk -> origin (the echo upstream, `portico echo`)
+  bare        Pingora 0.9.1 proxy with one static peer and no filters (examples/bare_proxy.rs)
+  nginx       nginx reverse proxy with upstream keepalive (only when `nginx` is installed)
+  portico-a   Portico, routing only (one route, static instance, access log off)
+  portico-b   Portico with every request-path feature: registry-fed balancer with breakers
+              (Redis registry), a local rate limit that never trips, KPIs, full metrics, access log
+              to a file, tracing at 1% to a local OTLP/HTTP receiver
+
+Per target: requests/s (median and min-max), p50/p99 latency at saturation (median over
+rounds), p50/p99 at a fixed offered rate (needs `oha`), proxy CPU microseconds per request
+(utime+stime from /proc of the proxy's processes), peak RSS, and ratios against bare and nginx.
+Needs: wrk (apt-get install wrk), redis-server for portico-b, optionally nginx and oha.
+"""
+
+import argparse
+import http.server
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTICO = os.path.join(ROOT, "target", "release", "portico")
+BARE = os.path.join(ROOT, "target", "release", "examples", "bare_proxy")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def pin(core):
+    cores = os.cpu_count() or 1
+    return ["taskset", "-c", str(core % cores)] if shutil.which("taskset") and cores > 1 else []
+
+
+def pids_of(root_pid):
+    """The process and its descendants (nginx master + worker)."""
+    out = [root_pid]
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == root_pid:
+                    out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def peak_rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                m = re.search(r"VmHWM:\s+(\d+)", f.read())
+                total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+def wrk(url, duration, connections):
+    cmd = pin(1) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {}
+    for q in ("50", "99"):
+        m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", out)
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+        lat[q] = float(m.group(1)) * scale
+    return rps, total, int(errors.group(1)) if errors else 0, lat
+
+
+def oha(url, duration, rate, connections):
+    if not shutil.which("oha"):
+        return None
+    cmd = pin(1) + ["oha", "-z", f"{duration}s", "-q", str(rate), "-c", str(connections),
+                    "--no-tui", url]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    res = {}
+    for q in ("50", "99"):
+        m = re.search(rf"{q}(?:\.00)?% in ([\d.]+) (secs|ms)", out)
+        if m:
+            res[q] = float(m.group(1)) * (1e3 if m.group(2) == "secs" else 1.0)
+    return res or None
+
+
+class Otlp(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+def start(cmd, port, core, **kw):
+    proc = subprocess.Popen(pin(core) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    wait_port(port)
+    return proc
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rate", type=int, default=2000, help="offered rate for the fixed-rate run (oha)")
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is required: apt-get install wrk")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bins", "--examples"], cwd=ROOT, check=True)
+
+    tmp = tempfile.mkdtemp(prefix="portico-bench-")
+    procs = []
+    targets = {}
+    try:
+        origin = free_port()
+        procs.append(start([PORTICO, "echo", "--listen", f"127.0.0.1:{origin}"], origin, 1))
+        targets["direct"] = (None, origin)
+
+        bare = free_port()
+        p = start([BARE, f"127.0.0.1:{bare}", f"127.0.0.1:{origin}", "1"], bare, 0)
+        procs.append(p)
+        targets["bare"] = (p, bare)
+
+        if shutil.which("nginx"):
+            port = free_port()
+            conf = os.path.join(tmp, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://o; proxy_http_version 1.1;
+  proxy_set_header Connection ""; }} }} }}""")
+            p = start(["nginx", "-c", conf, "-p", tmp], port, 0)
+            procs.append(p)
+            targets["nginx"] = (p, port)
+
+        a_port, a_admin = free_port(), free_port()
+        with open(os.path.join(tmp, "a.yaml"), "w") as f:
+            f.write(f"""server: {{listen: ["127.0.0.1:{a_port}"], threads: 1, admin: {{listen: "127.0.0.1:{a_admin}"}}}}
+access_log: {{enabled: false}}
+routes: [{{name: api, service: origin}}]
+services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
+""")
+        p = start([PORTICO, "run", "-c", os.path.join(tmp, "a.yaml")], a_port, 0, env={**os.environ, "RUST_LOG": "error"})
+        procs.append(p)
+        targets["portico-a"] = (p, a_port)
+
+        redis_port = None
+        if shutil.which("redis-server"):
+            redis_port = free_port()
+            procs.append(start(["redis-server", "--port", str(redis_port), "--save", "", "--bind", "127.0.0.1"], redis_port, 1))
+            reg = subprocess.Popen(pin(1) + [PORTICO, "register", "--redis", f"redis://127.0.0.1:{redis_port}/0",
+                                   "--service", "origin", "--addr", f"127.0.0.1:{origin}"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(reg)
+        otlp_port = free_port()
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", otlp_port), Otlp)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        b_port, b_admin = free_port(), free_port()
+        discovery = (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
+        service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
+        with open(os.path.join(tmp, "b.yaml"), "w") as f:
+            f.write(f"""server: {{listen: ["127.0.0.1:{b_port}"], threads: 1, admin: {{listen: "127.0.0.1:{b_admin}"}}}}
+{discovery}access_log: {{enabled: true, path: "{tmp}/access.log"}}
+tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp_port}/v1/traces", sample_ratio: 0.01}}
+rate_limits: {{never: {{key: client_ip, limit: 1000000, per: 1s}}}}
+routes: [{{name: api, service: origin, rate_limits: [never]}}]
+services: {{origin: {service}}}
+kpis:
+  - {{name: reads, routes: [api], methods: [GET], status: 2xx}}
+  - {{name: users, request_header: {{name: x-user-id}}}}
+""")
+        p = start([PORTICO, "run", "-c", os.path.join(tmp, "b.yaml")], b_port, 0, env={**os.environ, "RUST_LOG": "error"})
+        procs.append(p)
+        targets["portico-b"] = (p, b_port)
+        time.sleep(2)  # registry first sync, tracing provider up
+
+        results = {name: {"rps": [], "cpu": [], "p50": [], "p99": [], "errors": 0} for name in targets}
+        for rnd in range(args.rounds):
+            for name, (proc, port) in targets.items():
+                pids = pids_of(proc.pid) if proc else []
+                c0 = cpu_seconds(pids)
+                rps, total, errors, lat = wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections)
+                c1 = cpu_seconds(pids)
+                r = results[name]
+                r["rps"].append(rps)
+                r["p50"].append(lat["50"])
+                r["p99"].append(lat["99"])
+                r["errors"] += errors
+                if proc:
+                    r["cpu"].append((c1 - c0) * 1e6 / max(total, 1))
+                print(f"round {rnd + 1} {name:10} {rps:10.0f} req/s  p50 {lat['50']:.3f} ms  p99 {lat['99']:.3f} ms"
+                      + (f"  {r['cpu'][-1]:.1f} us CPU/req" if proc else ""), flush=True)
+        for name, (proc, port) in targets.items():
+            fixed = oha(f"http://127.0.0.1:{port}/", args.duration, args.rate, args.connections)
+            results[name]["fixed"] = fixed
+            results[name]["rss"] = peak_rss_kb(pids_of(proc.pid)) if proc else None
+
+        med = lambda xs: statistics.median(xs) if xs else float("nan")
+        base = {k: (med(results[k]["rps"]), med(results[k]["cpu"])) for k in ("bare", "nginx") if k in results}
+        lines = [
+            f"Load benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+            f"{args.rounds} interleaved rounds of {args.duration}s, wrk -t1 -c{args.connections}, 256-byte-class echo responses",
+            "",
+            "| target | req/s median (min–max) | p50 / p99 ms (saturation) | p50 / p99 ms @ "
+            f"{args.rate}/s | CPU µs/req | peak RSS MB | vs bare (req/s, CPU) | vs nginx (req/s, CPU) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in results.items():
+            rps, cpu = med(r["rps"]), med(r["cpu"])
+            fixed = r.get("fixed")
+            fixed_s = f"{fixed.get('50', float('nan')):.2f} / {fixed.get('99', float('nan')):.2f}" if fixed else "n/a (no oha)"
+            ratios = []
+            for b in ("bare", "nginx"):
+                if b in base and r["cpu"]:
+                    ratios.append(f"{rps / base[b][0]:.2f}x, {cpu / base[b][1]:.2f}x")
+                elif b in base:
+                    ratios.append(f"{rps / base[b][0]:.2f}x, –")
+                else:
+                    ratios.append("–")
+            lines.append(
+                f"| {name} | {rps:.0f} ({min(r['rps']):.0f}–{max(r['rps']):.0f}) | {med(r['p50']):.2f} / {med(r['p99']):.2f} "
+                f"| {fixed_s} | {cpu:.1f} | {'' if r['rss'] is None else f'{r['rss'] / 1024:.1f}'} | {ratios[0]} | {ratios[1]} |"
+                if r["cpu"] else
+                f"| {name} | {rps:.0f} ({min(r['rps']):.0f}–{max(r['rps']):.0f}) | {med(r['p50']):.2f} / {med(r['p99']):.2f} "
+                f"| {fixed_s} | – | – | {ratios[0]} | {ratios[1]} |")
+            if r["errors"]:
+                lines.append(f"|  ↳ {name}: {r['errors']} non-2xx responses | | | | | | | |")
+        report = "\n".join(lines)
+        print("\n" + report)
+        out = os.path.join(ROOT, "target", "bench-load.md")
+        with open(out, "w") as f:
+            f.write(report + "\n")
+        print(f"\n(also written to {out})")
+    finally:
+        for p in reversed(procs):
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=5)
+            except Exception:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
