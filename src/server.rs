@@ -37,6 +37,7 @@ pub fn build(
         threads: cfg.threads,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
+        upgrade_sock: cfg.upgrade_sock.clone(),
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -183,6 +183,8 @@ pub struct ServerConfig {
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
     pub limits: LimitsConfig,
+    /// Unix socket the old and the new process meet on during a binary upgrade.
+    pub upgrade_sock: String,
 }
 
 /// Request size and time limits applied before any routing.
@@ -259,6 +261,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             limits: LimitsConfig::default(),
+            upgrade_sock: "/tmp/portico_upgrade.sock".into(),
         }
     }
 }

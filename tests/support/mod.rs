@@ -188,8 +188,13 @@ impl Gateway {
         server_extra: &str,
         body: &str,
     ) -> String {
+        let grace = if server_extra.contains("grace_period") {
+            ""
+        } else {
+            "  grace_period: 0s\n"
+        };
         format!(
-            "server:\n  listen: [\"{addr}\"]\n  threads: 1\n  admin: {{listen: \"{admin}\"}}\n  grace_period: 0s\n{server_extra}\n{body}"
+            "server:\n  listen: [\"{addr}\"]\n  threads: 1\n  admin: {{listen: \"{admin}\"}}\n{grace}{server_extra}\n{body}"
         )
     }
 
@@ -245,6 +250,13 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         cond()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
     }
 
     /// Sends a signal to the process.
