@@ -8,6 +8,8 @@ use crate::registry::watcher::Watcher;
 use crate::telemetry::events::Publisher;
 use crate::telemetry::tracing::TracingService;
 use crate::upstream::health::TICK;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{background_service, Opt};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -55,6 +57,22 @@ pub fn build(
     );
     for listen in &cfg.listen {
         proxy.add_tcp(listen);
+    }
+    for tls in &cfg.tls {
+        match TlsSettings::intermediate(&tls.cert, &tls.key) {
+            Ok(mut settings) => {
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&tls.listen, None, settings);
+            }
+            Err(e) => log::error!("TLS listener {} not started: {e}", tls.listen),
+        }
+    }
+    if cfg.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
     }
     server.add_service(proxy);
 

@@ -175,6 +175,10 @@ impl Default for AccessLogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: Vec<String>,
+    /// TLS listeners; HTTP/1.1 and HTTP/2 are offered through ALPN.
+    pub tls: Vec<TlsListenerConfig>,
+    /// Accept HTTP/2 without TLS (prior knowledge) on the plain listeners.
+    pub h2c: bool,
     pub threads: usize,
     pub admin: AdminConfig,
     pub trusted_proxies: Vec<String>,
@@ -185,6 +189,15 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// Unix socket the old and the new process meet on during a binary upgrade.
     pub upgrade_sock: String,
+}
+
+/// One TLS listener with its certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
 }
 
 /// Request size and time limits applied before any routing.
@@ -255,6 +268,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: vec!["0.0.0.0:8080".into()],
+            tls: Vec::new(),
+            h2c: false,
             threads: 2,
             admin: AdminConfig::default(),
             trusted_proxies: Vec::new(),
@@ -554,6 +569,18 @@ pub struct ServiceConfig {
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
+    /// Connect to instances over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and certificate name for TLS; empty = the instance's IP.
+    #[serde(default)]
+    pub sni: String,
+    /// Verify the instance certificate (on by default; turning it off is logged at load).
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// Speak HTTP/2 to instances (gRPC); over TLS via ALPN, in clear as prior-knowledge h2c.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// Per-instance circuit breaker settings of a service (on by default).

@@ -66,6 +66,22 @@ fn server(s: &ServerConfig, at: Locate, errs: &mut Vec<ConfigError>) {
             ));
         }
     }
+    for (i, t) in s.tls.iter().enumerate() {
+        if t.listen.parse::<SocketAddr>().is_err() {
+            errs.push(at(
+                &format!("server.tls[{i}].listen"),
+                format!("bad listen address {:?}: expected IP:PORT", t.listen),
+            ));
+        }
+        for (field, path) in [("cert", &t.cert), ("key", &t.key)] {
+            if std::fs::metadata(path).is_err() {
+                errs.push(at(
+                    &format!("server.tls[{i}].{field}"),
+                    format!("cannot read {path:?}"),
+                ));
+            }
+        }
+    }
     if s.admin.listen.parse::<SocketAddr>().is_err() {
         errs.push(at(
             "server.admin.listen",

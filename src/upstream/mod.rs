@@ -264,8 +264,25 @@ impl Upstream {
 
     /// A peer for `backend` with the service's timeouts.
     pub fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
-        let mut peer = HttpPeer::new(backend, false, String::new());
+        let c = &self.config;
+        let sni = if c.sni.is_empty() {
+            backend
+                .addr
+                .as_inet()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        } else {
+            c.sni.clone()
+        };
+        let mut peer = HttpPeer::new(backend, c.tls, if c.tls { sni } else { String::new() });
         let o = &mut peer.options;
+        if c.tls {
+            o.verify_cert = c.tls_verify;
+            o.verify_hostname = c.tls_verify;
+        }
+        if c.http2 {
+            o.alpn = pingora::protocols::ALPN::H2;
+        }
         o.connection_timeout = Some(self.config.connect_timeout);
         o.total_connection_timeout = Some(self.config.connect_timeout);
         o.read_timeout = Some(self.config.read_timeout);

@@ -1,0 +1,169 @@
+//! TLS (self-signed certificate made by the test), HTTP/2 via ALPN and h2c, TLS to upstreams
+//! with verification on by default, and WebSocket pass-through.
+
+mod support;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, as (dir, cert, key).
+fn certificate() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem").display().to_string();
+    let key = dir.path().join("key.pem").display().to_string();
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-keyout", &key, "-out", &cert])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl must be installed");
+    assert!(status.success());
+    (dir, cert, key)
+}
+
+/// `curl` printing "<http version> <status>".
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn routes(echo: &EchoServer) -> String {
+    format!(
+        "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n",
+        echo.addr
+    )
+}
+
+#[test]
+fn tls_listeners_speak_http2_and_http1_and_h2c_is_optional() {
+    let echo = EchoServer::start("a").unwrap();
+    let (_dir, cert, key) = certificate();
+    let tls_port = free_port();
+    let gw = Gateway::start_with_server(
+        &routes(&echo),
+        &format!("  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n  h2c: true\n"),
+    );
+    let url = format!("https://localhost:{tls_port}/x");
+    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    assert_eq!(
+        curl(&["--http2", "--cacert", &cert, "--resolve", &resolve, &url]),
+        "2 200"
+    );
+    assert_eq!(
+        curl(&["--http1.1", "--cacert", &cert, "--resolve", &resolve, &url]),
+        "1.1 200"
+    );
+    let plain = format!("http://{}/y", gw.addr);
+    assert_eq!(curl(&["--http2-prior-knowledge", &plain]), "2 200", "h2c");
+    assert_eq!(curl(&[&plain]), "1.1 200");
+}
+
+#[test]
+fn upstream_tls_verifies_certificates_unless_told_not_to() {
+    let echo = EchoServer::start("a").unwrap();
+    let (_dir, cert, key) = certificate();
+    let tls_port = free_port();
+    // A TLS front (Portico itself) standing in for a TLS upstream.
+    let _front = Gateway::start_with_server(
+        &routes(&echo),
+        &format!(
+            "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
+        ),
+    );
+    let via = |extra: &str| {
+        Gateway::start(&format!(
+            "routes:\n  - {{name: all, service: t}}\nservices:\n  t:\n    instances: [\"127.0.0.1:{tls_port}\"]\n    tls: true\n    sni: localhost\n{extra}"
+        ))
+    };
+    let verified = via("");
+    let r = verified.get("/z");
+    assert_eq!(
+        r.status, 502,
+        "a self-signed upstream certificate is refused by default: {}",
+        r.body
+    );
+    let unverified = via("    tls_verify: false\n");
+    let r = unverified.get("/z");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.instance().as_deref(), Some("a"));
+}
+
+/// A minimal WebSocket upstream: answers the upgrade, then echoes bytes back.
+fn websocket_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !text.contains("upgrade: websocket") {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    let upstream = websocket_upstream();
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{name: ws, service: w}}\nservices:\n  w: {{instances: [\"{upstream}\"]}}\n"
+    ));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Frames are opaque to the gateway: any bytes must come back unchanged.
+    let frame = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58";
+    s.write_all(frame).unwrap();
+    let mut back = [0u8; 11];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, frame);
+}
