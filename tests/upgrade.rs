@@ -14,8 +14,14 @@ fn an_upgrade_under_load_loses_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("upgrade.sock");
     let gw = Gateway::start_with_server(
-        &format!("routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n", echo.addr),
-        &format!("  upgrade_sock: \"{}\"\n  grace_period: 1s\n", sock.display()),
+        &format!(
+            "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n",
+            echo.addr
+        ),
+        &format!(
+            "  upgrade_sock: \"{}\"\n  grace_period: 1s\n",
+            sock.display()
+        ),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -49,7 +55,10 @@ fn an_upgrade_under_load_loses_no_request() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!("upgrade under load: {ok} ok, {failed} failed");
     assert!(old_gone, "the old process exits after handing over");
-    assert!(ok > before + 20, "traffic continued after the handover: {before} -> {ok}");
+    assert!(
+        ok > before + 20,
+        "traffic continued after the handover: {before} -> {ok}"
+    );
     assert_eq!(failed, 0, "no request failed during the upgrade");
     let r = get(gw.addr, "/", &[]);
     assert_eq!(r.status, 200, "the new process serves");
