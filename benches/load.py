@@ -261,7 +261,8 @@ kpis:
         for name, r in results.items():
             rps, cpu = med(r["rps"]), med(r["cpu"])
             fixed = r.get("fixed")
-            fixed_s = f"{fixed.get('50', float('nan')):.2f} / {fixed.get('99', float('nan')):.2f}" if fixed else "n/a (no oha)"
+            fixed_s = (f"{fixed.get('50', float('nan')):.2f} / {fixed.get('99', float('nan')):.2f}"
+                       if fixed else "n/a (no oha)")
             ratios = []
             for b in ("bare", "nginx"):
                 if b in base and r["cpu"]:
@@ -270,12 +271,12 @@ kpis:
                     ratios.append(f"{rps / base[b][0]:.2f}x, –")
                 else:
                     ratios.append("–")
+            cpu_s = f"{cpu:.1f}" if r["cpu"] else "–"
+            rss_s = f"{r['rss'] / 1024:.1f}" if r.get("rss") else "–"
             lines.append(
-                f"| {name} | {rps:.0f} ({min(r['rps']):.0f}–{max(r['rps']):.0f}) | {med(r['p50']):.2f} / {med(r['p99']):.2f} "
-                f"| {fixed_s} | {cpu:.1f} | {'' if r['rss'] is None else f'{r['rss'] / 1024:.1f}'} | {ratios[0]} | {ratios[1]} |"
-                if r["cpu"] else
-                f"| {name} | {rps:.0f} ({min(r['rps']):.0f}–{max(r['rps']):.0f}) | {med(r['p50']):.2f} / {med(r['p99']):.2f} "
-                f"| {fixed_s} | – | – | {ratios[0]} | {ratios[1]} |")
+                f"| {name} | {rps:.0f} ({min(r['rps']):.0f}–{max(r['rps']):.0f}) "
+                f"| {med(r['p50']):.2f} / {med(r['p99']):.2f} | {fixed_s} | {cpu_s} | {rss_s} "
+                f"| {ratios[0]} | {ratios[1]} |")
             if r["errors"]:
                 lines.append(f"|  ↳ {name}: {r['errors']} non-2xx responses | | | | | | | |")
         report = "\n".join(lines)

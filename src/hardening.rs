@@ -33,7 +33,9 @@ pub fn check(req: &RequestHeader, limits: &LimitsConfig) -> Result<(), ErrorCode
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + req.uri.to_string().len();
+        + req.uri.path().len()
+        + req.uri.query().map_or(0, |q| q.len() + 1)
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
     if header_bytes as u64 > limits.max_header_bytes {
         return Err(ErrorCode::HeadersTooLarge);
     }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Instructions per request (valgrind callgrind; repeatable on a noisy machine, unlike time):
+# bare Pingora proxy vs Portico routing-only vs Portico with the request-path features on.
+# Each target serves N1 then N2 keep-alive requests in two runs; the difference divided by
+# N2 - N1 cancels start-up and shutdown.   usage: benches/instructions.sh [N1] [N2]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N1=${1:-1000}; N2=${2:-4000}
+export RUST_LOG=error
+command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)"; exit 1; }
+cargo build --release --bins --examples -q
+T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; exit 1; }
+ORIGIN=$(port); target/release/portico echo --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & wait_port $ORIGIN
+cat > "$T/client.py" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    c.request("GET", "/", headers={"Host": "bench"}); r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+measure() {  # measure PORT N CMD... -> total instructions
+  local p=$1 n=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$@" >/dev/null 2>&1 & local v=$!
+  wait_port "$p"; sleep 1; python3 "$T/client.py" "$p" "$n"; kill -INT $v; wait $v 2>/dev/null || true
+  local f; f=$(ls "$T"/cg.* | head -1); grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'; rm -f "$T"/cg.*
+}
+run() {  # run NAME PORT CMD...
+  local name=$1 p=$2; shift 2
+  local i1 i2; i1=$(measure "$p" "$N1" "$@"); i2=$(measure "$p" "$N2" "$@")
+  printf '%-10s %8d instructions/request\n' "$name" $(( (i2 - i1) / (N2 - N1) ))
+}
+P=$(port); run bare "$P" target/release/examples/bare_proxy 127.0.0.1:$P 127.0.0.1:$ORIGIN 1
+A=$(port); cat > "$T/a.yaml" <<Y
+server: {listen: ["127.0.0.1:$A"], threads: 1, admin: {listen: "127.0.0.1:$(port)"}}
+access_log: {enabled: false}
+routes: [{name: api, service: origin}]
+services: {origin: {instances: ["127.0.0.1:$ORIGIN"]}}
+Y
+run portico-a "$A" target/release/portico run -c "$T/a.yaml"
+B=$(port); OTLP=$(port)
+python3 -c "
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('content-length', 0))); self.send_response(200); self.send_header('content-length','0'); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(('127.0.0.1', $OTLP), H).serve_forever()" & wait_port $OTLP
+cat > "$T/b.yaml" <<Y
+server: {listen: ["127.0.0.1:$B"], threads: 1, admin: {listen: "127.0.0.1:$(port)"}}
+access_log: {enabled: true, path: "$T/access.log"}
+tracing: {otlp_endpoint: "http://127.0.0.1:$OTLP/v1/traces", sample_ratio: 0.01}
+rate_limits: {never: {limit: 1000000, per: 1s}}
+routes: [{name: api, service: origin, rate_limits: [never]}]
+services: {origin: {instances: ["127.0.0.1:$ORIGIN"]}}
+kpis: [{name: reads, routes: [api], methods: [GET], status: 2xx}]
+Y
+run portico-b "$B" target/release/portico run -c "$T/b.yaml"
