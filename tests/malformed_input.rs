@@ -12,7 +12,9 @@ const CASES: usize = 3_000;
 /// Random bytes drawn mostly from YAML and path punctuation, so inputs get past the first check.
 fn noise(rng: &mut fastrand::Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"abc/%.2eE:{}[]-, \n\t\"'#$&*!|>?@`\\0123456789_=";
-    (0..len).map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[test]
@@ -62,7 +64,10 @@ fn random_paths_and_hosts_route_without_panics() {
             continue;
         };
         assert!(p.starts_with('/'), "{path:?} -> {p:?}");
-        assert!(!p.contains("/../") && !p.contains("//"), "{path:?} -> {p:?}");
+        assert!(
+            !p.contains("/../") && !p.contains("//"),
+            "{path:?} -> {p:?}"
+        );
         let facts = RequestFacts {
             host: &host,
             path: &p,
