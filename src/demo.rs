@@ -1,6 +1,6 @@
 //! `portico run --demo`: two echo upstreams on loopback and an embedded configuration routing to
-//! them, so a new user sees routing, balancing, health checks and metrics with no files and no
-//! Redis.
+//! them, so a new user sees routing, balancing, health checks, rate limiting, KPIs and metrics
+//! with no files and no Redis.
 
 use crate::config::{self, Config, ConfigErrors};
 use crate::echo::{serve, EchoState};
@@ -24,8 +24,16 @@ routes:
   - name: demo-sticky
     match: {path_prefix: /sticky}
     service: echo-sticky
+  - name: demo-limited
+    match: {path_prefix: /limited}
+    service: echo
+    rate_limits: [demo-per-client]
   - name: demo-root
     service: echo
+rate_limits:
+  demo-per-client: {key: client_ip, limit: 5, per: 10s}
+kpis:
+  - {name: demo_posts, methods: [POST], status: 2xx}
 services:
   echo:
     instances: ["{ECHO_1}", "{ECHO_2}"]

@@ -273,6 +273,7 @@ fn the_demo_serves_both_upstreams_and_counts_requests() {
         .env("PORTICO_DEMO_LISTEN", format!("127.0.0.1:{addr}"))
         .env("PORTICO_DEMO_ADMIN", format!("127.0.0.1:{admin}"))
         .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{addr}").parse().unwrap();
@@ -290,6 +291,8 @@ fn the_demo_serves_both_upstreams_and_counts_requests() {
         assert_eq!(r.json()["path"], "/hello");
         instances.insert(r.instance().unwrap());
     }
+    let limited: Vec<u16> = (0..6).map(|_| get(addr, "/limited", &[]).status).collect();
+    assert_eq!(limited, [200, 200, 200, 200, 200, 429], "the demo's 5 per 10 s limit");
     let metrics = request(admin, "GET", "/metrics", &[], "").body;
     let _ = child.kill();
     let _ = child.wait();
