@@ -292,7 +292,11 @@ fn the_demo_serves_both_upstreams_and_counts_requests() {
         instances.insert(r.instance().unwrap());
     }
     let limited: Vec<u16> = (0..6).map(|_| get(addr, "/limited", &[]).status).collect();
-    assert_eq!(limited, [200, 200, 200, 200, 200, 429], "the demo's 5 per 10 s limit");
+    assert_eq!(
+        limited,
+        [200, 200, 200, 200, 200, 429],
+        "the demo's 5 per 10 s limit"
+    );
     let metrics = request(admin, "GET", "/metrics", &[], "").body;
     let _ = child.kill();
     let _ = child.wait();
