@@ -318,3 +318,32 @@ fn an_unreachable_collector_never_affects_requests() {
         assert_eq!(gw.get("/ok/x").status, 200);
     }
 }
+
+#[test]
+fn ratio_one_exports_every_new_root() {
+    let (port, spans) = collector();
+    let echo = EchoServer::start("a").unwrap();
+    let extra = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0}}\n"
+    );
+    let gw = Gateway::start_with_env(
+        &config(&echo, &extra),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let exported = gw.eventually(Duration::from_secs(10), || {
+        let seen = get(gw.addr, "/ok/root", &[]).json();
+        let tp = seen["headers"]["traceparent"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let spans = spans.lock().unwrap();
+        tp.ends_with("-01")
+            && spans
+                .iter()
+                .any(|s| s.kind == 2 && s.parent_span_id.is_empty())
+    });
+    assert!(
+        exported,
+        "a sampled root SERVER span (no parent) reaches the collector"
+    );
+}
