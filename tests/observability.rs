@@ -347,3 +347,52 @@ fn ratio_one_exports_every_new_root() {
         "a sampled root SERVER span (no parent) reaches the collector"
     );
 }
+
+#[test]
+fn the_access_log_writes_one_json_line_per_request() {
+    let echo = EchoServer::start("a").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let gw = Gateway::start(&config(
+        &echo,
+        &format!(
+            "access_log: {{enabled: true, path: \"{}\"}}\n",
+            path.display()
+        ),
+    ));
+    assert_eq!(
+        get(gw.addr, "/ok/a?x=1", &[("x-request-id", "log-1")]).status,
+        200
+    );
+    assert_eq!(gw.get("/nowhere").status, 404);
+    let mut lines = Vec::new();
+    gw.eventually(Duration::from_secs(3), || {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .collect();
+        lines.len() == 2
+    });
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let ok = &lines[0];
+    assert_eq!(ok["request_id"], "log-1");
+    assert_eq!(ok["route"], "ok");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/ok/a");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["source"], "upstream");
+    assert_eq!(ok["service"], "echo");
+    assert_eq!(ok["instance"], echo.addr.to_string());
+    assert_eq!(ok["attempts"], 1);
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok["upstream_ms"].as_f64().is_some());
+    assert!(ok["bytes_out"].as_u64().unwrap() > 0);
+    assert!(ok["ts"].as_str().unwrap().ends_with('Z'));
+    let missed = &lines[1];
+    assert_eq!(missed["route"], "unmatched");
+    assert_eq!(missed["status"], 404);
+    assert_eq!(missed["source"], "gateway");
+    assert_eq!(missed["reason"], "no_route");
+}
