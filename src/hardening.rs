@@ -7,12 +7,19 @@ use crate::reply::ErrorCode;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
 
-/// Refuses requests whose framing or size is unacceptable.
-pub fn check(req: &RequestHeader, limits: &LimitsConfig) -> Result<(), ErrorCode> {
+/// Refuses requests whose framing or size is unacceptable. `raw_head` is the request head as
+/// received (HTTP/1): Pingora drops `Content-Length` when `Transfer-Encoding` is present
+/// (RFC 9112 §6.3), so only the raw bytes still show that conflict.
+pub fn check(
+    req: &RequestHeader,
+    raw_head: Option<&[u8]>,
+    limits: &LimitsConfig,
+) -> Result<(), ErrorCode> {
     let h = &req.headers;
     // RFC 9112 §6.1: a message with both is a smuggling vector; we refuse rather than pick one.
     if h.contains_key(http::header::TRANSFER_ENCODING)
-        && h.contains_key(http::header::CONTENT_LENGTH)
+        && (h.contains_key(http::header::CONTENT_LENGTH)
+            || raw_head.is_some_and(raw_has_content_length))
     {
         return Err(ErrorCode::BadRequest);
     }
@@ -42,8 +49,8 @@ pub fn check(req: &RequestHeader, limits: &LimitsConfig) -> Result<(), ErrorCode
     Ok(())
 }
 
-/// Whether raw request-header bytes carry a `Content-Length` field (any case).
-pub fn raw_has_content_length(raw: &[u8]) -> bool {
+/// Whether raw request-head bytes carry a `Content-Length` field (any case).
+fn raw_has_content_length(raw: &[u8]) -> bool {
     raw.split(|b| *b == b'\n')
         .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
@@ -128,6 +135,10 @@ mod tests {
         r
     }
 
+    fn check_(req: &RequestHeader, limits: &LimitsConfig) -> Result<(), ErrorCode> {
+        check(req, None, limits)
+    }
+
     #[test]
     fn smuggling_shapes_and_oversized_requests_are_refused() {
         let limits = LimitsConfig {
@@ -135,32 +146,32 @@ mod tests {
             max_header_bytes: 200,
             ..LimitsConfig::default()
         };
-        assert_eq!(check(&req(&[("content-length", "5")]), &limits), Ok(()));
+        assert_eq!(check_(&req(&[("content-length", "5")]), &limits), Ok(()));
         assert_eq!(
-            check(
+            check_(
                 &req(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
                 &limits
             ),
             Err(ErrorCode::BadRequest)
         );
         assert_eq!(
-            check(
+            check_(
                 &req(&[("content-length", "5"), ("content-length", "5")]),
                 &limits
             ),
             Err(ErrorCode::BadRequest)
         );
         assert_eq!(
-            check(&req(&[("content-length", "-1")]), &limits),
+            check_(&req(&[("content-length", "-1")]), &limits),
             Err(ErrorCode::BadRequest)
         );
         assert_eq!(
-            check(&req(&[("content-length", "101")]), &limits),
+            check_(&req(&[("content-length", "101")]), &limits),
             Err(ErrorCode::PayloadTooLarge)
         );
         let big = "a".repeat(300);
         assert_eq!(
-            check(&req(&[("x-big", &big)]), &limits),
+            check_(&req(&[("x-big", &big)]), &limits),
             Err(ErrorCode::HeadersTooLarge)
         );
     }

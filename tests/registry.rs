@@ -3,7 +3,7 @@
 
 mod support;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
@@ -192,19 +192,7 @@ fn redis_outage_keeps_the_last_known_set_and_a_restart_is_followed() {
     assert!(traffic_goes_to(&gw, Duration::from_secs(2), &["a", "b"]));
 
     // Steady load from another thread, counting anything but a 200.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), gw.addr);
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let r = get(addr, "/", &[]);
-                if r.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let load = SteadyLoad::start(gw.addr, Duration::from_millis(5));
 
     redis.kill();
     assert!(
@@ -236,9 +224,7 @@ fn redis_outage_keeps_the_last_known_set_and_a_restart_is_followed() {
     assert_eq!(gw.metric("portico_redis_up{client=\"registry\"}"), 1.0);
     assert_eq!(gw.metric("portico_registry_data_loss_detected_total"), 1.0);
 
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.finish();
     eprintln!("under load: {ok} ok, {failed} failed");
     assert!(ok > 100, "the load thread ran: {ok}");
     assert_eq!(failed, 0, "no client error caused by the Redis outage");

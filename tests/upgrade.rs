@@ -3,9 +3,7 @@
 
 mod support;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 #[test]
@@ -23,18 +21,7 @@ fn an_upgrade_under_load_loses_no_request() {
             sock.display()
         ),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), gw.addr);
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let r = get(addr, "/", &[]);
-                if r.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let load = SteadyLoad::start(gw.addr, Duration::ZERO);
     std::thread::sleep(Duration::from_millis(300));
 
     let mut new = Command::new(env!("CARGO_BIN_EXE_portico"))
@@ -46,13 +33,11 @@ fn an_upgrade_under_load_loses_no_request() {
         .unwrap();
     // The new process waits on the upgrade socket; the old one hands over on SIGQUIT.
     std::thread::sleep(Duration::from_millis(500));
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
     gw.signal("QUIT");
     let old_gone = gw.eventually(Duration::from_secs(15), || !gw.is_running());
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.finish();
     eprintln!("upgrade under load: {ok} ok, {failed} failed");
     assert!(old_gone, "the old process exits after handing over");
     assert!(

@@ -129,45 +129,36 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
             }
         }
         Operation::Remove(id) => {
-            match store::bounded(
-                "deregister",
-                timeout,
-                store::deregister(&mut conn, &keys, service, id),
+            let call = store::deregister(&mut conn, &keys, service, id);
+            let done = store::bounded("deregister", timeout, call).await;
+            found(
+                done,
+                id,
+                json!({"service": service, "id": id, "removed": true}),
             )
-            .await
-            {
-                Ok(true) => (
-                    StatusCode::OK,
-                    json!({"service": service, "id": id, "removed": true}),
-                ),
-                Ok(false) => error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no instance {id:?}"),
-                ),
-                Err(e) => unavailable(e),
-            }
         }
         Operation::Drain(id) => {
-            match store::bounded(
-                "drain",
-                timeout,
-                store::drain(&mut conn, &keys, service, id),
+            let call = store::drain(&mut conn, &keys, service, id);
+            let done = store::bounded("drain", timeout, call).await;
+            found(
+                done,
+                id,
+                json!({"service": service, "id": id, "draining": true}),
             )
-            .await
-            {
-                Ok(true) => (
-                    StatusCode::OK,
-                    json!({"service": service, "id": id, "draining": true}),
-                ),
-                Ok(false) => error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no instance {id:?}"),
-                ),
-                Err(e) => unavailable(e),
-            }
         }
+    }
+}
+
+/// 200 with `body` when the instance existed, 404 when it did not, 503 when Redis failed.
+fn found(result: Result<bool, store::StoreError>, id: &str, body: Value) -> (StatusCode, Value) {
+    match result {
+        Ok(true) => (StatusCode::OK, body),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no instance {id:?}"),
+        ),
+        Err(e) => unavailable(e),
     }
 }
 

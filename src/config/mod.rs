@@ -5,8 +5,12 @@ mod env;
 mod error;
 mod instance;
 mod locate;
+mod observability;
+mod rate_limit;
 mod types;
+mod units;
 mod validate;
+mod validate_redis;
 mod validate_telemetry;
 
 pub use error::{ConfigError, ConfigErrors};

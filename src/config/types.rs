@@ -1,7 +1,10 @@
 //! The YAML schema as serde types. Defaults live here, in one place; semantic checks live in
 //! `validate.rs`.
 
-use serde::{Deserialize, Deserializer, Serialize};
+pub use super::observability::*;
+pub use super::rate_limit::*;
+pub use super::units::{byte_size, duration, opt_duration};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -35,139 +38,6 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     #[serde(default)]
     pub access_log: AccessLogConfig,
-}
-
-/// A business KPI: requests matching every given criterion count in
-/// `portico_business_events_total{kpi, route}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KpiConfig {
-    /// `[a-z0-9_]+`; the `kpi` label.
-    pub name: String,
-    /// Route names; empty = every route.
-    #[serde(default)]
-    pub routes: Vec<String>,
-    /// Empty = any method.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// `2xx`-style class or a list of codes; absent = any status.
-    #[serde(default)]
-    pub status: Option<StatusMatch>,
-    /// A request header that must be present (with one of `values`, if given).
-    #[serde(default)]
-    pub request_header: Option<HeaderMatch>,
-    /// A response header whose value must be one of `values` (or present, if none given).
-    #[serde(default)]
-    pub response_header: Option<HeaderMatch>,
-    /// Most `route` series this KPI may create; further routes count as `route="_other"`.
-    #[serde(default = "default_kpi_series")]
-    pub max_series: usize,
-}
-
-fn default_kpi_series() -> usize {
-    50
-}
-
-/// A status class (`2xx`) or an explicit list of codes.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum StatusMatch {
-    Class(String),
-    Codes(Vec<u16>),
-}
-
-/// A header name and an allow-list of values (empty = any value).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderMatch {
-    pub name: String,
-    #[serde(default)]
-    pub values: Vec<String>,
-}
-
-/// KPI matches published to a Redis Stream with `XADD ... MAXLEN ~ maxlen`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
-    pub stream: String,
-    pub maxlen: u64,
-    /// KPI names to publish; empty = every KPI.
-    pub kpis: Vec<String>,
-    /// Events waiting for Redis; when full, new events are dropped and counted.
-    pub queue: usize,
-    /// Most events per `XADD` pipeline.
-    pub batch: usize,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            stream: "portico:events".into(),
-            maxlen: 100_000,
-            kpis: Vec::new(),
-            queue: 10_000,
-            batch: 256,
-        }
-    }
-}
-
-/// OpenTelemetry tracing with OTLP/HTTP protobuf export.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracingConfig {
-    /// Full URL, including `/v1/traces`.
-    pub otlp_endpoint: String,
-    /// Share of new traces sampled; an incoming sampled flag (when trusted) is honoured.
-    pub sample_ratio: f64,
-    pub service_name: String,
-    /// Whose `traceparent`/`tracestate` are continued.
-    pub trust_incoming: TrustIncoming,
-    #[serde(with = "duration")]
-    pub export_timeout: Duration,
-}
-
-impl Default for TracingConfig {
-    fn default() -> Self {
-        Self {
-            otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
-            sample_ratio: 0.1,
-            service_name: "portico".into(),
-            trust_incoming: TrustIncoming::TrustedProxies,
-            export_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Which clients may continue their own trace (and force sampling).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TrustIncoming {
-    /// Only peers in `server.trusted_proxies`.
-    #[default]
-    TrustedProxies,
-    All,
-    None,
-}
-
-/// The access log: one JSON line per request.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccessLogConfig {
-    pub enabled: bool,
-    /// Share of requests logged (errors and gateway-made responses are always logged).
-    pub sample: f64,
-    /// `-` = standard output, else a file appended to.
-    pub path: String,
-}
-
-impl Default for AccessLogConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            sample: 1.0,
-            path: "-".into(),
-        }
-    }
 }
 
 /// Listeners and process settings; changing them needs a restart or binary upgrade.
@@ -226,41 +96,6 @@ impl Default for LimitsConfig {
             body_read_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
         }
-    }
-}
-
-/// Byte sizes as strings (`512`, `64KiB`, `10MiB`, `1GiB`; `KB`/`MB`/`GB` are decimal).
-pub mod byte_size {
-    use super::*;
-
-    /// Parses a size.
-    pub fn parse(text: &str) -> Option<u64> {
-        let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().ok()?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            _ => return None,
-        };
-        n.checked_mul(mult)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid size {s:?}; use e.g. \"64KiB\", \"10MiB\""))
-        })
-    }
-
-    pub fn serialize<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{n}B"))
     }
 }
 
@@ -327,85 +162,6 @@ impl Default for RedisConfig {
             replicas: 1,
         }
     }
-}
-
-/// One rate-limit rule: `limit` requests per `per`, plus `burst` at once, per key.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// `client_ip` (IPv6 grouped by /64), `header:NAME`, `route` or `global`.
-    #[serde(default = "default_limit_key")]
-    pub key: String,
-    #[serde(default)]
-    pub on_missing_key: MissingKey,
-    pub limit: u64,
-    #[serde(default = "default_per", with = "duration")]
-    pub per: Duration,
-    #[serde(default)]
-    pub burst: u64,
-    #[serde(default)]
-    pub store: LimitStore,
-    #[serde(default)]
-    pub on_store_error: StoreErrorPolicy,
-    /// Compute and count, never refuse.
-    #[serde(default)]
-    pub shadow: bool,
-    /// Send `RateLimit-*` headers for this rule.
-    #[serde(default = "yes")]
-    pub headers: bool,
-    /// Bound on keys the local store (and the Redis fallback) keeps for this rule.
-    #[serde(default = "default_max_keys")]
-    pub max_keys: usize,
-}
-
-fn default_limit_key() -> String {
-    "client_ip".into()
-}
-fn default_per() -> Duration {
-    Duration::from_secs(1)
-}
-fn yes() -> bool {
-    true
-}
-fn default_max_keys() -> usize {
-    100_000
-}
-
-/// What a `header:NAME` rule does when the header is absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MissingKey {
-    /// Limit by client IP instead.
-    #[default]
-    ClientIp,
-    /// Answer 400.
-    Reject,
-    /// Do not limit the request.
-    Allow,
-}
-
-/// Where a rule keeps its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitStore {
-    /// In this process.
-    #[default]
-    Local,
-    /// Shared by every replica through Redis.
-    Redis,
-}
-
-/// What a Redis-stored rule does when Redis fails or is too slow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreErrorPolicy {
-    /// Enforce `limit / redis.replicas` locally.
-    #[default]
-    LocalFallback,
-    /// Let the request through.
-    Allow,
-    /// Refuse with 429.
-    Deny,
 }
 
 /// How Portico reads the Redis service registry.
@@ -639,6 +395,10 @@ pub enum Discovery {
     Redis,
 }
 
+/// Serde default for flags that are on unless turned off.
+pub(super) fn yes() -> bool {
+    true
+}
 fn default_heartbeat_ttl() -> Duration {
     Duration::from_secs(10)
 }
@@ -709,38 +469,4 @@ pub enum HealthCheckKind {
     #[default]
     Http,
     Tcp,
-}
-
-/// Optional durations as human strings.
-pub mod opt_duration {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::duration::deserialize(d).map(Some)
-    }
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-/// Durations as human strings (`250ms`, `10s`, `2m`), both ways.
-pub mod duration {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); use e.g. \"250ms\", \"10s\", \"2m\""
-            ))
-        })
-    }
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
 }

@@ -1,32 +1,31 @@
 //! The `ProxyHttp` implementation. Hooks stay thin: each reads the request context, calls one
 //! module (router, upstream, forwarding, reply, metrics) and maps the result.
 
+mod admission;
 mod context;
 mod failure;
+mod headers;
 mod report;
 
 pub use context::RequestCtx;
 
 use crate::gateway::Gateway;
-use crate::hardening;
-use crate::ratelimit::{RateHeaders, Verdict};
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
 use crate::retry::Cause;
-use crate::router::{host_without_port, HeaderEdits, RequestFacts};
-use crate::telemetry::metrics::{Source, HTTP_IN_FLIGHT};
-use crate::telemetry::tracing::{end_client_span, end_server_span, name_server_span, trace_id};
+use crate::router::{host_without_port, RequestFacts};
+use crate::telemetry::metrics::HTTP_IN_FLIGHT;
+use crate::telemetry::tracing::{end_client_span, name_server_span};
 use crate::upstream::Pick;
 use async_trait::async_trait;
 use context::{is_status_retry, retry_allowed, STATUS_RETRY};
 use failure::{error_code, error_kind};
+use headers::{apply_request_edits, rate_header_values};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use report::Report;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,30 +97,18 @@ impl ProxyHttp for Proxy {
             .trusted
             .client_ip(ctx.peer_ip, req.headers.get("x-forwarded-for"));
         let limits = &snapshot.config.server.limits;
-        let checked = hardening::check(req, limits).and_then(|()| {
-            // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3);
-            // the raw header still shows the conflict, which Portico refuses outright.
-            let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-            match session.as_downstream() {
-                ServerSession::H1(h1)
-                    if te && hardening::raw_has_content_length(&h1.get_headers_raw_bytes()) =>
-                {
-                    Err(ErrorCode::BadRequest)
-                }
-                _ => Ok(()),
-            }
-        });
         let (read_timeout, idle) = (limits.body_read_timeout, limits.keepalive_timeout.as_secs());
-        let path = hardening::normalize_path(req.uri.path());
-        if let Err(code) = checked.and(path.as_ref().map(|_| ()).ok_or(ErrorCode::BadRequest)) {
-            ctx.error = Some(code);
-            ctx.gateway_made = true;
-            ctx.snapshot = Some(snapshot);
-            session.set_keepalive(None);
-            reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
-            return Ok(true);
-        }
-        let path = path.unwrap_or(std::borrow::Cow::Borrowed("/"));
+        let path = match admission::screen(session, limits) {
+            Ok(path) => path,
+            Err(code) => {
+                ctx.error = Some(code);
+                ctx.gateway_made = true;
+                ctx.snapshot = Some(snapshot);
+                session.set_keepalive(None);
+                reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
+                return Ok(true);
+            }
+        };
         if let std::borrow::Cow::Owned(p) = &path {
             ctx.normalized_path = Some(p.clone());
         }
@@ -148,22 +135,11 @@ impl ProxyHttp for Proxy {
         if let Some(i) = ctx.route {
             let snapshot = ctx.snapshot.as_ref().map(Arc::clone);
             if let Some(s) = snapshot {
-                let limits = &s.targets[i].limits;
-                if !limits.is_empty() {
-                    let shared = self.gateway.shared_limits.as_ref();
-                    let headers = &session.req_header().headers;
-                    let (verdict, shown) = limits.check(headers, ctx.client_ip, shared).await;
-                    ctx.rate_headers = shown;
-                    if let Some(code) = refusal(verdict) {
-                        ctx.error = Some(code);
-                        ctx.gateway_made = true;
-                        let mut extra = rate_header_values(shown);
-                        if let Verdict::Limited { retry_after } = verdict {
-                            extra.push(("Retry-After", HeaderValue::from(retry_after)));
-                        }
-                        reply::send(session, code, ctx.request_id.as_ref(), &extra).await?;
-                        return Ok(true);
-                    }
+                if self
+                    .enforce_limits(session, ctx, &s.targets[i].limits)
+                    .await?
+                {
+                    return Ok(true);
                 }
                 ctx.deadline = s.router.route(i).timeout.map(|t| ctx.start + t);
                 s.targets[i].upstream.budget.enter();
@@ -541,54 +517,7 @@ impl ProxyHttp for Proxy {
                 target.upstream.release_probe(&addr);
             }
         }
-        let Some(snapshot) = &ctx.snapshot else {
-            return;
-        };
-        // 499: the client went away before any response was written (nginx's convention).
-        let status = session
-            .response_written()
-            .map_or(499, |r| r.status.as_u16());
-        let metrics = ctx.target().map_or(&snapshot.unmatched, |t| &t.metrics);
-        let source = if ctx.gateway_made {
-            Source::Gateway
-        } else {
-            Source::Upstream
-        };
-        let elapsed = ctx.start.elapsed();
-        metrics.record(
-            &session.req_header().method,
-            status,
-            source,
-            elapsed.as_secs_f64(),
-        );
-        let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
-        metrics.request_bytes.inc_by(bytes_in as u64);
-        metrics.response_bytes.inc_by(bytes_out as u64);
-        let reason = ctx
-            .error
-            .filter(|_| ctx.gateway_made)
-            .map(ErrorCode::as_str);
-        if let Some(code) = reason {
-            metrics.gateway_response(code);
-        }
-        if let Some(span) = ctx.client_span.take() {
-            end_client_span(span, None, Some("aborted"));
-        }
-        let trace_id = ctx.trace.as_ref().and_then(trace_id);
-        if let Some(cx) = &ctx.trace {
-            end_server_span(cx, status, reason);
-        }
-        let report = Report {
-            status,
-            source,
-            reason,
-            elapsed,
-            bytes_in,
-            bytes_out,
-            trace_id,
-        };
-        self.record_business_events(session, ctx, snapshot, &report);
-        self.write_access_log(session, ctx, snapshot, &report);
+        self.report(session, ctx);
     }
 
     fn suppress_proxy_warn_log(
@@ -607,35 +536,4 @@ impl ProxyHttp for Proxy {
         // Upstream failures are counted and answered with a reason code; one line each is enough.
         ctx.error.is_some()
     }
-}
-
-/// The response a rate-limit verdict calls for, if it refuses the request.
-fn refusal(verdict: Verdict) -> Option<ErrorCode> {
-    match verdict {
-        Verdict::Allow => None,
-        Verdict::Limited { .. } => Some(ErrorCode::RateLimited),
-        Verdict::MissingKey => Some(ErrorCode::BadRequest),
-    }
-}
-
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds).
-fn rate_header_values(h: Option<RateHeaders>) -> Vec<(&'static str, HeaderValue)> {
-    let Some(h) = h else {
-        return Vec::new();
-    };
-    vec![
-        ("RateLimit-Limit", HeaderValue::from(h.limit)),
-        ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
-        ("RateLimit-Reset", HeaderValue::from(h.reset)),
-    ]
-}
-
-fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {
-    for name in &edits.remove {
-        req.remove_header(name);
-    }
-    for (name, value) in &edits.set {
-        req.insert_header(name.clone(), value.clone())?;
-    }
-    Ok(())
 }

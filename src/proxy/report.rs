@@ -1,10 +1,12 @@
 //! What happens after a response is finished: business KPIs and events, and the access log.
 
 use super::{Proxy, RequestCtx};
+use crate::reply::ErrorCode;
 use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::{self, Entry};
 use crate::telemetry::events::Event;
 use crate::telemetry::metrics::Source;
+use crate::telemetry::tracing::{end_client_span, end_server_span, trace_id};
 use pingora::proxy::Session;
 use std::time::Duration;
 
@@ -20,6 +22,59 @@ pub(super) struct Report {
 }
 
 impl Proxy {
+    /// Records a finished request: metrics, spans, KPIs and events, access log.
+    pub(super) fn report(&self, session: &Session, ctx: &mut RequestCtx) {
+        if let Some(span) = ctx.client_span.take() {
+            end_client_span(span, None, Some("aborted"));
+        }
+        let ctx = &*ctx;
+        let Some(snapshot) = &ctx.snapshot else {
+            return;
+        };
+        // 499: the client went away before any response was written (nginx's convention).
+        let status = session
+            .response_written()
+            .map_or(499, |r| r.status.as_u16());
+        let metrics = ctx.target().map_or(&snapshot.unmatched, |t| &t.metrics);
+        let source = if ctx.gateway_made {
+            Source::Gateway
+        } else {
+            Source::Upstream
+        };
+        let elapsed = ctx.start.elapsed();
+        metrics.record(
+            &session.req_header().method,
+            status,
+            source,
+            elapsed.as_secs_f64(),
+        );
+        let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
+        metrics.request_bytes.inc_by(bytes_in as u64);
+        metrics.response_bytes.inc_by(bytes_out as u64);
+        let reason = ctx
+            .error
+            .filter(|_| ctx.gateway_made)
+            .map(ErrorCode::as_str);
+        if let Some(code) = reason {
+            metrics.gateway_response(code);
+        }
+        let trace_id = ctx.trace.as_ref().and_then(trace_id);
+        if let Some(cx) = &ctx.trace {
+            end_server_span(cx, status, reason);
+        }
+        let report = Report {
+            status,
+            source,
+            reason,
+            elapsed,
+            bytes_in,
+            bytes_out,
+            trace_id,
+        };
+        self.record_business_events(session, ctx, snapshot, &report);
+        self.write_access_log(session, ctx, snapshot, &report);
+    }
+
     /// Counts the KPIs the request matches and queues the business events they publish.
     pub(super) fn record_business_events(
         &self,

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 pub use portico::echo::EchoServer;
 
+pub mod load;
 pub mod redis;
+#[allow(unused_imports)]
+pub use self::load::SteadyLoad;
 #[allow(unused_imports)]
 pub use self::redis::RedisServer;
 

@@ -1,0 +1,138 @@
+//! Schema of the observability sections: business KPIs, business events, tracing, access log.
+
+use super::types::duration;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A business KPI: requests matching every given criterion count in
+/// `portico_business_events_total{kpi, route}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KpiConfig {
+    /// `[a-z0-9_]+`; the `kpi` label.
+    pub name: String,
+    /// Route names; empty = every route.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Empty = any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// `2xx`-style class or a list of codes; absent = any status.
+    #[serde(default)]
+    pub status: Option<StatusMatch>,
+    /// A request header that must be present (with one of `values`, if given).
+    #[serde(default)]
+    pub request_header: Option<HeaderMatch>,
+    /// A response header whose value must be one of `values` (or present, if none given).
+    #[serde(default)]
+    pub response_header: Option<HeaderMatch>,
+    /// Most `route` series this KPI may create; further routes count as `route="_other"`.
+    #[serde(default = "default_kpi_series")]
+    pub max_series: usize,
+}
+
+fn default_kpi_series() -> usize {
+    50
+}
+
+/// A status class (`2xx`) or an explicit list of codes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum StatusMatch {
+    Class(String),
+    Codes(Vec<u16>),
+}
+
+/// A header name and an allow-list of values (empty = any value).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// KPI matches published to a Redis Stream with `XADD ... MAXLEN ~ maxlen`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub stream: String,
+    pub maxlen: u64,
+    /// KPI names to publish; empty = every KPI.
+    pub kpis: Vec<String>,
+    /// Events waiting for Redis; when full, new events are dropped and counted.
+    pub queue: usize,
+    /// Most events per `XADD` pipeline.
+    pub batch: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            stream: "portico:events".into(),
+            maxlen: 100_000,
+            kpis: Vec::new(),
+            queue: 10_000,
+            batch: 256,
+        }
+    }
+}
+
+/// OpenTelemetry tracing with OTLP/HTTP protobuf export.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Full URL, including `/v1/traces`.
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled; an incoming sampled flag (when trusted) is honoured.
+    pub sample_ratio: f64,
+    pub service_name: String,
+    /// Whose `traceparent`/`tracestate` are continued.
+    pub trust_incoming: TrustIncoming,
+    #[serde(with = "duration")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            sample_ratio: 0.1,
+            service_name: "portico".into(),
+            trust_incoming: TrustIncoming::TrustedProxies,
+            export_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which clients may continue their own trace (and force sampling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustIncoming {
+    /// Only peers in `server.trusted_proxies`.
+    #[default]
+    TrustedProxies,
+    All,
+    None,
+}
+
+/// The access log: one JSON line per request.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// Share of requests logged (errors and gateway-made responses are always logged).
+    pub sample: f64,
+    /// `-` = standard output, else a file appended to.
+    pub path: String,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sample: 1.0,
+            path: "-".into(),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Admission before routing and before any upstream work: framing, size and path checks, then
+//! the route's rate limits.
+
+use super::headers::{rate_header_values, refusal};
+use super::{Proxy, RequestCtx};
+use crate::config::LimitsConfig;
+use crate::hardening;
+use crate::ratelimit::{Limits, Verdict};
+use crate::reply::{self, ErrorCode};
+use http::HeaderValue;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::Session;
+use pingora::Result;
+use std::borrow::Cow;
+
+/// Refuses unacceptable framing or sizes; otherwise returns the normalised path to route on.
+pub(super) fn screen<'a>(
+    session: &'a Session,
+    limits: &LimitsConfig,
+) -> Result<Cow<'a, str>, ErrorCode> {
+    let req = session.req_header();
+    // Only a request with Transfer-Encoding needs its raw head looked at.
+    let raw_head = match session.as_downstream() {
+        ServerSession::H1(h1) if req.headers.contains_key(http::header::TRANSFER_ENCODING) => {
+            Some(h1.get_headers_raw_bytes())
+        }
+        _ => None,
+    };
+    hardening::check(req, raw_head.as_deref(), limits)?;
+    hardening::normalize_path(req.uri.path()).ok_or(ErrorCode::BadRequest)
+}
+
+impl Proxy {
+    /// Applies the route's rate limits; `Ok(true)` when the request was refused and answered.
+    pub(super) async fn enforce_limits(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        limits: &Limits,
+    ) -> Result<bool> {
+        if limits.is_empty() {
+            return Ok(false);
+        }
+        let shared = self.gateway.shared_limits.as_ref();
+        let headers = &session.req_header().headers;
+        let (verdict, shown) = limits.check(headers, ctx.client_ip, shared).await;
+        ctx.rate_headers = shown;
+        let Some(code) = refusal(verdict) else {
+            return Ok(false);
+        };
+        ctx.error = Some(code);
+        ctx.gateway_made = true;
+        let mut extra = rate_header_values(shown);
+        if let Verdict::Limited { retry_after } = verdict {
+            extra.push(("Retry-After", HeaderValue::from(retry_after)));
+        }
+        reply::send(session, code, ctx.request_id.as_ref(), &extra).await?;
+        Ok(true)
+    }
+}
