@@ -33,7 +33,7 @@ run() {  # run NAME PORT CMD...
 }
 P=$(port); run bare "$P" target/release/examples/bare_proxy 127.0.0.1:$P 127.0.0.1:$ORIGIN 1
 A=$(port); cat > "$T/a.yaml" <<Y
-server: {listen: ["127.0.0.1:$A"], threads: 1, admin: {listen: "127.0.0.1:$(port)"}}
+server: {listen: ["127.0.0.1:$A"], threads: 1, work_stealing: false, admin: {listen: "127.0.0.1:$(port)"}}
 access_log: {enabled: false}
 routes: [{name: api, service: origin}]
 services: {origin: {instances: ["127.0.0.1:$ORIGIN"]}}
@@ -48,7 +48,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(('127.0.0.1', $OTLP), H).serve_forever()" & wait_port $OTLP
 cat > "$T/b.yaml" <<Y
-server: {listen: ["127.0.0.1:$B"], threads: 1, admin: {listen: "127.0.0.1:$(port)"}}
+server: {listen: ["127.0.0.1:$B"], threads: 1, work_stealing: false, admin: {listen: "127.0.0.1:$(port)"}}
 access_log: {enabled: true, path: "$T/access.log"}
 tracing: {otlp_endpoint: "http://127.0.0.1:$OTLP/v1/traces", sample_ratio: 0.01}
 rate_limits: {never: {limit: 1000000, per: 1s}}

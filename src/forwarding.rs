@@ -1,6 +1,7 @@
 //! Who the client is and what the upstream is told about it: `X-Forwarded-For` is believed only
 //! when the socket peer is a trusted proxy, and then walked from the right, skipping trusted hops.
 
+use crate::ip_text::IpText;
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -61,16 +62,21 @@ pub fn set_upstream_headers(
     peer_trusted: bool,
     proto: &'static str,
 ) -> pingora::Result<()> {
-    let peer = canonical(peer);
-    let xff = match req
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(existing) if peer_trusted && !existing.is_empty() => format!("{existing}, {peer}"),
-        _ => peer.to_string(),
+    let peer = IpText::new(canonical(peer));
+    let xff = match req.headers.get("x-forwarded-for") {
+        Some(existing) if peer_trusted && !existing.is_empty() => {
+            let mut list = Vec::with_capacity(existing.len() + 2 + peer.as_bytes().len());
+            list.extend_from_slice(existing.as_bytes());
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&list)
+        }
+        _ => HeaderValue::from_bytes(peer.as_bytes()),
     };
-    req.insert_header("x-forwarded-for", xff)?;
+    // Both forms are visible ASCII (an accepted header value plus an address), so this holds.
+    if let Ok(xff) = xff {
+        req.insert_header("x-forwarded-for", xff)?;
+    }
     if !(peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
         req.insert_header("x-forwarded-proto", proto)?;
     }

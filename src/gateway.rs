@@ -163,6 +163,7 @@ impl Gateway {
         if config.server.listen != old.config.server.listen
             || config.server.admin.listen != old.config.server.admin.listen
             || config.server.threads != old.config.server.threads
+            || config.server.work_stealing != old.config.server.work_stealing
         {
             log::warn!(
                 "listener and thread changes take effect only after a restart or binary upgrade"

@@ -37,6 +37,7 @@ pub fn build(
     let cfg = &snapshot.config.server;
     let conf = ServerConf {
         threads: cfg.threads,
+        work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
         upgrade_sock: cfg.upgrade_sock.clone(),

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// Accept HTTP/2 without TLS (prior knowledge) on the plain listeners.
     pub h2c: bool,
     pub threads: usize,
+    /// Let idle worker threads steal tasks from busy ones (tokio's multi-thread scheduler).
+    /// `false` gives each thread its own single-threaded runtime: cheaper per request, but a
+    /// connection stays on the thread that accepted it.
+    pub work_stealing: bool,
     pub admin: AdminConfig,
     pub trusted_proxies: Vec<String>,
     #[serde(with = "duration")]
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
             tls: Vec::new(),
             h2c: false,
             threads: 2,
+            work_stealing: true,
             admin: AdminConfig::default(),
             trusted_proxies: Vec::new(),
             grace_period: Duration::from_secs(10),

@@ -3,7 +3,7 @@
 use super::{Proxy, RequestCtx};
 use crate::reply::ErrorCode;
 use crate::snapshot::Snapshot;
-use crate::telemetry::access_log::{self, Entry};
+use crate::telemetry::access_log::Entry;
 use crate::telemetry::events::Event;
 use crate::telemetry::metrics::Source;
 use crate::telemetry::tracing::{end_client_span, end_server_span, trace_id};
@@ -18,7 +18,7 @@ pub(super) struct Report {
     pub elapsed: Duration,
     pub bytes_in: usize,
     pub bytes_out: usize,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<[u8; 16]>,
 }
 
 impl Proxy {
@@ -104,7 +104,9 @@ impl Proxy {
                 method: req.method.to_string(),
                 status: report.status,
                 request_id: request_id(ctx).to_string(),
-                trace_id: report.trace_id.clone(),
+                trace_id: report
+                    .trace_id
+                    .map(|id| opentelemetry::trace::TraceId::from_bytes(id).to_string()),
                 ts_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
@@ -132,9 +134,9 @@ impl Proxy {
         let req = session.req_header();
         let route = ctx.route.map(|i| snapshot.router.route(i));
         log.log(&Entry {
-            ts: access_log::timestamp(),
+            time: std::time::SystemTime::now(),
             request_id: request_id(ctx),
-            trace_id: report.trace_id.clone(),
+            trace_id: report.trace_id,
             route: route.map_or(crate::telemetry::metrics::UNMATCHED_ROUTE, |r| {
                 r.name.as_str()
             }),
@@ -147,13 +149,13 @@ impl Proxy {
             },
             reason: report.reason,
             service: route.map(|r| r.service.as_str()),
-            instance: ctx.last_instance.map(|a| a.to_string()),
+            instance: ctx.last_instance,
             attempts: ctx.attempts,
-            duration_ms: report.elapsed.as_secs_f64() * 1000.0,
-            upstream_ms: ctx.upstream_time.map(|t| t.as_secs_f64() * 1000.0),
+            duration: report.elapsed,
+            upstream: ctx.upstream_time,
             bytes_in: report.bytes_in,
             bytes_out: report.bytes_out,
-            client_ip: ctx.client_ip.to_string(),
+            client_ip: ctx.client_ip,
         });
     }
 }

@@ -3,12 +3,14 @@
 //! through a bounded queue and written in buffered batches; when the queue is full the line is
 //! dropped and counted, so a slow disk never slows requests.
 
+use super::json_line::JsonLine;
 use super::metrics::family;
 use prometheus::{register_int_counter, IntCounter};
-use serde::Serialize;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
 
 family!(ACCESS_LOG_DROPPED: IntCounter = register_int_counter!(
     "portico_access_log_dropped_total",
@@ -25,31 +27,61 @@ pub fn init() {
     LazyLock::force(&ACCESS_LOG_DROPPED);
 }
 
-/// One request, as logged.
-#[derive(Debug, Serialize)]
+/// One request, as logged. Field order and names are the documented line format.
+#[derive(Debug)]
 pub struct Entry<'a> {
-    pub ts: String,
+    pub time: SystemTime,
     pub request_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+    pub trace_id: Option<[u8; 16]>,
     pub route: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
     pub source: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
+    pub instance: Option<SocketAddr>,
     pub attempts: u32,
-    pub duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_ms: Option<f64>,
+    pub duration: Duration,
+    pub upstream: Option<Duration>,
     pub bytes_in: usize,
     pub bytes_out: usize,
-    pub client_ip: String,
+    pub client_ip: IpAddr,
+}
+
+impl Entry<'_> {
+    /// The JSON line, newline included; absent optional fields are left out.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut line = JsonLine::with_capacity(384);
+        line.time("ts", self.time);
+        line.str("request_id", self.request_id);
+        if let Some(id) = &self.trace_id {
+            line.hex("trace_id", id);
+        }
+        line.str("route", self.route);
+        line.str("method", self.method);
+        line.str("path", self.path);
+        line.uint("status", self.status.into());
+        line.str("source", self.source);
+        if let Some(reason) = self.reason {
+            line.str("reason", reason);
+        }
+        if let Some(service) = self.service {
+            line.str("service", service);
+        }
+        if let Some(instance) = self.instance {
+            line.socket_addr("instance", instance);
+        }
+        line.uint("attempts", self.attempts.into());
+        line.millis("duration_ms", self.duration);
+        if let Some(upstream) = self.upstream {
+            line.millis("upstream_ms", upstream);
+        }
+        line.uint("bytes_in", self.bytes_in as u64);
+        line.uint("bytes_out", self.bytes_out as u64);
+        line.ip("client_ip", self.client_ip);
+        line.finish()
+    }
 }
 
 /// The request path's end of the access log.
@@ -79,12 +111,7 @@ impl AccessLog {
 
     /// Queues one entry.
     pub fn log(&self, entry: &Entry<'_>) {
-        let mut line = Vec::with_capacity(384);
-        if serde_json::to_writer(&mut line, entry).is_err() {
-            return;
-        }
-        line.push(b'\n');
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(entry.encode()) {
             ACCESS_LOG_DROPPED.inc();
         }
     }
@@ -110,9 +137,4 @@ fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
         }
         let _ = out.flush();
     }
-}
-
-/// RFC 3339 UTC time with milliseconds.
-pub fn timestamp() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod catalog;
 pub mod events;
+pub mod json_line;
 pub mod kpi;
 pub mod metrics;
 pub mod ratelimit;

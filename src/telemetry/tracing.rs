@@ -224,9 +224,10 @@ pub fn end_server_span(cx: &Context, status: u16, reason: Option<&'static str>) 
 }
 
 /// The trace id of a request's span, as 32 hex digits, if it has one.
-pub fn trace_id(cx: &Context) -> Option<String> {
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+pub fn trace_id(cx: &Context) -> Option<[u8; 16]> {
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_bytes())
 }
 
 /// OTel's method label: the standard methods, everything else `_OTHER`.

@@ -265,16 +265,20 @@ impl Upstream {
     /// A peer for `backend` with the service's timeouts.
     pub fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
         let c = &self.config;
-        let sni = if c.sni.is_empty() {
-            backend
+        // The SNI string is only built for TLS: formatting an address costs more than the rest.
+        let sni = match (c.tls, c.sni.is_empty()) {
+            (false, _) => String::new(),
+            (true, false) => c.sni.clone(),
+            (true, true) => backend
                 .addr
                 .as_inet()
                 .map(|a| a.ip().to_string())
-                .unwrap_or_default()
-        } else {
-            c.sni.clone()
+                .unwrap_or_default(),
         };
-        let mut peer = HttpPeer::new(backend, c.tls, if c.tls { sni } else { String::new() });
+        let mut peer = match backend.addr.as_inet() {
+            Some(addr) => HttpPeer::new(*addr, c.tls, sni),
+            None => HttpPeer::new(backend, c.tls, sni),
+        };
         let o = &mut peer.options;
         if c.tls {
             o.verify_cert = c.tls_verify;
