@@ -14,6 +14,8 @@ without them. Targets, each measured once per round in the same order:
   portico-b   Portico with every request-path feature: registry-fed balancer with breakers
               (Redis registry), a local rate limit that never trips, KPIs, full metrics, access log
               to a file, tracing at 1% to a local OTLP/HTTP receiver
+  portico-b-redis  the same with the rate limit in the Redis store (one EVALSHA per request)
+  portico-b-nosteal  (with --no-steal) the same on Pingora's no-steal runtime
 
 Per target: requests/s (median and min-max), p50/p99 latency at saturation (median over
 rounds), p50/p99 at a fixed offered rate (needs `oha`), proxy CPU microseconds per request
@@ -23,6 +25,7 @@ Needs: wrk (apt-get install wrk), redis-server for portico-b, optionally nginx a
 
 import argparse
 import http.server
+import json
 import os
 import re
 import shutil
@@ -117,17 +120,17 @@ def wrk(url, duration, connections):
 
 
 def oha(url, duration, rate, connections):
+    """p50/p99 in ms at a fixed offered rate, or None without oha."""
     if not shutil.which("oha"):
         return None
     cmd = pin(1) + ["oha", "-z", f"{duration}s", "-q", str(rate), "-c", str(connections),
-                    "--no-tui", url]
+                    "--no-tui", "--output-format", "json", url]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
-    res = {}
-    for q in ("50", "99"):
-        m = re.search(rf"{q}(?:\.00)?% in ([\d.]+) (secs|ms)", out)
-        if m:
-            res[q] = float(m.group(1)) * (1e3 if m.group(2) == "secs" else 1.0)
-    return res or None
+    try:
+        pct = json.loads(out)["latencyPercentiles"]
+        return {"50": pct["p50"] * 1e3, "99": pct["p99"] * 1e3}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class Otlp(http.server.BaseHTTPRequestHandler):
@@ -154,6 +157,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=int, default=2000, help="offered rate for the fixed-rate run (oha)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-steal", action="store_true",
+                    help="also run Portico b with server.work_stealing: false")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is required: apt-get install wrk")
@@ -208,23 +213,31 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
         otlp_port = free_port()
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", otlp_port), Otlp)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        b_port, b_admin = free_port(), free_port()
-        discovery = (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
-        service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
-        with open(os.path.join(tmp, "b.yaml"), "w") as f:
-            f.write(f"""server: {{listen: ["127.0.0.1:{b_port}"], threads: 1, admin: {{listen: "127.0.0.1:{b_admin}"}}}}
-{discovery}access_log: {{enabled: true, path: "{tmp}/access.log"}}
+        def portico_b(name, store="local", work_stealing=True):
+            port, admin = free_port(), free_port()
+            discovery = (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
+            service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
+            conf = os.path.join(tmp, f"{name}.yaml")
+            with open(conf, "w") as f:
+                f.write(f"""server: {{listen: ["127.0.0.1:{port}"], threads: 1, work_stealing: {str(work_stealing).lower()}, admin: {{listen: "127.0.0.1:{admin}"}}}}
+{discovery}access_log: {{enabled: true, path: "{tmp}/{name}-access.log"}}
 tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp_port}/v1/traces", sample_ratio: 0.01}}
-rate_limits: {{never: {{key: client_ip, limit: 1000000, per: 1s}}}}
+rate_limits: {{never: {{key: client_ip, limit: 1000000, per: 1s, store: {store}}}}}
 routes: [{{name: api, service: origin, rate_limits: [never]}}]
 services: {{origin: {service}}}
 kpis:
   - {{name: reads, routes: [api], methods: [GET], status: 2xx}}
   - {{name: users, request_header: {{name: x-user-id}}}}
 """)
-        p = start([PORTICO, "run", "-c", os.path.join(tmp, "b.yaml")], b_port, 0, env={**os.environ, "RUST_LOG": "error"})
-        procs.append(p)
-        targets["portico-b"] = (p, b_port)
+            p = start([PORTICO, "run", "-c", conf], port, 0, env={**os.environ, "RUST_LOG": "error"})
+            procs.append(p)
+            targets[name] = (p, port)
+
+        portico_b("portico-b")
+        if args.no_steal:
+            portico_b("portico-b-nosteal", work_stealing=False)
+        if redis_port:
+            portico_b("portico-b-redis", store="redis")
         time.sleep(2)  # registry first sync, tracing provider up
 
         results = {name: {"rps": [], "cpu": [], "p50": [], "p99": [], "errors": 0} for name in targets}
@@ -279,6 +292,18 @@ kpis:
                 f"| {ratios[0]} | {ratios[1]} |")
             if r["errors"]:
                 lines.append(f"|  ↳ {name}: {r['errors']} non-2xx responses | | | | | | | |")
+        # Rounds are interleaved, so the ratio within each round cancels most of the drift of a
+        # shared machine; their median is the figure the targets in issue 8 are checked against.
+        def paired(name, base_name, key):
+            xs, ys = results[name][key], results[base_name][key]
+            return statistics.median(x / y for x, y in zip(xs, ys)) if xs and ys else float("nan")
+
+        lines += ["", "Paired per-round ratios (median over rounds):", ""]
+        for name, base_name in [("portico-a", "bare"), ("portico-b", "bare"), ("portico-b-nosteal", "bare"),
+                                ("portico-b-redis", "portico-b"), ("portico-b", "nginx")]:
+            if name in results and base_name in results:
+                lines.append(f"- {name} / {base_name}: req/s {paired(name, base_name, 'rps'):.2f}x, "
+                             f"CPU per request {paired(name, base_name, 'cpu'):.2f}x")
         report = "\n".join(lines)
         print("\n" + report)
         out = os.path.join(ROOT, "target", "bench-load.md")

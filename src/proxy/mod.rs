@@ -23,6 +23,7 @@ use failure::{error_code, error_kind};
 use headers::{apply_request_edits, rate_header_values};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -77,6 +78,11 @@ impl ProxyHttp for Proxy {
             normalized_path: None,
             body_bytes: 0,
         }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // Pingora's default adds a disabled response-compression module that still runs on
+        // every request; Portico does not compress, so no module is added.
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -153,11 +153,11 @@ impl Tracing {
     }
 
     fn inject_context(&self, cx: &Context, req: &mut RequestHeader) {
-        req.remove_header("traceparent");
-        req.remove_header("tracestate");
         let span = cx.span();
         let sc = span.span_context();
         if !sc.is_valid() {
+            req.remove_header("traceparent");
+            req.remove_header("tracestate");
             return;
         }
         // Written by hand: the generic propagator allocates a String per header and field.
@@ -168,11 +168,14 @@ impl Tracing {
         hex_into(&mut buf[36..52], &sc.span_id().to_bytes());
         buf[52] = b'-';
         hex_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
+        // insert_header replaces any incoming value, so only tracestate may need a removal.
         if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
             let _ = req.insert_header("traceparent", v);
         }
         let state = sc.trace_state().header();
-        if !state.is_empty() {
+        if state.is_empty() {
+            req.remove_header("tracestate");
+        } else {
             let _ = req.insert_header("tracestate", state);
         }
     }
