@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the request path's own work, one piece at a time: route match on a
 //! 50-route table, instance selection with the breaker check, metrics recording, path rewrite
-//! and normalisation, and the header edits. (Rate-limit decisions: `benches/ratelimit.rs`.)
+//! and normalisation, the header edits and the access-log line. (Rate-limit decisions:
+//! `benches/ratelimit.rs`.)
 //!
 //! `cargo bench --bench hot_path`
 
@@ -9,6 +10,7 @@ use http::{HeaderMap, Method};
 use portico::config::{load_str, Config, ServiceConfig};
 use portico::hardening::normalize_path;
 use portico::router::{RequestFacts, Router};
+use portico::telemetry::access_log::Entry;
 use portico::telemetry::metrics::{RouteMetrics, Source};
 use portico::upstream::health::{self, Verdicts};
 use portico::upstream::{Pick, Upstream};
@@ -119,5 +121,30 @@ fn headers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, selection, metrics, headers);
+fn access_log(c: &mut Criterion) {
+    let entry = Entry {
+        time: std::time::SystemTime::now(),
+        request_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+        trace_id: Some([0x4b; 16]),
+        route: "orders",
+        method: "GET",
+        path: "/api/v1/orders/42",
+        status: 200,
+        source: "upstream",
+        reason: None,
+        service: Some("orders"),
+        instance: Some("10.0.3.7:8080".parse().unwrap()),
+        attempts: 1,
+        duration: std::time::Duration::from_micros(1_234),
+        upstream: Some(std::time::Duration::from_micros(1_100)),
+        bytes_in: 0,
+        bytes_out: 256,
+        client_ip: "203.0.113.9".parse().unwrap(),
+    };
+    c.bench_function("access-log line (JSON, 17 fields)", |b| {
+        b.iter(|| black_box(black_box(&entry).encode()))
+    });
+}
+
+criterion_group!(benches, routing, selection, metrics, headers, access_log);
 criterion_main!(benches);

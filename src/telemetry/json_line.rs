@@ -66,16 +66,16 @@ impl JsonLine {
         self.buf.push(b'"');
     }
 
-    /// Bytes as lower-case hex in a string (trace ids).
-    pub fn hex(&mut self, key: &str, bytes: &[u8]) {
+    /// A 16-byte id as 32 lower-case hex digits in a string (trace ids).
+    pub fn hex(&mut self, key: &str, bytes: &[u8; 16]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.key(key);
-        self.buf.push(b'"');
-        for b in bytes {
-            self.buf
-                .extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+        let mut text = [b'"'; 34];
+        for (i, b) in bytes.iter().enumerate() {
+            text[1 + 2 * i] = HEX[(b >> 4) as usize];
+            text[2 + 2 * i] = HEX[(b & 0xf) as usize];
         }
-        self.buf.push(b'"');
+        self.buf.extend_from_slice(&text);
     }
 
     /// A UTC time in RFC 3339 with milliseconds: `"2026-11-26T14:07:12.345Z"`.
@@ -106,9 +106,14 @@ impl JsonLine {
 /// non-ASCII UTF-8) is copied as is.
 fn escape_into(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    if bytes.iter().all(plain) {
+        buf.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
+        if plain(&b) {
             continue;
         }
         buf.extend_from_slice(&bytes[start..i]);
@@ -189,7 +194,10 @@ mod tests {
         line.millis("ms", Duration::from_micros(12_345_007));
         line.ip("ip", "::1".parse().unwrap());
         line.socket_addr("at", "10.0.0.1:80".parse().unwrap());
-        line.hex("id", &[0x0a, 0xff]);
+        line.hex(
+            "id",
+            &[0x0a, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
         let bytes = line.finish();
         assert_eq!(bytes.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -198,7 +206,7 @@ mod tests {
         assert_eq!(v["ms"].as_f64(), Some(12345.007));
         assert_eq!(v["ip"], "::1");
         assert_eq!(v["at"], "10.0.0.1:80");
-        assert_eq!(v["id"], "0aff");
+        assert_eq!(v["id"], "0aff0000000000000000000000000001");
     }
 
     #[test]
