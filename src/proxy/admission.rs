@@ -50,7 +50,7 @@ impl Proxy {
         };
         ctx.error = Some(code);
         ctx.gateway_made = true;
-        let mut extra = rate_header_values(shown);
+        let mut extra: Vec<_> = rate_header_values(shown).collect();
         if let Verdict::Limited { retry_after } = verdict {
             extra.push(("Retry-After", HeaderValue::from(retry_after)));
         }

@@ -16,16 +16,17 @@ pub(super) fn refusal(verdict: Verdict) -> Option<ErrorCode> {
     }
 }
 
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds).
-pub(super) fn rate_header_values(h: Option<RateHeaders>) -> Vec<(&'static str, HeaderValue)> {
-    let Some(h) = h else {
-        return Vec::new();
-    };
-    vec![
-        ("RateLimit-Limit", HeaderValue::from(h.limit)),
-        ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
-        ("RateLimit-Reset", HeaderValue::from(h.reset)),
-    ]
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds); none when not governed.
+pub(super) fn rate_header_values(
+    h: Option<RateHeaders>,
+) -> impl Iterator<Item = (&'static str, HeaderValue)> {
+    h.into_iter().flat_map(|h| {
+        [
+            ("RateLimit-Limit", HeaderValue::from(h.limit)),
+            ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
+            ("RateLimit-Reset", HeaderValue::from(h.reset)),
+        ]
+    })
 }
 
 pub(super) fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {

@@ -496,7 +496,7 @@ impl ProxyHttp for Proxy {
         };
         ctx.error = Some(code);
         ctx.gateway_made = true;
-        let mut extra = rate_header_values(ctx.rate_headers);
+        let mut extra: Vec<_> = rate_header_values(ctx.rate_headers).collect();
         if let Some(s) = ctx.retry_after.filter(|_| code.status() == 503) {
             extra.push(("Retry-After", HeaderValue::from(s)));
         }
