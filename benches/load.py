@@ -265,7 +265,7 @@ kpis:
         base = {k: (med(results[k]["rps"]), med(results[k]["cpu"])) for k in ("bare", "nginx") if k in results}
         lines = [
             f"Load benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-            f"{args.rounds} interleaved rounds of {args.duration}s, wrk -t1 -c{args.connections}, 256-byte-class echo responses",
+            f"{args.rounds} interleaved rounds of {args.duration}s, wrk -t1 -c{args.connections}, small JSON echo responses (~200-300 bytes of body)",
             "",
             "| target | req/s median (min–max) | p50 / p99 ms (saturation) | p50 / p99 ms @ "
             f"{args.rate}/s | CPU µs/req | peak RSS MB | vs bare (req/s, CPU) | vs nginx (req/s, CPU) |",

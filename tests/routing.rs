@@ -177,3 +177,28 @@ fn hop_by_hop_headers_are_removed_and_header_rules_applied() {
     assert_eq!(r.header("x-served-by"), Some("portico"));
     assert_eq!(r.header("x-echo-instance"), None);
 }
+
+#[test]
+fn the_no_steal_runtime_serves_concurrent_connections() {
+    let up = EchoServer::start("e").unwrap();
+    let gw = Gateway::start_with_server(
+        &format!(
+            "routes:\n  - {{name: api, service: echo}}\nservices:\n  echo:\n    instances: [\"{}\"]\n",
+            up.addr
+        ),
+        "  work_stealing: false",
+    );
+    let addr = gw.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .filter(|_| get(addr, "/x", &[]).status == 200)
+                    .count()
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(ok, 100);
+    assert_eq!(up.requests(), 100);
+}
