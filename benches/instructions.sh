@@ -3,6 +3,7 @@
 # bare Pingora proxy vs Portico routing-only vs Portico with the request-path features on.
 # Each target serves N1 then N2 keep-alive requests in two runs; the difference divided by
 # N2 - N1 cancels start-up and shutdown.   usage: benches/instructions.sh [N1] [N2]
+# BROWSER=1 sends eleven browser-like request headers instead of Host alone (wrk's request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${1:-1000}; N2=${2:-4000}
@@ -14,10 +15,18 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; exit 1; }
 ORIGIN=$(port); target/release/portico echo --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & wait_port $ORIGIN
 cat > "$T/client.py" <<'PY'
-import http.client, sys
+import http.client, os, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+headers = {"Host": "bench"}
+if os.environ.get("BROWSER") == "1":
+    headers.update({
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "Accept": "application/json, text/plain, */*", "Accept-Language": "en-GB,en;q=0.5",
+        "Accept-Encoding": "gzip, deflate, br", "Referer": "https://app.example.com/orders",
+        "Origin": "https://app.example.com", "Cookie": "session=3f9a1c2b7d; theme=dark",
+        "Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-site", "Priority": "u=4"})
 for _ in range(int(sys.argv[2])):
-    c.request("GET", "/", headers={"Host": "bench"}); r = c.getresponse(); r.read()
+    c.request("GET", "/", headers=headers); r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
 measure() {  # measure PORT N CMD... -> total instructions
