@@ -3,6 +3,7 @@
 # bare Pingora proxy vs Portico routing-only vs Portico with the request-path features on.
 # Each target serves N1 then N2 keep-alive requests in two runs; the difference divided by
 # N2 - N1 cancels start-up and shutdown.   usage: benches/instructions.sh [N1] [N2]
+# FEATURES=1 also measures Portico b without each feature in turn.
 # BROWSER=1 sends eleven browser-like request headers instead of Host alone (wrk's request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,17 +39,17 @@ measure() {  # measure PORT N CMD... -> total instructions
 run() {  # run NAME PORT CMD...
   local name=$1 p=$2; shift 2
   local i1 i2; i1=$(measure "$p" "$N1" "$@"); i2=$(measure "$p" "$N2" "$@")
-  printf '%-10s %8d instructions/request\n' "$name" $(( (i2 - i1) / (N2 - N1) ))
+  printf '%-16s %8d instructions/request\n' "$name" $(( (i2 - i1) / (N2 - N1) ))
 }
 P=$(port); run bare "$P" target/release/examples/bare_proxy 127.0.0.1:$P 127.0.0.1:$ORIGIN 1
 A=$(port); cat > "$T/a.yaml" <<Y
-server: {listen: ["127.0.0.1:$A"], threads: 1, work_stealing: false, admin: {listen: "127.0.0.1:$(port)"}}
+server: {listen: ["127.0.0.1:$A"], threads: 1, admin: {listen: "127.0.0.1:$(port)"}}
 access_log: {enabled: false}
 routes: [{name: api, service: origin}]
 services: {origin: {instances: ["127.0.0.1:$ORIGIN"]}}
 Y
 run portico-a "$A" target/release/portico run -c "$T/a.yaml"
-B=$(port); OTLP=$(port)
+OTLP=$(port)
 python3 -c "
 import http.server
 class H(http.server.BaseHTTPRequestHandler):
@@ -56,13 +57,23 @@ class H(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get('content-length', 0))); self.send_response(200); self.send_header('content-length','0'); self.end_headers()
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(('127.0.0.1', $OTLP), H).serve_forever()" & wait_port $OTLP
-cat > "$T/b.yaml" <<Y
-server: {listen: ["127.0.0.1:$B"], threads: 1, work_stealing: false, admin: {listen: "127.0.0.1:$(port)"}}
-access_log: {enabled: true, path: "$T/access.log"}
-tracing: {otlp_endpoint: "http://127.0.0.1:$OTLP/v1/traces", sample_ratio: 0.01}
-rate_limits: {never: {limit: 1000000, per: 1s}}
-routes: [{name: api, service: origin, rate_limits: [never]}]
-services: {origin: {instances: ["127.0.0.1:$ORIGIN"]}}
-kpis: [{name: reads, routes: [api], methods: [GET], status: 2xx}]
-Y
-run portico-b "$B" target/release/portico run -c "$T/b.yaml"
+portico_b() {  # portico_b NAME [SKIP]: Portico b, optionally without one feature
+  local name=$1 skip=${2:-} port; port=$(port)
+  {
+    echo "server: {listen: [\"127.0.0.1:$port\"], threads: 1, admin: {listen: \"127.0.0.1:$(port)\"}}"
+    [ "$skip" = access_log ] && echo "access_log: {enabled: false}" \
+      || echo "access_log: {enabled: true, path: \"$T/access.log\"}"
+    [ "$skip" = tracing ] || echo "tracing: {otlp_endpoint: \"http://127.0.0.1:$OTLP/v1/traces\", sample_ratio: 0.01}"
+    if [ "$skip" = rate_limit ]; then echo "routes: [{name: api, service: origin}]"; else
+      echo "rate_limits: {never: {limit: 1000000, per: 1s}}"
+      echo "routes: [{name: api, service: origin, rate_limits: [never]}]"; fi
+    echo "services: {origin: {instances: [\"127.0.0.1:$ORIGIN\"]}}"
+    [ "$skip" = kpis ] || echo "kpis: [{name: reads, routes: [api], methods: [GET], status: 2xx}]"
+  } > "$T/$name.yaml"
+  run "$name" "$port" target/release/portico run -c "$T/$name.yaml"
+}
+portico_b portico-b
+# FEATURES=1: what each feature of Portico b costs, by turning it off alone.
+if [ "${FEATURES:-0}" = 1 ]; then
+  for f in tracing access_log rate_limit kpis; do portico_b "b-no-$f" "$f"; done
+fi
