@@ -15,7 +15,7 @@ without them. Targets, each measured once per round in the same order:
               (Redis registry), a local rate limit that never trips, KPIs, full metrics, access log
               to a file, tracing at 1% to a local OTLP/HTTP receiver
   portico-b-redis  the same with the rate limit in the Redis store (one EVALSHA per request)
-  portico-b-nosteal  (with --no-steal) the same on Pingora's no-steal runtime
+  portico-b-steal  (with --steal) the same on tokio's work-stealing runtime
 
 Per target: requests/s (median and min-max), p50/p99 latency at saturation (median over
 rounds), p50/p99 at a fixed offered rate (needs `oha`), proxy CPU microseconds per request
@@ -157,8 +157,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=int, default=2000, help="offered rate for the fixed-rate run (oha)")
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--no-steal", action="store_true",
-                    help="also run Portico b with server.work_stealing: false")
+    ap.add_argument("--steal", action="store_true",
+                    help="also run Portico b with server.work_stealing: true")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is required: apt-get install wrk")
@@ -213,7 +213,7 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
         otlp_port = free_port()
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", otlp_port), Otlp)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        def portico_b(name, store="local", work_stealing=True):
+        def portico_b(name, store="local", work_stealing=False):
             port, admin = free_port(), free_port()
             discovery = (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
             service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
@@ -234,8 +234,8 @@ kpis:
             targets[name] = (p, port)
 
         portico_b("portico-b")
-        if args.no_steal:
-            portico_b("portico-b-nosteal", work_stealing=False)
+        if args.steal:
+            portico_b("portico-b-steal", work_stealing=True)
         if redis_port:
             portico_b("portico-b-redis", store="redis")
         time.sleep(2)  # registry first sync, tracing provider up
@@ -299,7 +299,7 @@ kpis:
             return statistics.median(x / y for x, y in zip(xs, ys)) if xs and ys else float("nan")
 
         lines += ["", "Paired per-round ratios (median over rounds):", ""]
-        for name, base_name in [("portico-a", "bare"), ("portico-b", "bare"), ("portico-b-nosteal", "bare"),
+        for name, base_name in [("portico-a", "bare"), ("portico-b", "bare"), ("portico-b-steal", "bare"),
                                 ("portico-b-redis", "portico-b"), ("portico-b", "nginx")]:
             if name in results and base_name in results:
                 lines.append(f"- {name} / {base_name}: req/s {paired(name, base_name, 'rps'):.2f}x, "

@@ -179,14 +179,14 @@ fn hop_by_hop_headers_are_removed_and_header_rules_applied() {
 }
 
 #[test]
-fn the_no_steal_runtime_serves_concurrent_connections() {
+fn the_work_stealing_runtime_serves_concurrent_connections() {
     let up = EchoServer::start("e").unwrap();
     let gw = Gateway::start_with_server(
         &format!(
             "routes:\n  - {{name: api, service: echo}}\nservices:\n  echo:\n    instances: [\"{}\"]\n",
             up.addr
         ),
-        "  work_stealing: false",
+        "  work_stealing: true",
     );
     let addr = gw.addr;
     let clients: Vec<_> = (0..4)
