@@ -11,6 +11,7 @@ mod types;
 mod units;
 mod validate;
 mod validate_redis;
+mod validate_service;
 mod validate_telemetry;
 
 pub use error::{ConfigError, ConfigErrors};
