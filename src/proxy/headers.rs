@@ -3,8 +3,8 @@
 use crate::ratelimit::{RateHeaders, Verdict};
 use crate::reply::ErrorCode;
 use crate::router::HeaderEdits;
-use http::HeaderValue;
-use pingora::http::RequestHeader;
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
 /// The response a rate-limit verdict calls for, if it refuses the request.
@@ -29,12 +29,37 @@ pub(super) fn rate_header_values(
     })
 }
 
-pub(super) fn apply_request_edits(req: &mut RequestHeader, edits: &HeaderEdits) -> Result<()> {
+/// Pingora's request and response headers, so a route's header edits are written once.
+pub(super) trait EditHeaders {
+    fn remove(&mut self, name: &HeaderName);
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+}
+
+impl EditHeaders for RequestHeader {
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+}
+
+impl EditHeaders for ResponseHeader {
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+}
+
+/// Removes, then sets, the headers of a route's `request_headers` or `response_headers` rule.
+pub(super) fn apply_edits(headers: &mut impl EditHeaders, edits: &HeaderEdits) -> Result<()> {
     for name in &edits.remove {
-        req.remove_header(name);
+        headers.remove(name);
     }
     for (name, value) in &edits.set {
-        req.insert_header(name.clone(), value.clone())?;
+        headers.insert(name.clone(), value.clone())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod context;
 mod failure;
 mod headers;
 mod report;
+mod upstream_request;
 
 pub use context::RequestCtx;
 
@@ -20,7 +21,7 @@ use crate::upstream::Pick;
 use async_trait::async_trait;
 use context::{is_status_retry, retry_allowed, STATUS_RETRY};
 use failure::{error_code, error_kind};
-use headers::{apply_request_edits, rate_header_values};
+use headers::{apply_edits, rate_header_values};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -351,58 +352,11 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(snapshot) = &ctx.snapshot else {
-            return Ok(());
-        };
-        let Some(route) = ctx.route.map(|i| snapshot.router.route(i)) else {
-            return Ok(());
-        };
-        let uri = &upstream_request.uri;
-        let path = ctx.normalized_path.as_deref().unwrap_or(uri.path());
-        let rewritten = route.rewrite.apply(path, uri.query()).or_else(|| {
-            ctx.normalized_path.as_ref().map(|p| match uri.query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p.clone(),
-            })
-        });
-        if let Some(new) = rewritten {
-            let uri = new.parse::<http::Uri>().map_err(|e| {
-                Error::because(
-                    ErrorType::InternalError,
-                    "rewritten path is not a valid URI",
-                    e,
-                )
-            })?;
-            upstream_request.set_uri(uri);
-        }
-        if let Some(deadline) = ctx.deadline {
-            let ms = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as u64;
-            upstream_request.insert_header("portico-deadline-ms", ms)?;
-        }
-        crate::forwarding::set_upstream_headers(
-            upstream_request,
-            ctx.peer_ip,
-            ctx.peer_trusted,
-            "http",
-        )?;
-        apply_request_edits(upstream_request, &route.request_headers)?;
-        if let Some(id) = &ctx.request_id {
-            upstream_request.insert_header(request_id::HEADER, id.clone())?;
-        }
-        if let Some(tracing) = &self.gateway.tracing {
-            match (&ctx.client_span, &ctx.trace) {
-                (Some(span), _) => tracing.inject(span, upstream_request),
-                (None, Some(server)) => tracing.inject_server(server, upstream_request),
-                (None, None) => {}
-            }
-        }
-        Ok(())
+        self.prepare_upstream_request(session, upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -464,13 +418,10 @@ impl ProxyHttp for Proxy {
             upstream_response.insert_header(name, value)?;
         }
         if let (Some(snapshot), Some(i)) = (&ctx.snapshot, ctx.route) {
-            let edits = &snapshot.router.route(i).response_headers;
-            for name in &edits.remove {
-                upstream_response.remove_header(name);
-            }
-            for (name, value) in &edits.set {
-                upstream_response.insert_header(name.clone(), value.clone())?;
-            }
+            apply_edits(
+                upstream_response,
+                &snapshot.router.route(i).response_headers,
+            )?;
         }
         Ok(())
     }
