@@ -167,3 +167,36 @@ fn websocket_upgrades_pass_through() {
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, frame);
 }
+
+#[test]
+fn x_forwarded_proto_names_the_scheme_the_client_used() {
+    let echo = EchoServer::start("a").unwrap();
+    let (_dir, cert, key) = certificate();
+    let tls_port = free_port();
+    let gw = Gateway::start_with_server(
+        &routes(&echo),
+        &format!(
+            "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
+        ),
+    );
+    let url = format!("https://localhost:{tls_port}/x");
+    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    let body = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "--cacert",
+            &cert,
+            "--resolve",
+            &resolve,
+            &url,
+        ])
+        .output()
+        .expect("curl must be installed")
+        .stdout;
+    let echoed: serde_json::Value = serde_json::from_slice(&body).expect("echo JSON over TLS");
+    assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+    let plain = gw.get("/x").json();
+    assert_eq!(plain["headers"]["x-forwarded-proto"], "http");
+}

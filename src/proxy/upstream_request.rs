@@ -13,7 +13,7 @@ impl Proxy {
     /// Edits the upstream request of `ctx`'s route (the `upstream_request_filter` hook).
     pub(super) fn prepare_upstream_request(
         &self,
-        _session: &Session,
+        session: &Session,
         upstream_request: &mut RequestHeader,
         ctx: &RequestCtx,
     ) -> Result<()> {
@@ -47,11 +47,12 @@ impl Proxy {
                 .as_millis() as u64;
             upstream_request.insert_header("portico-deadline-ms", ms)?;
         }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         crate::forwarding::set_upstream_headers(
             upstream_request,
             ctx.peer_ip,
             ctx.peer_trusted,
-            "http",
+            if tls { "https" } else { "http" },
         )?;
         apply_edits(upstream_request, &route.request_headers)?;
         if let Some(id) = &ctx.request_id {
