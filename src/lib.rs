@@ -7,6 +7,7 @@ pub mod echo; // echo HTTP server used by the demo and the tests
 pub mod forwarding; // client IP and X-Forwarded-* with trusted proxies
 pub mod gateway; // shared state: snapshot swap, reload, SIGHUP
 pub mod hardening; // framing and size checks, path normalisation
+pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod ip_text; // addresses as text without core::fmt (request path)
 pub mod proxy; // the ProxyHttp implementation (thin hooks)
 pub mod ratelimit; // GCRA limits: local and Redis stores, keys, headers

@@ -20,12 +20,8 @@ fn is_acceptable(id: &[u8]) -> bool {
 
 /// A new random id.
 pub fn generate() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = fastrand::u128(..);
     let mut buf = [0u8; 32];
-    for (i, slot) in buf.iter_mut().enumerate() {
-        *slot = HEX[((n >> (i * 4)) & 0xf) as usize];
-    }
+    crate::hex::encode_into(&mut buf, &fastrand::u128(..).to_le_bytes());
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 

@@ -68,13 +68,9 @@ impl JsonLine {
 
     /// A 16-byte id as 32 lower-case hex digits in a string (trace ids).
     pub fn hex(&mut self, key: &str, bytes: &[u8; 16]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.key(key);
         let mut text = [b'"'; 34];
-        for (i, b) in bytes.iter().enumerate() {
-            text[1 + 2 * i] = HEX[(b >> 4) as usize];
-            text[2 + 2 * i] = HEX[(b & 0xf) as usize];
-        }
+        crate::hex::encode_into(&mut text[1..33], bytes);
         self.buf.extend_from_slice(&text);
     }
 
@@ -124,9 +120,9 @@ fn escape_into(buf: &mut Vec<u8>, s: &str) {
             b'\r' => buf.extend_from_slice(b"\\r"),
             b'\t' => buf.extend_from_slice(b"\\t"),
             _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                buf.extend_from_slice(b"\\u00");
-                buf.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+                let mut escape = *b"\\u0000";
+                crate::hex::encode_into(&mut escape[4..], &[b]);
+                buf.extend_from_slice(&escape);
             }
         }
         start = i + 1;

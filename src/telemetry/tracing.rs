@@ -163,11 +163,11 @@ impl Tracing {
         // Written by hand: the generic propagator allocates a String per header and field.
         let mut buf = [0u8; 55];
         buf[..3].copy_from_slice(b"00-");
-        hex_into(&mut buf[3..35], &sc.trace_id().to_bytes());
+        crate::hex::encode_into(&mut buf[3..35], &sc.trace_id().to_bytes());
         buf[35] = b'-';
-        hex_into(&mut buf[36..52], &sc.span_id().to_bytes());
+        crate::hex::encode_into(&mut buf[36..52], &sc.span_id().to_bytes());
         buf[52] = b'-';
-        hex_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
+        crate::hex::encode_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
         // insert_header replaces any incoming value, so only tracestate may need a removal.
         if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
             let _ = req.insert_header("traceparent", v);
@@ -258,14 +258,6 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 15)];
     }
 }
 
