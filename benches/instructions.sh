@@ -4,6 +4,9 @@
 # Each target serves N1 then N2 keep-alive requests in two runs; the difference divided by
 # N2 - N1 cancels start-up and shutdown.   usage: benches/instructions.sh [N1] [N2]
 # FEATURES=1 also measures Portico b without each feature in turn.
+# PROFILE=1 also writes target/profile-NAME.txt: inclusive instructions per request of the
+#   functions BENCHMARKS.md's "where the rest goes" table names, and the raw callgrind output
+#   as target/profile-NAME.callgrind for callgrind_annotate.
 # BROWSER=1 sends eleven browser-like request headers instead of Host alone (wrk's request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,8 +39,24 @@ measure() {  # measure PORT N CMD... -> total instructions
   wait_port "$p"; sleep 1; python3 "$T/client.py" "$p" "$n"; kill -INT $v; wait $v 2>/dev/null || true
   local f; f=$(ls "$T"/cg.* | head -1); grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'; rm -f "$T"/cg.*
 }
+profile() {  # profile NAME PORT CMD...: 3000 requests after a warm-up, counted alone
+  local name=$1 p=$2; shift 2
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/prof.out" "$@" >/dev/null 2>&1 & local v=$!
+  wait_port "$p"; sleep 1; python3 "$T/client.py" "$p" 200
+  callgrind_control -i on $v >/dev/null; python3 "$T/client.py" "$p" 3000; callgrind_control -i off $v >/dev/null
+  kill -INT $v; wait $v 2>/dev/null || true
+  cp "$T/prof.out" "target/profile-$name.callgrind"
+  # Inclusive counts; under LTO a function appears once per source file inlined into it, and
+  # the line naming its own file is the whole function.
+  callgrind_annotate --auto=no --inclusive=yes "$T/prof.out" 2>/dev/null \
+    | grep -E 'PROGRAM TOTALS|insert_header_value|TimerManager::register_timer|select_with|AccessLog::log|Tracing::(server_span|inject_context)|malloc.c:(malloc|free) |(mi_malloc_aligned|mi_free) ' \
+    | awk '{n=$1; gsub(",","",n); if (n + 0 >= 30000) { $1=""; $2=""; printf "%9.0f /request %s\n", n/3000, $0 }}' \
+    | sed 's|/root/.cargo/registry/src/[^/]*/||; s| \[/.*||' > "target/profile-$name.txt"
+  rm -f "$T/prof.out"
+}
 run() {  # run NAME PORT CMD...
   local name=$1 p=$2; shift 2
+  [ "${PROFILE:-0}" = 1 ] && profile "$name" "$p" "$@"
   local i1 i2; i1=$(measure "$p" "$N1" "$@"); i2=$(measure "$p" "$N2" "$@")
   printf '%-16s %8d instructions/request\n' "$name" $(( (i2 - i1) / (N2 - N1) ))
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Two Portico builds against each other, interleaved, one run: for allocator, profile or
+runtime experiments that change the binary rather than the configuration.
+
+    python3 benches/compare_builds.py OLD_BINARY NEW_BINARY [--rounds 6] [--duration 4]
+
+Both serve Portico a (routing only) and a local-only Portico b (local rate limit, KPIs, access
+log) in front of one echo origin, pinned as in benches/load.py (proxy on core 0, wrk and origin
+on core 1). Prints CPU µs per request, req/s and peak RSS per build, and the paired per-round
+CPU ratio NEW/OLD. Build the second binary from a worktree, e.g.
+`git worktree add /tmp/exp && (cd /tmp/exp && <edit> && cargo build --release --bin portico)`.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import load  # noqa: E402  (the helpers of the load benchmark)
+
+
+def config(tmp, name, kind, port, admin, origin):
+    extra = ("access_log: {enabled: false}\nroutes: [{name: api, service: origin}]\n" if kind == "a" else
+             f'access_log: {{enabled: true, path: "{tmp}/{name}.log"}}\n'
+             "rate_limits: {never: {limit: 1000000, per: 1s}}\n"
+             "routes: [{name: api, service: origin, rate_limits: [never]}]\n"
+             "kpis: [{name: reads, routes: [api], methods: [GET], status: 2xx}]\n")
+    path = os.path.join(tmp, f"{name}-{kind}.yaml")
+    with open(path, "w") as f:
+        f.write(f'server: {{listen: ["127.0.0.1:{port}"], threads: 1, admin: {{listen: "127.0.0.1:{admin}"}}}}\n'
+                f'{extra}services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}\n')
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--duration", type=int, default=4)
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is required: apt-get install wrk")
+    builds = {"old": args.old, "new": args.new}
+    tmp = tempfile.mkdtemp(prefix="portico-compare-")
+    procs, targets = [], {}
+    try:
+        origin = load.free_port()
+        procs.append(load.start([args.old, "echo", "--listen", f"127.0.0.1:{origin}"], origin, 1))
+        for name, binary in builds.items():
+            for kind in ("a", "b"):
+                port, admin = load.free_port(), load.free_port()
+                conf = config(tmp, name, kind, port, admin, origin)
+                p = load.start([binary, "run", "-c", conf], port, 0, env={**os.environ, "RUST_LOG": "error"})
+                procs.append(p)
+                targets[f"{name}-{kind}"] = (p, port)
+        results = {k: [] for k in targets}
+        for _ in range(args.rounds):
+            for key, (p, port) in targets.items():
+                pids = load.pids_of(p.pid)
+                c0 = load.cpu_seconds(pids)
+                rps, total, _errors, _lat = load.wrk(f"http://127.0.0.1:{port}/", args.duration, 16)
+                results[key].append(((load.cpu_seconds(pids) - c0) * 1e6 / max(total, 1), rps))
+        for key, rows in results.items():
+            rss = load.peak_rss_kb(load.pids_of(targets[key][0].pid)) / 1024
+            print(f"{key:6} CPU µs/req {statistics.median(r[0] for r in rows):5.1f}  "
+                  f"req/s {statistics.median(r[1] for r in rows):7.0f}  peak RSS {rss:5.1f} MB")
+        for kind in ("a", "b"):
+            ratios = [n[0] / o[0] for n, o in zip(results[f"new-{kind}"], results[f"old-{kind}"])]
+            print(f"new/old CPU per request, Portico {kind}: median {statistics.median(ratios):.3f} "
+                  f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
