@@ -89,6 +89,20 @@ def value_map(mapping):
     return [{"options": opts, "type": "value"}]
 
 
+def panel(kind, title, desc, tgts, defaults, options, overrides=None, **extra):
+    """The fields every panel has, in Grafana's order; `extra` (e.g. transformations) follows."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": tgts,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options,
+        **extra,
+    }
+
+
 def timeseries(title, tgts, unit, desc="", stack=False, bars=False, legend_table=False,
                thresholds=None, threshold_lines=False, minimum=0, maximum=None, axis_label="",
                overrides=None):
@@ -124,23 +138,16 @@ def timeseries(title, tgts, unit, desc="", stack=False, bars=False, legend_table
         defaults["min"] = minimum
     if maximum is not None:
         defaults["max"] = maximum
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "targets": tgts,
-        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "options": {
-            "legend": {
-                "calcs": ["mean", "max", "lastNotNull"] if legend_table else [],
-                "displayMode": "table" if legend_table else "list",
-                "placement": "bottom",
-                "showLegend": True,
-            },
-            "tooltip": {"hideZeros": False, "mode": "multi", "sort": "desc"},
+    options = {
+        "legend": {
+            "calcs": ["mean", "max", "lastNotNull"] if legend_table else [],
+            "displayMode": "table" if legend_table else "list",
+            "placement": "bottom",
+            "showLegend": True,
         },
+        "tooltip": {"hideZeros": False, "mode": "multi", "sort": "desc"},
     }
+    return panel("timeseries", title, desc, tgts, defaults, options, overrides)
 
 
 def stat(title, tgts, unit, desc="", thresholds=None, mappings=None, decimals=None,
@@ -155,25 +162,18 @@ def stat(title, tgts, unit, desc="", thresholds=None, mappings=None, decimals=No
         defaults["decimals"] = decimals
     if no_value is not None:
         defaults["noValue"] = no_value
-    return {
-        "type": "stat",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "targets": tgts,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "colorMode": color_mode,
-            "graphMode": "area" if graph else "none",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "percentChangeColorMode": "standard",
-            "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
-            "showPercentChange": False,
-            "textMode": "auto",
-            "wideLayout": True,
-        },
+    options = {
+        "colorMode": color_mode,
+        "graphMode": "area" if graph else "none",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
+        "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
+        "showPercentChange": False,
+        "textMode": "auto",
+        "wideLayout": True,
     }
+    return panel("stat", title, desc, tgts, defaults, options)
 
 
 def table(title, tgts, desc="", exclude=(), rename=None, order=(), unit="short", sort_by=None,
@@ -188,68 +188,48 @@ def table(title, tgts, desc="", exclude=(), rename=None, order=(), unit="short",
     }
     if sort_by:
         options["sortBy"] = [{"desc": True, "displayName": sort_by}]
-    return {
-        "type": "table",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "targets": tgts,
-        "fieldConfig": {
-            "defaults": {
-                "color": {"mode": "thresholds"},
-                "custom": {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False},
-                "mappings": [],
-                "thresholds": steps(),
-                "unit": unit,
-            },
-            "overrides": overrides or [],
-        },
-        "options": options,
-        "transformations": [
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": excl,
-                    "includeByName": {},
-                    "indexByName": {name: i for i, name in enumerate(order)},
-                    "renameByName": rename or {},
-                },
-            }
-        ],
+    defaults = {
+        "color": {"mode": "thresholds"},
+        "custom": {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False},
+        "mappings": [],
+        "thresholds": steps(),
+        "unit": unit,
     }
+    organize = {
+        "id": "organize",
+        "options": {
+            "excludeByName": excl,
+            "includeByName": {},
+            "indexByName": {name: i for i, name in enumerate(order)},
+            "renameByName": rename or {},
+        },
+    }
+    return panel("table", title, desc, tgts, defaults, options, overrides,
+                 transformations=[organize])
 
 
 def state_timeline(title, tgts, desc="", mappings=None, thresholds=None, overrides=None):
-    return {
-        "type": "state-timeline",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "targets": tgts,
-        "fieldConfig": {
-            "defaults": {
-                "color": {"mode": "thresholds"},
-                "custom": {
-                    "fillOpacity": 80,
-                    "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-                    "insertNulls": False,
-                    "lineWidth": 0,
-                    "spanNulls": False,
-                },
-                "mappings": mappings or [],
-                "thresholds": thresholds or steps(),
-            },
-            "overrides": overrides or [],
+    defaults = {
+        "color": {"mode": "thresholds"},
+        "custom": {
+            "fillOpacity": 80,
+            "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+            "insertNulls": False,
+            "lineWidth": 0,
+            "spanNulls": False,
         },
-        "options": {
-            "alignValue": "left",
-            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
-            "mergeValues": True,
-            "rowHeight": 0.9,
-            "showValue": "never",
-            "tooltip": {"hideZeros": False, "mode": "single", "sort": "none"},
-        },
+        "mappings": mappings or [],
+        "thresholds": thresholds or steps(),
     }
+    options = {
+        "alignValue": "left",
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
+        "mergeValues": True,
+        "rowHeight": 0.9,
+        "showValue": "never",
+        "tooltip": {"hideZeros": False, "mode": "single", "sort": "none"},
+    }
+    return panel("state-timeline", title, desc, tgts, defaults, options, overrides)
 
 
 # --------------------------------------------------------------------------------------------
