@@ -140,6 +140,14 @@ fn kpi_matches_reach_the_redis_stream_and_a_dead_redis_only_drops_events() {
 type Spans = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
 
 /// A minimal OTLP/HTTP receiver: decodes every POSTed `ExportTraceServiceRequest`.
+/// A gateway exporting to the collector on `port` with `options` in its `tracing` section and a
+/// 100 ms batch delay.
+fn traced_gateway(echo: &EchoServer, port: u16, options: &str) -> Gateway {
+    let extra =
+        format!("tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", {options}}}\n");
+    Gateway::start_with_env(&config(echo, &extra), &[("OTEL_BSP_SCHEDULE_DELAY", "100")])
+}
+
 fn collector() -> (u16, Spans) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -206,13 +214,7 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
     let (port, spans) = collector();
     let collected = spans.clone();
     let echo = EchoServer::start("a").unwrap();
-    let extra = format!(
-        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 0.0, trust_incoming: all}}\n"
-    );
-    let gw = Gateway::start_with_env(
-        &config(&echo, &extra),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let gw = traced_gateway(&echo, port, "sample_ratio: 0.0, trust_incoming: all");
     // The provider starts in a background service: wait for the first sampled span to export.
     let incoming_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let incoming_span = "00f067aa0ba902b7";
@@ -270,13 +272,7 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
 fn ratio_zero_exports_no_new_roots_and_untrusted_parents_are_ignored() {
     let (port, spans) = collector();
     let echo = EchoServer::start("a").unwrap();
-    let extra = format!(
-        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 0.0}}\n"
-    );
-    let gw = Gateway::start_with_env(
-        &config(&echo, &extra),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let gw = traced_gateway(&echo, port, "sample_ratio: 0.0");
     std::thread::sleep(Duration::from_millis(500));
     // No incoming context, and (untrusted peer) a sampled one that must not be honoured.
     let fresh = get(gw.addr, "/ok/a", &[]).json();
@@ -323,13 +319,7 @@ fn an_unreachable_collector_never_affects_requests() {
 fn ratio_one_exports_every_new_root() {
     let (port, spans) = collector();
     let echo = EchoServer::start("a").unwrap();
-    let extra = format!(
-        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0}}\n"
-    );
-    let gw = Gateway::start_with_env(
-        &config(&echo, &extra),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let gw = traced_gateway(&echo, port, "sample_ratio: 1.0");
     let exported = gw.eventually(Duration::from_secs(10), || {
         let seen = get(gw.addr, "/ok/root", &[]).json();
         let tp = seen["headers"]["traceparent"]
