@@ -80,10 +80,7 @@ fn sighup_reloads_the_file() {
 
 #[test]
 fn reload_keeps_health_state_of_unchanged_services() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let body = format!(
         "routes:\n  - {{name: r, service: svc}}\nservices:\n  svc:\n    instances: [\"{}\", \"{}\"]\n    health_check: {{interval: 30s, timeout: 200ms, rise: 1, fall: 1}}\n",
         a.addr, b.addr
@@ -107,10 +104,7 @@ fn reload_keeps_health_state_of_unchanged_services() {
 
 #[test]
 fn reload_removes_the_series_of_instances_and_routes_that_left() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let body = format!("routes:\n  - {{name: old-route, service: svc}}\nservices:\n  svc:\n    instances: [\"{}\", \"{}\"]\n", a.addr, b.addr);
     let gw = Gateway::start(&body);
     assert_eq!(gw.get("/").status, 200);

@@ -17,10 +17,7 @@ fn gateway(instances: &[&EchoServer], breaker: &str) -> Gateway {
 
 #[test]
 fn an_instance_returning_503s_is_ejected_and_traffic_fails_over() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = gateway(&[&a, &b], "{consecutive_failures: 3, open_for: 30s}");
     // /status/503 fails on both instances; only the first to reach three failures is ejected
     // (the ejection cap keeps the other one in).

@@ -16,10 +16,7 @@ fn gateway(a: &EchoServer, b: &EchoServer) -> Gateway {
 
 #[test]
 fn conflicting_framing_is_refused_before_reaching_an_upstream() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = gateway(&a, &b);
     let cl_te = "POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /internal HTTP/1.1\r\nHost: t\r\n\r\n";
     let r = send_raw(gw.addr, cl_te.as_bytes());
@@ -46,10 +43,7 @@ fn conflicting_framing_is_refused_before_reaching_an_upstream() {
 
 #[test]
 fn oversized_headers_and_bodies_get_431_and_413() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = gateway(&a, &b);
     let big = "x".repeat(5000);
     let r = get(gw.addr, "/api/x", &[("x-big", &big)]);
@@ -71,10 +65,7 @@ fn oversized_headers_and_bodies_get_431_and_413() {
 
 #[test]
 fn a_prefix_route_cannot_be_escaped_with_dot_segments_or_encodings() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = gateway(&a, &b);
     for (path, who, seen) in [
         ("/api/../internal/secret", "b", "/internal/secret"),

@@ -110,10 +110,7 @@ fn a_registered_instance_receives_traffic_within_a_second() {
 #[test]
 fn an_instance_that_stops_heartbeating_leaves_within_ttl_and_is_cleaned_up() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = registry_gateway(&redis, "500ms", "2s");
     redis.register("svc", "a1", &a.addr.to_string());
     redis.register("svc", "b1", &b.addr.to_string());
@@ -139,11 +136,7 @@ fn an_instance_that_stops_heartbeating_leaves_within_ttl_and_is_cleaned_up() {
 #[test]
 fn deregistration_is_seen_at_once_via_pubsub_and_within_a_poll_without_it() {
     let redis = RedisServer::start();
-    let (a, b, c) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-        EchoServer::start("c").unwrap(),
-    );
+    let [a, b, c] = echoes(["a", "b", "c"]);
     // A 3 s poll: anything faster than that came through pub/sub.
     let gw = registry_gateway(&redis, "3s", "60s");
     for (id, e) in [("a1", &a), ("b1", &b), ("c1", &c)] {
@@ -181,11 +174,7 @@ fn deregistration_is_seen_at_once_via_pubsub_and_within_a_poll_without_it() {
 #[test]
 fn redis_outage_keeps_the_last_known_set_and_a_restart_is_followed() {
     let mut redis = RedisServer::start();
-    let (a, b, c) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-        EchoServer::start("c").unwrap(),
-    );
+    let [a, b, c] = echoes(["a", "b", "c"]);
     let gw = registry_gateway(&redis, "300ms", "5s");
     redis.register("svc", "a1", &a.addr.to_string());
     redis.register("svc", "b1", &b.addr.to_string());
@@ -233,10 +222,7 @@ fn redis_outage_keeps_the_last_known_set_and_a_restart_is_followed() {
 #[test]
 fn a_draining_instance_finishes_in_flight_requests_and_gets_no_new_ones() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = registry_gateway(&redis, "1s", "60s");
     redis.register("svc", "a1", &a.addr.to_string());
     assert!(traffic_goes_to(&gw, Duration::from_secs(2), &["a"]));
@@ -280,10 +266,7 @@ fn a_draining_instance_finishes_in_flight_requests_and_gets_no_new_ones() {
 #[test]
 fn portico_register_makes_an_instance_routable_and_sigterm_removes_it() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = registry_gateway(&redis, "1s", "3s");
     redis.register("svc", "b1", &b.addr.to_string());
     let _beats = Heartbeats::start(redis.port, &["b1"]);
@@ -323,10 +306,7 @@ fn portico_register_makes_an_instance_routable_and_sigterm_removes_it() {
 #[test]
 fn the_admin_api_registers_drains_and_removes_instances() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = registry_gateway(&redis, "1s", "2s");
     let post = |path: &str, body: &str| request(gw.admin, "POST", path, &[], body);
 
@@ -379,10 +359,7 @@ fn the_admin_api_registers_drains_and_removes_instances() {
 
 #[test]
 fn a_gateway_started_while_redis_is_down_serves_static_instances_then_follows_redis() {
-    let (s, r) = (
-        EchoServer::start("s").unwrap(),
-        EchoServer::start("r").unwrap(),
-    );
+    let [s, r] = echoes(["s", "r"]);
     let mut redis = RedisServer::start();
     redis.kill();
     let gw = Gateway::start(&format!(

@@ -18,10 +18,7 @@ fn gateway(instances: &[&EchoServer], route_extra: &str) -> Gateway {
 
 #[test]
 fn status_retries_are_opt_in_and_only_for_idempotent_methods() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     a.state.fail_with.store(503, Ordering::Relaxed);
     let gw = gateway(
         &[&a, &b],
@@ -44,10 +41,7 @@ fn status_retries_are_opt_in_and_only_for_idempotent_methods() {
 
 #[test]
 fn without_opt_in_a_503_is_passed_through() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     a.state.fail_with.store(503, Ordering::Relaxed);
     let gw = gateway(&[&a, &b], "");
     let statuses: Vec<u16> = (0..4).map(|_| gw.get("/").status).collect();

@@ -23,10 +23,7 @@ fn service_gateway(service: &str) -> Gateway {
 
 #[test]
 fn round_robin_alternates_between_instances() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = service_gateway(&format!(
         "    instances: [\"{}\", \"{} weight=5\"]\n",
         a.addr, b.addr
@@ -38,10 +35,7 @@ fn round_robin_alternates_between_instances() {
 
 #[test]
 fn weighted_balancing_follows_weights() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = service_gateway(&format!(
         "    balance: weighted\n    instances: [\"{} weight=1\", \"{} weight=3\"]\n",
         a.addr, b.addr
@@ -56,10 +50,7 @@ fn weighted_balancing_follows_weights() {
 
 #[test]
 fn random_balancing_uses_every_instance() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = service_gateway(&format!(
         "    balance: random\n    instances: [\"{}\", \"{}\"]\n",
         a.addr, b.addr
@@ -101,10 +92,7 @@ fn consistent_hash_keeps_a_key_on_one_instance() {
 
 #[test]
 fn a_failing_instance_is_marked_unhealthy_after_fall_probes_and_skipped() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = service_gateway(&format!(
         "    instances: [\"{}\", \"{}\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 2, fall: 2}}\n",
         a.addr, b.addr
@@ -151,10 +139,7 @@ fn a_failing_instance_is_marked_unhealthy_after_fall_probes_and_skipped() {
 
 #[test]
 fn when_every_instance_is_unhealthy_traffic_fails_open_and_is_counted() {
-    let (a, b) = (
-        EchoServer::start("a").unwrap(),
-        EchoServer::start("b").unwrap(),
-    );
+    let [a, b] = echoes(["a", "b"]);
     let gw = service_gateway(&format!(
         "    instances: [\"{}\", \"{}\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}}\n",
         a.addr, b.addr

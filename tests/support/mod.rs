@@ -17,6 +17,11 @@ pub use self::load::SteadyLoad;
 #[allow(unused_imports)]
 pub use self::redis::RedisServer;
 
+/// Echo upstreams named `names`, one each: `let [a, b] = echoes(["a", "b"]);`.
+pub fn echoes<const N: usize>(names: [&str; N]) -> [EchoServer; N] {
+    names.map(|n| EchoServer::start(n).expect("echo upstream"))
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
