@@ -52,6 +52,44 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Portico with a TLS listener (a self-signed certificate for `localhost`) in front of `echo`.
+struct TlsGateway {
+    gw: Gateway,
+    port: u16,
+    cert: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    fn start(echo: &EchoServer, server_extra: &str) -> Self {
+        let (dir, cert, key) = certificate();
+        let port = free_port();
+        let gw = Gateway::start_with_server(
+            &routes(echo),
+            &format!(
+                "  tls: [{{listen: \"127.0.0.1:{port}\", cert: \"{cert}\", key: \"{key}\"}}]\n{server_extra}"
+            ),
+        );
+        Self {
+            gw,
+            port,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    /// curl arguments that reach `path` over TLS and trust the test certificate.
+    fn curl_args(&self, path: &str) -> [String; 5] {
+        [
+            "--cacert".into(),
+            self.cert.clone(),
+            "--resolve".into(),
+            format!("localhost:{}:127.0.0.1", self.port),
+            format!("https://localhost:{}{path}", self.port),
+        ]
+    }
+}
+
 fn routes(echo: &EchoServer) -> String {
     format!(
         "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n",
@@ -62,23 +100,14 @@ fn routes(echo: &EchoServer) -> String {
 #[test]
 fn tls_listeners_speak_http2_and_http1_and_h2c_is_optional() {
     let echo = EchoServer::start("a").unwrap();
-    let (_dir, cert, key) = certificate();
-    let tls_port = free_port();
-    let gw = Gateway::start_with_server(
-        &routes(&echo),
-        &format!("  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n  h2c: true\n"),
-    );
-    let url = format!("https://localhost:{tls_port}/x");
-    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    let tls = TlsGateway::start(&echo, "  h2c: true\n");
+    let [c, cert, r, resolve, url] = tls.curl_args("/x");
+    assert_eq!(curl(&["--http2", &c, &cert, &r, &resolve, &url]), "2 200");
     assert_eq!(
-        curl(&["--http2", "--cacert", &cert, "--resolve", &resolve, &url]),
-        "2 200"
-    );
-    assert_eq!(
-        curl(&["--http1.1", "--cacert", &cert, "--resolve", &resolve, &url]),
+        curl(&["--http1.1", &c, &cert, &r, &resolve, &url]),
         "1.1 200"
     );
-    let plain = format!("http://{}/y", gw.addr);
+    let plain = format!("http://{}/y", tls.gw.addr);
     assert_eq!(curl(&["--http2-prior-knowledge", &plain]), "2 200", "h2c");
     assert_eq!(curl(&[&plain]), "1.1 200");
 }
@@ -86,15 +115,9 @@ fn tls_listeners_speak_http2_and_http1_and_h2c_is_optional() {
 #[test]
 fn upstream_tls_verifies_certificates_unless_told_not_to() {
     let echo = EchoServer::start("a").unwrap();
-    let (_dir, cert, key) = certificate();
-    let tls_port = free_port();
     // A TLS front (Portico itself) standing in for a TLS upstream.
-    let _front = Gateway::start_with_server(
-        &routes(&echo),
-        &format!(
-            "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
-        ),
-    );
+    let front = TlsGateway::start(&echo, "");
+    let tls_port = front.port;
     let via = |extra: &str| {
         Gateway::start(&format!(
             "routes:\n  - {{name: all, service: t}}\nservices:\n  t:\n    instances: [\"127.0.0.1:{tls_port}\"]\n    tls: true\n    sni: localhost\n{extra}"
@@ -171,32 +194,15 @@ fn websocket_upgrades_pass_through() {
 #[test]
 fn x_forwarded_proto_names_the_scheme_the_client_used() {
     let echo = EchoServer::start("a").unwrap();
-    let (_dir, cert, key) = certificate();
-    let tls_port = free_port();
-    let gw = Gateway::start_with_server(
-        &routes(&echo),
-        &format!(
-            "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
-        ),
-    );
-    let url = format!("https://localhost:{tls_port}/x");
-    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    let tls = TlsGateway::start(&echo, "");
     let body = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            "--cacert",
-            &cert,
-            "--resolve",
-            &resolve,
-            &url,
-        ])
+        .args(["-s", "--max-time", "5"])
+        .args(tls.curl_args("/x"))
         .output()
         .expect("curl must be installed")
         .stdout;
     let echoed: serde_json::Value = serde_json::from_slice(&body).expect("echo JSON over TLS");
     assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
-    let plain = gw.get("/x").json();
+    let plain = tls.gw.get("/x").json();
     assert_eq!(plain["headers"]["x-forwarded-proto"], "http");
 }
