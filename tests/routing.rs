@@ -167,7 +167,7 @@ fn hop_by_hop_headers_are_removed_and_header_rules_applied() {
         ],
     );
     let seen = &r.json()["headers"];
-    assert_eq!(seen["x-gateway"], "portico");
+    assert_eq!(seen["x-gateway"], "portico", "{} {}", r.status, r.body);
     for gone in ["x-internal", "x-secret", "keep-alive", "proxy-connection"] {
         assert!(
             seen.get(gone).is_none(),
