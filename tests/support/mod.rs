@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use portico::echo::EchoServer;
@@ -22,12 +23,26 @@ pub fn echoes<const N: usize>(names: [&str; N]) -> [EchoServer; N] {
     names.map(|n| EchoServer::start(n).expect("echo upstream"))
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a process the test starts next.
+///
+/// Taken from 10000-31999, below Linux's ephemeral range (32768+): a port from `bind(0)` is
+/// handed back to the kernel, which may give it to the next `bind(0)` — an echo upstream of a
+/// test running in parallel — before the gateway binds it, and the test then talks to the
+/// wrong server. Ephemeral binds never land here, and a per-process counter keeps this
+/// process's tests apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + start.wrapping_add(n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// A response as the client saw it.
