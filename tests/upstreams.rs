@@ -167,6 +167,56 @@ fn when_every_instance_is_unhealthy_traffic_fails_open_and_is_counted() {
     );
 }
 
+/// Marks every echo unhealthy and waits until the gateway's health checks agree.
+fn all_unhealthy(gw: &Gateway, ups: &[EchoServer]) {
+    for up in ups {
+        up.state
+            .healthy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let down = |u: &EchoServer| {
+        format!(
+            "portico_upstream_instance_healthy{{address=\"{}\",service=\"svc\"}}",
+            u.addr
+        )
+    };
+    assert!(gw.eventually(Duration::from_secs(5), || ups
+        .iter()
+        .all(|u| gw.metric(&down(u)) == 0.0)));
+}
+
+#[test]
+fn panic_mode_spreads_round_robin_over_the_whole_set() {
+    // 2, 3 and 4 instances: before the fix 2 and 3 sent everything to one instance, 4 to two.
+    for n in [2usize, 3, 4] {
+        let ups: Vec<EchoServer> = (0..n)
+            .map(|i| EchoServer::start(&format!("i{i}")).unwrap())
+            .collect();
+        let list: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+        let gw = service_gateway(&format!(
+            "    instances: [{}]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}}\n",
+            list.join(", ")
+        ));
+        all_unhealthy(&gw, &ups);
+        let seen = spread(&gw, 10 * n, &[]);
+        assert_eq!(seen.len(), n, "{n} instances: {seen:?}");
+        assert!(seen.values().all(|&c| c == 10), "{n} instances: {seen:?}");
+    }
+}
+
+#[test]
+fn panic_mode_keeps_weights() {
+    let ups = echoes(["light", "heavy"]);
+    let gw = service_gateway(&format!(
+        "    balance: weighted\n    instances: [\"{}\", \"{} weight=3\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}}\n",
+        ups[0].addr, ups[1].addr
+    ));
+    all_unhealthy(&gw, &ups);
+    let seen = spread(&gw, 40, &[]);
+    assert_eq!(seen.get("light"), Some(&10), "{seen:?}");
+    assert_eq!(seen.get("heavy"), Some(&30), "{seen:?}");
+}
+
 #[test]
 fn connect_failures_are_retried_on_another_instance_without_client_errors() {
     let a = EchoServer::start("a").unwrap();

@@ -207,14 +207,19 @@ impl Upstream {
                 probe: probe.get(),
             })
         };
-        if let Some(backend) = self
-            .balancer
-            .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
-        {
-            return selected(backend);
-        }
+        // Panic mode is decided before selecting: a pass that rejects every instance still
+        // advances the round-robin position once per instance looked at, and when that count is
+        // a multiple of the instance count every fail-open pick lands on the same instance.
         let backends = self.balancer.backends();
-        if !backends.get_backend().iter().any(|b| backends.ready(b)) {
+        let any_healthy = backends.get_backend().iter().any(|b| backends.ready(b));
+        if any_healthy {
+            if let Some(backend) = self
+                .balancer
+                .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
+            {
+                return selected(backend);
+            }
+        } else {
             let members = self.instances.get();
             if let Some(backend) = self.balancer.select_with(key, budget, |b, _| {
                 untried(b) && members.is_enabled(b) && admit(b)
