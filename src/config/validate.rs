@@ -71,19 +71,23 @@ fn server(s: &ServerConfig, at: Locate, errs: &mut Vec<ConfigError>) {
                 format!("bad listen address {:?}: expected IP:PORT", t.listen),
             ));
         }
-        for (field, path) in [("cert", &t.cert), ("key", &t.key)] {
-            if std::fs::metadata(path).is_err() {
-                errs.push(at(
-                    &format!("server.tls[{i}].{field}"),
-                    format!("cannot read {path:?}"),
-                ));
-            }
+        // The listener would load these at start; a pair it cannot use is a config error.
+        if let Err(e) = crate::tls_files::check_pair(&t.cert, &t.key, std::time::SystemTime::now())
+        {
+            let field = if e.is_about_key() { "key" } else { "cert" };
+            errs.push(at(&format!("server.tls[{i}].{field}"), e.to_string()));
         }
     }
     if s.admin.listen.parse::<SocketAddr>().is_err() {
         errs.push(at(
             "server.admin.listen",
             format!("bad listen address {:?}: expected IP:PORT", s.admin.listen),
+        ));
+    }
+    if s.limits.header_timeout.is_zero() {
+        errs.push(at(
+            "server.limits.header_timeout",
+            "must be above 0: a client could otherwise hold a connection open forever".into(),
         ));
     }
     if s.threads == 0 || s.threads > 256 {
