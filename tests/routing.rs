@@ -94,6 +94,28 @@ fn strip_prefix_and_regex_rewrite_change_the_upstream_path() {
 }
 
 #[test]
+fn named_captures_are_written_with_a_bare_or_doubled_dollar() {
+    let up = EchoServer::start("e").unwrap();
+    let gw = gateway_with(
+        r#"  - {name: bare, service: echo, match: {path_prefix: /a}, rewrite: {regex: "^/a/(?P<id>\\d+)/(.*)", to: "/v2/u/$id/$2"}}
+  - {name: braced, service: echo, match: {path_prefix: /b}, rewrite: {regex: "^/b/(?P<id>\\d+)(.*)", to: "/v2/u/$${id}x$2"}}"#,
+        &up,
+    );
+    assert_eq!(gw.get("/a/7/orders").json()["path"], "/v2/u/7/orders");
+    assert_eq!(gw.get("/b/7/y").json()["path"], "/v2/u/7x/y");
+}
+
+#[test]
+fn an_environment_style_capture_reference_is_refused_with_the_spelling_to_use() {
+    let text = "routes:\n  - {name: r, service: s, rewrite: {regex: \"^/(?P<id>\\\\d+)\", to: \"/u/${id}\"}}\nservices:\n  s: {instances: [\"127.0.0.1:1\"]}\n";
+    let err = portico::config::load_str("r.yaml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("r.yaml:2:"), "{err}");
+    assert!(err.contains("$id or $${id}"), "{err}");
+}
+
+#[test]
 fn request_id_is_kept_or_generated_and_echoed_both_ways() {
     let up = EchoServer::start("e").unwrap();
     let gw = gateway_with("  - {name: all, service: echo}", &up);

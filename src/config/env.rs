@@ -46,7 +46,10 @@ pub fn expand_with(
                             line_no + 1,
                             line.len() - rest.len() + pos + 1,
                             "",
-                            format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"),
+                            format!(
+                                "environment variable {name} is not set (use ${{{name}:-default}} for a default; \
+                                 a rewrite's named capture is written ${name} or $${{{name}}})"
+                            ),
                         )),
                     },
                 }
