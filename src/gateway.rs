@@ -3,6 +3,7 @@
 //! and compiles the new file completely before one atomic swap; a rejected file changes nothing.
 
 use crate::config::{self, Config, RedisConfig};
+use crate::listener::ListenerState;
 use crate::ratelimit::shared::SharedStore;
 use crate::registry::RegistryStatus;
 use crate::snapshot::Snapshot;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub tracing: Option<Arc<Tracing>>,
     /// The access-log sink (its path is fixed at start; `enabled` and `sample` reload).
     pub access_log: Option<AccessLog>,
+    /// The proxy listeners: bound yet, and their open connections.
+    pub listeners: Arc<ListenerState>,
     last_reload: Mutex<Option<ReloadStatus>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -107,6 +110,7 @@ impl Gateway {
             events,
             tracing,
             access_log,
+            listeners: Arc::default(),
             redis,
             registry: Arc::new(RegistryStatus::default()),
             last_reload: Mutex::new(None),

@@ -49,6 +49,63 @@ pub fn check(
     Ok(())
 }
 
+/// Refuses a missing `Host` on HTTP/1.1 (RFC 9112 §3.2), more than one, and a value that is
+/// not `host[:port]`: a comma, a path, userinfo or any character outside a host name, an IPv4
+/// address or a bracketed IPv6 literal would let the gateway and an origin disagree on it.
+pub fn check_host(req: &RequestHeader) -> Result<(), ErrorCode> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.as_bytes(),
+        (None, _) if req.version != http::Version::HTTP_11 => return Ok(()),
+        // HTTP/2 carries `:authority` instead; Pingora checks its form.
+        (None, _) if req.version == http::Version::HTTP_11 && req.uri.authority().is_some() => {
+            return Ok(())
+        }
+        _ => return Err(ErrorCode::BadRequest),
+    };
+    if valid_host(host) {
+        Ok(())
+    } else {
+        Err(ErrorCode::BadRequest)
+    }
+}
+
+/// `reg-name` of unreserved and percent characters, or `[v6]`, with an optional `:port`.
+fn valid_host(value: &[u8]) -> bool {
+    let valid_port = |p: &[u8]| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit);
+    if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let literal = &rest[..close];
+        let literal_ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        return literal_ok
+            && match &rest[close + 1..] {
+                [] => true,
+                [b':', port @ ..] => valid_port(port),
+                _ => false,
+            };
+    }
+    let (name, port) = match value.iter().position(|b| *b == b':') {
+        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+        None => (value, None),
+    };
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%'))
+        && port.is_none_or(valid_port)
+}
+
+/// Header names with `_`: an origin behind a CGI-style convention reads `X_User` as `X-User`,
+/// so a client could pass a header the gateway thinks it controls.
+pub fn underscore_header_names(req: &RequestHeader) -> impl Iterator<Item = &http::HeaderName> {
+    req.headers.keys().filter(|k| k.as_str().contains('_'))
+}
+
 /// Whether raw request-head bytes carry a `Content-Length` field (any case).
 fn raw_has_content_length(raw: &[u8]) -> bool {
     raw.split(|b| *b == b'\n')
@@ -115,6 +172,57 @@ mod tests {
             "encoded slashes are data"
         );
         assert_eq!(n("relative"), None);
+    }
+
+    #[test]
+    fn hosts_must_be_a_single_plain_host_and_port() {
+        let with_host = |v: Option<&str>, version| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            r.set_version(version);
+            if let Some(v) = v {
+                r.append_header("host", v).unwrap();
+            }
+            check_host(&r)
+        };
+        let v11 = http::Version::HTTP_11;
+        for good in [
+            "api.example.com",
+            "a-b.c:8080",
+            "10.0.0.1:80",
+            "[::1]:8443",
+            "[2001:db8::1]",
+            "x_y.local",
+        ] {
+            assert_eq!(with_host(Some(good), v11), Ok(()), "{good}");
+        }
+        for bad in [
+            "a.com,b.com",
+            "a.com/evil",
+            "user@a.com",
+            "a.com:",
+            "a.com:123456",
+            "a com",
+            "[::1",
+            "[zz]:1",
+            ":80",
+            "",
+        ] {
+            assert_eq!(
+                with_host(Some(bad), v11),
+                Err(ErrorCode::BadRequest),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            with_host(None, v11),
+            Err(ErrorCode::BadRequest),
+            "HTTP/1.1 needs Host"
+        );
+        assert_eq!(with_host(None, http::Version::HTTP_10), Ok(()));
+        let mut two = RequestHeader::build("GET", b"/", None).unwrap();
+        two.append_header("host", "a").unwrap();
+        two.append_header("host", "b").unwrap();
+        assert_eq!(check_host(&two), Err(ErrorCode::BadRequest));
     }
 
     #[test]

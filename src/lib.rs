@@ -9,6 +9,7 @@ pub mod gateway; // shared state: snapshot swap, reload, SIGHUP
 pub mod hardening; // framing and size checks, path normalisation
 pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod ip_text; // addresses as text without core::fmt (request path)
+pub mod listener; // client listeners: bind-or-exit, connection limits, head deadline, drain
 pub mod proxy; // the ProxyHttp implementation (thin hooks)
 pub mod ratelimit; // GCRA limits: local and Redis stores, keys, headers
 pub mod registry; // Redis service registry: protocol, watcher, registrar agent
@@ -19,4 +20,5 @@ pub mod router; // compiled route table and rewrites
 pub mod server; // Pingora server assembly
 pub mod snapshot; // one compiled configuration
 pub mod telemetry; // metrics families and per-snapshot handles
+pub mod tls_files; // TLS certificate/key checks before a listener starts
 pub mod upstream; // balancers, discovery sets, health checks

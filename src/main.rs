@@ -158,15 +158,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Vec::new(),
         )
     };
-    let snapshot = gateway.snapshot();
-    log::info!(
-        "portico {} listening on {:?}, admin on {}",
-        env!("CARGO_PKG_VERSION"),
-        snapshot.config.server.listen,
-        snapshot.config.server.admin.listen
-    );
-    drop(snapshot);
-    server::build(gateway, options, extra).run_forever()
+    // "listening on" is logged by each listener once it is bound.
+    server::build(gateway, options, extra)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .run_forever()
 }
 
 fn echo(listen: std::net::SocketAddr, name: &str) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 
 /// Why Portico answered instead of an upstream.
@@ -20,11 +21,12 @@ pub enum ErrorCode {
     PayloadTooLarge,
     Unauthorized,
     HeadersTooLarge,
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::NoRoute,
         ErrorCode::RateLimited,
         ErrorCode::CircuitOpen,
@@ -36,6 +38,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unauthorized,
         ErrorCode::HeadersTooLarge,
+        ErrorCode::MethodNotAllowed,
     ];
 
     /// The wire and label name.
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -67,6 +71,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Unauthorized => 401,
             ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::MethodNotAllowed => 405,
         }
     }
 
@@ -87,6 +92,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "the request is too large",
             ErrorCode::Unauthorized => "missing or wrong credentials",
             ErrorCode::HeadersTooLarge => "the request headers are too large",
+            ErrorCode::MethodNotAllowed => "no route allows this method",
         }
     }
 }
@@ -99,13 +105,43 @@ pub fn body(code: ErrorCode, request_id: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }
 
-/// Writes a complete error response; `extra` headers (e.g. `Retry-After`) are added.
+/// Writes a complete error response; `extra` headers (e.g. `Retry-After`) are added. The
+/// connection stays open for the next request when the request was read completely.
 pub async fn send(
     session: &mut Session,
     code: ErrorCode,
     request_id: Option<&HeaderValue>,
     extra: &[(&'static str, HeaderValue)],
 ) -> pingora::Result<()> {
+    let (resp, body) = response(code, request_id, extra)?;
+    // An unread request body would be taken for the next request: such a connection is
+    // closed, and the response says so (`Connection: close`) instead of promising keep-alive.
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(resp, false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Answers a request Pingora could not parse, straight on the connection (there is no proxy
+/// session yet); the connection is closed afterwards.
+pub async fn send_before_session(
+    session: &mut ServerSession,
+    code: ErrorCode,
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
+    let (resp, body) = response(code, Some(request_id), &[])?;
+    session.set_keepalive(None);
+    session.write_response_header(resp).await?;
+    session.write_response_body(body, true).await?;
+    session.finish_body().await
+}
+
+fn response(
+    code: ErrorCode,
+    request_id: Option<&HeaderValue>,
+    extra: &[(&'static str, HeaderValue)],
+) -> pingora::Result<(Box<ResponseHeader>, Bytes)> {
     let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
     let body = body(code, id);
     let mut resp = ResponseHeader::build(code.status(), Some(6 + extra.len()))?;
@@ -119,12 +155,7 @@ pub async fn send(
     }
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     resp.set_content_length(body.len())?;
-    // An unread request body would be taken for the next request.
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    Ok((Box::new(resp), body))
 }
 
 #[cfg(test)]
@@ -144,6 +175,6 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.status(), 429);
         assert_eq!(ErrorCode::CircuitOpen.status(), 503);
         assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
-        assert_eq!(ErrorCode::ALL.len(), 11);
+        assert_eq!(ErrorCode::ALL.len(), 12);
     }
 }

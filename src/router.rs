@@ -153,7 +153,13 @@ impl Route {
     fn matches(&self, req: &RequestFacts) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && path_has_prefix(req.path, &self.prefix)
-            && (self.methods.is_empty() || self.methods.contains(req.method))
+            // TRACE reflects the request (cookies, credentials) back: only a route that names
+            // it matches it.
+            && (if self.methods.is_empty() {
+                req.method != Method::TRACE
+            } else {
+                self.methods.contains(req.method)
+            })
             && self
                 .headers
                 .iter()

@@ -3,6 +3,9 @@
 
 use crate::admin::Admin;
 use crate::gateway::{Gateway, ReloadOnHangup};
+use crate::listener::drain::Drain;
+use crate::listener::frontend::Frontend;
+use crate::listener::Bound;
 use crate::proxy::Proxy;
 use crate::registry::watcher::Watcher;
 use crate::telemetry::events::Publisher;
@@ -32,13 +35,15 @@ pub fn build(
     gateway: Arc<Gateway>,
     options: ProcessOptions,
     extra: Vec<Box<dyn ServiceWithDependents>>,
-) -> Server {
+) -> Result<Server, String> {
     let snapshot = gateway.snapshot();
     let cfg = &snapshot.config.server;
     let conf = ServerConf {
         threads: cfg.threads,
         work_stealing: cfg.work_stealing,
-        grace_period_seconds: Some(cfg.grace_period.as_secs()),
+        // Whole seconds only; rounded up so `500ms` is not no grace at all. The drain service
+        // ends the process earlier once every connection has closed.
+        grace_period_seconds: Some(cfg.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
         upgrade_sock: cfg.upgrade_sock.clone(),
         ..ServerConf::default()
@@ -51,36 +56,50 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(gateway.clone()),
-        "portico proxy",
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, Proxy::new(gateway.clone()));
+    let mut options = HttpServerOptions::default();
+    options.h2c = cfg.h2c;
+    // The idle limit between requests holds for HTTP/2 connections too.
+    options.h2_idle_timeout = Some(cfg.limits.keepalive_timeout);
+    proxy.server_options = Some(options);
+    let frontend = Frontend::new(
+        proxy,
+        gateway.clone(),
+        gateway.listeners.connections.clone(),
     );
+    let mut listening = Service::new("portico proxy".to_string(), frontend);
+    // A TLS handshake that does not complete holds a connection like a slow request head.
+    listening.handshake_timeout = cfg.limits.header_timeout;
+    let mut addresses = Vec::new();
     for listen in &cfg.listen {
-        proxy.add_tcp(listen);
+        listening.add_tcp(listen);
+        addresses.push(listen.clone());
     }
     for tls in &cfg.tls {
-        match TlsSettings::intermediate(&tls.cert, &tls.key) {
-            Ok(mut settings) => {
-                settings.enable_h2();
-                proxy.add_tls_with_settings(&tls.listen, None, settings);
-            }
-            Err(e) => log::error!("TLS listener {} not started: {e}", tls.listen),
-        }
+        // The pair was checked when the configuration was loaded (crate::tls_files).
+        let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
+            .map_err(|e| format!("TLS listener {}: {e}", tls.listen))?;
+        settings.enable_h2();
+        listening.add_tls_with_settings(&tls.listen, None, settings);
+        addresses.push(tls.listen.clone());
     }
-    if cfg.h2c {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
-    }
-    server.add_service(proxy);
+    server.add_service(Bound::new(
+        listening,
+        addresses,
+        Some(gateway.listeners.clone()),
+    ));
 
     let mut admin = Service::new("portico admin".to_string(), Admin::new(gateway.clone()));
     admin.add_tcp(&cfg.admin.listen);
     admin.threads = Some(1);
-    server.add_service(admin);
+    server.add_service(Bound::new(admin, vec![cfg.admin.listen.clone()], None));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            connections: gateway.listeners.connections.clone(),
+            tracing: gateway.tracing.clone(),
+        },
+    ));
 
     if let Some(redis) = gateway.redis.clone() {
         let watcher = Watcher::new(gateway.clone(), redis, gateway.registry.clone());
@@ -104,5 +123,5 @@ pub fn build(
     for service in extra {
         server.add_boxed_service(service);
     }
-    server
+    Ok(server)
 }

@@ -206,3 +206,67 @@ fn x_forwarded_proto_names_the_scheme_the_client_used() {
     let plain = tls.gw.get("/x").json();
     assert_eq!(plain["headers"]["x-forwarded-proto"], "http");
 }
+
+/// How long until the gateway closes `s`, which sends nothing more (bounded by 10 s).
+fn time_to_close(mut s: std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    // Frames the server sends first (h2 SETTINGS, GOAWAY) are read past until the close.
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    start.elapsed()
+}
+
+#[test]
+fn a_tls_handshake_that_never_completes_is_closed_at_the_header_deadline() {
+    let echo = EchoServer::start("e").unwrap();
+    let tls = TlsGateway::start(&echo, "  limits: {header_timeout: 1s}\n");
+    let s = std::net::TcpStream::connect(("127.0.0.1", tls.port)).unwrap();
+    let took = time_to_close(s);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    let [c, cert, r, resolve, url] = tls.curl_args("/");
+    assert_eq!(
+        curl(&["--http1.1", &c, &cert, &r, &resolve, &url]),
+        "1.1 200",
+        "handshakes that complete are served"
+    );
+}
+
+#[test]
+fn an_h2c_listener_closes_a_connection_that_never_sends_its_preface() {
+    let echo = EchoServer::start("e").unwrap();
+    let gw = Gateway::start_with_server(
+        &routes(&echo),
+        "  h2c: true\n  limits: {header_timeout: 1s}\n",
+    );
+    let s = std::net::TcpStream::connect(gw.addr).unwrap();
+    let took = time_to_close(s);
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    assert_eq!(
+        gw.metric("portico_downstream_slow_client_timeouts_total{phase=\"h2_preface\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
+    use std::io::Write;
+    let echo = EchoServer::start("e").unwrap();
+    let gw = Gateway::start_with_server(
+        &routes(&echo),
+        "  h2c: true\n  limits: {keepalive_timeout: 1s}\n",
+    );
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    // The client preface and an empty SETTINGS frame, then silence.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let took = time_to_close(s);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "an idle h2 connection lived {took:?}"
+    );
+}

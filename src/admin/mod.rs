@@ -37,10 +37,19 @@ impl Admin {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => (StatusCode::OK, json!({"status": "ok"})),
-            (&Method::GET, ["readyz"]) => (
-                StatusCode::OK,
-                readiness(&snapshot, self.gateway.registry.to_json()),
-            ),
+            (&Method::GET, ["readyz"]) => {
+                // Ready once every proxy listener is bound: before that nothing is served.
+                let ready = self.gateway.listeners.is_ready();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (
+                    status,
+                    readiness(&snapshot, ready, self.gateway.registry.to_json()),
+                )
+            }
             (_, ["admin", ..]) if !authorized => (
                 StatusCode::UNAUTHORIZED,
                 json!({"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}),
@@ -154,9 +163,9 @@ fn heartbeat_age(heartbeat_ms: f64) -> Option<f64> {
         .then(|| ((now_ms - heartbeat_ms) / 1000.0).max(0.0))
 }
 
-fn readiness(snapshot: &Snapshot, registry: Value) -> Value {
+fn readiness(snapshot: &Snapshot, ready: bool, registry: Value) -> Value {
     json!({
-        "ready": true,
+        "ready": ready,
         "registry": registry,
         "config_hash": snapshot.hash,
         "routes": snapshot.router.routes().len(),

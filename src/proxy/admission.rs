@@ -3,7 +3,7 @@
 
 use super::headers::{rate_header_values, refusal};
 use super::{Proxy, RequestCtx};
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, UnderscoreHeaders};
 use crate::hardening;
 use crate::ratelimit::{Limits, Verdict};
 use crate::reply::{self, ErrorCode};
@@ -19,6 +19,14 @@ pub(super) fn screen<'a>(
     limits: &LimitsConfig,
 ) -> Result<Cow<'a, str>, ErrorCode> {
     let req = session.req_header();
+    // Request lines with spaces or control bytes in the target never get here: the frontend
+    // makes Pingora's parser refuse them (`set_strict_request_line`).
+    hardening::check_host(req)?;
+    if limits.headers_with_underscores == UnderscoreHeaders::Reject
+        && hardening::underscore_header_names(req).next().is_some()
+    {
+        return Err(ErrorCode::BadRequest);
+    }
     // Only a request with Transfer-Encoding needs its raw head looked at.
     let raw_head = match session.as_downstream() {
         ServerSession::H1(h1) if req.headers.contains_key(http::header::TRANSFER_ENCODING) => {
@@ -28,6 +36,22 @@ pub(super) fn screen<'a>(
     };
     hardening::check(req, raw_head.as_deref(), limits)?;
     hardening::normalize_path(req.uri.path()).ok_or(ErrorCode::BadRequest)
+}
+
+/// Removes header names with `_` when the policy is `drop` (before routing sees them).
+pub(super) fn drop_underscore_headers(session: &mut Session, limits: &LimitsConfig) {
+    if limits.headers_with_underscores != UnderscoreHeaders::Drop {
+        return;
+    }
+    let req = session.req_header();
+    if hardening::underscore_header_names(req).next().is_none() {
+        return;
+    }
+    let names: Vec<http::HeaderName> = hardening::underscore_header_names(req).cloned().collect();
+    let req = session.req_header_mut();
+    for name in names {
+        req.remove_header(&name);
+    }
 }
 
 impl Proxy {

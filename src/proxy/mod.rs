@@ -5,12 +5,14 @@ mod admission;
 mod context;
 mod failure;
 mod headers;
+mod invalid_request;
 mod report;
 mod upstream_request;
 
 pub use context::RequestCtx;
 
 use crate::gateway::Gateway;
+use crate::listener::head_deadline::HeadClock;
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
 use crate::retry::Cause;
@@ -25,6 +27,7 @@ use headers::{apply_edits, rate_header_values};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -81,6 +84,22 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        connection: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // Called right after the request head was parsed: its deadline no longer applies.
+        if let Ok(clock) = connection.downcast::<Arc<HeadClock>>() {
+            clock.stop();
+        }
+    }
+
+    async fn invalid_request(&self, session: &mut ServerSession, e: &Error) {
+        self.answer_invalid_request(session, e).await
+    }
+
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {
         // Pingora's default adds a disabled response-compression module that still runs on
         // every request; Portico does not compress, so no module is added.
@@ -104,6 +123,8 @@ impl ProxyHttp for Proxy {
             .trusted
             .client_ip(ctx.peer_ip, req.headers.get("x-forwarded-for"));
         let limits = &snapshot.config.server.limits;
+        admission::drop_underscore_headers(session, limits);
+        let req = session.req_header();
         let (read_timeout, idle) = (limits.body_read_timeout, limits.keepalive_timeout.as_secs());
         let path = match admission::screen(session, limits) {
             Ok(path) => path,
@@ -153,13 +174,23 @@ impl ProxyHttp for Proxy {
                 ctx.budget_entered = true;
             }
         } else {
-            ctx.error = Some(ErrorCode::NoRoute);
+            let code = if session.req_header().method == http::Method::TRACE {
+                ErrorCode::MethodNotAllowed
+            } else {
+                ErrorCode::NoRoute
+            };
+            ctx.error = Some(code);
             ctx.gateway_made = true;
-            reply::send(session, ErrorCode::NoRoute, ctx.request_id.as_ref(), &[]).await?;
+            reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
             return Ok(true);
         }
         session.set_read_timeout(Some(read_timeout));
-        session.set_keepalive(Some(idle));
+        // Only a connection still kept alive gets the configured idle time: Pingora turns
+        // keep-alive off once shutdown has begun, and that must reach the response as
+        // `Connection: close`, or a client sends its next request into a closing connection.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(idle));
+        }
         Ok(false)
     }
 
@@ -445,18 +476,27 @@ impl ProxyHttp for Proxy {
                 can_reuse_downstream: false,
             };
         };
+        if let Some(sent) = session.response_written() {
+            // The upstream's response had begun: nothing more can be said on this connection.
+            return FailToProxy {
+                error_code: sent.status.as_u16(),
+                can_reuse_downstream: false,
+            };
+        }
         ctx.error = Some(code);
         ctx.gateway_made = true;
         let mut extra: Vec<_> = rate_header_values(ctx.rate_headers).collect();
         if let Some(s) = ctx.retry_after.filter(|_| code.status() == 503) {
             extra.push(("Retry-After", HeaderValue::from(s)));
         }
-        if let Err(err) = reply::send(session, code, ctx.request_id.as_ref(), &extra).await {
+        let sent = reply::send(session, code, ctx.request_id.as_ref(), &extra).await;
+        if let Err(err) = &sent {
             log::debug!("could not send error response: {err}");
         }
         FailToProxy {
             error_code: code.status(),
-            can_reuse_downstream: false,
+            // `reply::send` turned keep-alive off when the request was not read completely.
+            can_reuse_downstream: sent.is_ok() && session.get_keepalive().is_some(),
         }
     }
 

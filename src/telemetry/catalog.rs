@@ -51,6 +51,22 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_config_last_reload_successful", Gauge, &[]),
     ("portico_config_reloads_total", Counter, &["result"]),
+    ("portico_downstream_connections", Gauge, &[]),
+    (
+        "portico_downstream_connections_accepted_total",
+        Counter,
+        &[],
+    ),
+    (
+        "portico_downstream_connections_refused_total",
+        Counter,
+        &["reason"],
+    ),
+    (
+        "portico_downstream_slow_client_timeouts_total",
+        Counter,
+        &["phase"],
+    ),
     ("portico_events_dropped_total", Counter, &["reason"]),
     ("portico_events_published_total", Counter, &[]),
     (

@@ -192,6 +192,7 @@ pub fn init() {
         super::kpi::init();
         super::events::init();
         super::access_log::init();
+        super::connections::init();
     });
 }
 

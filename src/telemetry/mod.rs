@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod catalog;
+pub mod connections;
 pub mod events;
 pub mod json_line;
 pub mod kpi;

@@ -45,6 +45,13 @@ impl Tracing {
         }
     }
 
+    /// Exports every finished span still queued (blocks: call off the async threads).
+    pub fn flush(&self) {
+        if let Some(provider) = self.provider.get() {
+            let _ = provider.force_flush();
+        }
+    }
+
     fn start_provider(&self) -> Result<(), String> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 pub use portico::echo::EchoServer;
 
+pub mod keepalive;
 pub mod load;
 pub mod redis;
 #[allow(unused_imports)]
-pub use self::load::SteadyLoad;
+pub use self::load::{KeepAliveLoad, SteadyLoad};
 #[allow(unused_imports)]
 pub use self::redis::RedisServer;
 

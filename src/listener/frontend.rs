@@ -1,0 +1,153 @@
+//! The connection loop in front of Pingora's HTTP proxy. Pingora's own loop (the `ServerApp`
+//! impl for every `HttpServerApp`) is kept for HTTP/2; HTTP/1 connections run this copy of it,
+//! which adds what Pingora lacks: connection limits, a deadline for each request head and for
+//! the h2c preface, request pipelining, and a drain window at shutdown in which idle keep-alive
+//! connections may send one more request (answered with `Connection: close`) instead of being
+//! cut while that request is on the wire.
+
+use super::connections::{Connections, Limits};
+use super::head_deadline::{peer_ip, HeadClock, TimedStream};
+use crate::gateway::Gateway;
+use crate::proxy::Proxy;
+use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Longest wait at shutdown for idle keep-alive connections to send one more request.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Pingora's keep-alive for a connection's first request (its own default, kept).
+const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
+
+/// The proxy application every listener serves.
+pub struct Frontend {
+    proxy: Arc<HttpProxy<Proxy>>,
+    gateway: Arc<Gateway>,
+    connections: Arc<Connections>,
+}
+
+impl Frontend {
+    /// Serves `proxy`, admitting connections through `connections`.
+    pub fn new(
+        proxy: HttpProxy<Proxy>,
+        gateway: Arc<Gateway>,
+        connections: Arc<Connections>,
+    ) -> Self {
+        Self {
+            proxy: Arc::new(proxy),
+            gateway,
+            connections,
+        }
+    }
+
+    /// HTTP/1 requests on one connection, in order, until it closes.
+    async fn serve_http1(
+        &self,
+        stream: Stream,
+        header_timeout: Duration,
+        shutdown: &ShutdownWatch,
+    ) {
+        let clock = HeadClock::new(header_timeout);
+        let stream: Stream = Box::new(TimedStream::new(stream, clock.clone()));
+        let mut session = ServerSession::new_http1(stream);
+        let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
+        session.set_keepalive(keepalive);
+        session.set_keepalive_reuses_remaining(
+            self.proxy
+                .server_options
+                .as_ref()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        // Pingora answers pipelined requests in order when asked; otherwise it drops the
+        // second one with the connection.
+        session.set_pipelining_enabled(true);
+        clock.start_now();
+        loop {
+            // A space or control byte in the request line is a 400, not a %-escaped target.
+            session.set_strict_request_line(true);
+            // The proxy's first hook stops the clock once the head is parsed.
+            session.set_connection_user_context(Some(Box::new(clock.clone())));
+            let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let (stream, settings) = reused.consume();
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            clock.start_on_first_byte();
+        }
+    }
+
+    /// Whether a cleartext connection opens with the HTTP/2 preface, waiting at most
+    /// `timeout` for it. `None`: the client sent nothing usable in time.
+    async fn starts_with_h2_preface(stream: &mut Stream, timeout: Duration) -> Option<bool> {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        match tokio::time::timeout(timeout, stream.try_peek(&mut buf)).await {
+            Ok(Ok(true)) => Some(buf == H2_PREFACE),
+            Ok(Ok(false)) => Some(false),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                DOWNSTREAM_TIMEOUTS.with_label_values(&["h2_preface"]).inc();
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Frontend {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (limits, header_timeout, h2c) = {
+            let snapshot = self.gateway.snapshot();
+            let server = &snapshot.config.server;
+            let limits = &server.limits;
+            (
+                Limits {
+                    max: limits.max_connections,
+                    per_ip: limits.max_connections_per_ip,
+                },
+                limits.header_timeout,
+                server.h2c,
+            )
+        };
+        // A refused connection is closed before a byte is read.
+        let _place = self.connections.admit(peer_ip(&stream), limits).ok()?;
+        let tls = stream.get_ssl_digest().is_some();
+        let h2 = if tls {
+            matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
+        } else if h2c {
+            Self::starts_with_h2_preface(&mut stream, header_timeout).await?
+        } else {
+            false
+        };
+        if h2 {
+            // Pingora's loop, which finds the same preface or ALPN and serves HTTP/2.
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        self.serve_http1(stream, header_timeout, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        // The listeners have stopped accepting. Busy connections close after their current
+        // response (Pingora sends `Connection: close` once shutdown has begun); idle ones get a
+        // moment to send the request that may already be on its way, then are closed.
+        let grace = self.gateway.snapshot().config.server.grace_period;
+        let _ = tokio::time::timeout(grace.min(DRAIN_IDLE), self.connections.wait_idle()).await;
+        self.proxy.http_cleanup().await;
+    }
+}

@@ -1,0 +1,43 @@
+//! Downstream connection families: how many are open, accepted, refused by a connection limit,
+//! and closed because the client was too slow to send a request head or the HTTP/2 preface.
+
+use super::metrics::family;
+use prometheus::{register_int_counter, register_int_counter_vec, register_int_gauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use std::sync::LazyLock;
+
+/// Why a new connection was refused.
+pub const REFUSAL_REASONS: [&str; 2] = ["max_connections", "max_connections_per_ip"];
+/// Which wait ran out on a slow client.
+pub const TIMEOUT_PHASES: [&str; 2] = ["request_head", "h2_preface"];
+
+family!(DOWNSTREAM_OPEN: IntGauge = register_int_gauge!(
+    "portico_downstream_connections",
+    "Client connections open now (after the TLS handshake)."
+));
+family!(DOWNSTREAM_ACCEPTED: IntCounter = register_int_counter!(
+    "portico_downstream_connections_accepted_total",
+    "Client connections admitted by the connection limits."
+));
+family!(DOWNSTREAM_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "portico_downstream_connections_refused_total",
+    "Client connections closed on arrival because a connection limit was reached.",
+    &["reason"]
+));
+family!(DOWNSTREAM_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
+    "portico_downstream_slow_client_timeouts_total",
+    "Client connections closed because the request head (or the HTTP/2 preface) did not arrive in time.",
+    &["phase"]
+));
+
+/// Registers the families and pre-creates every series.
+pub fn init() {
+    LazyLock::force(&DOWNSTREAM_OPEN);
+    LazyLock::force(&DOWNSTREAM_ACCEPTED);
+    for reason in REFUSAL_REASONS {
+        DOWNSTREAM_REFUSED.with_label_values(&[reason]);
+    }
+    for phase in TIMEOUT_PHASES {
+        DOWNSTREAM_TIMEOUTS.with_label_values(&[phase]);
+    }
+}
