@@ -70,7 +70,7 @@ impl Frontend {
         // Pingora answers pipelined requests in order when asked; otherwise it drops the
         // second one with the connection.
         session.set_pipelining_enabled(true);
-        clock.start_now();
+        clock.start_from_open();
         loop {
             // A space or control byte in the request line is a 400, not a %-escaped target.
             session.set_strict_request_line(true);

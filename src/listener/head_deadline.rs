@@ -4,6 +4,8 @@
 //! request head has taken longer than `header_timeout`; [`HeadClock`] is the switch the
 //! connection loop arms before each request and the proxy's first hook disarms once the head
 //! is parsed, so request bodies, long responses and upgraded connections are never cut by it.
+//! The clock runs on socket reads: a pipelined request whose head arrived together with the
+//! previous request is timed from the next read it needs (none, when it arrived whole).
 
 use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
 use async_trait::async_trait;
@@ -18,26 +20,30 @@ use pingora::protocols::{SocketDigest, TimingDigest};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-const DISARMED: u8 = 0;
+// The clock's state sits in the low two bits; the bits above count arms, so a stream never
+// carries a deadline over from an earlier request head.
+const DISARMED: u32 = 0;
 /// Armed; the clock starts with the next byte that arrives (an idle keep-alive connection is
 /// governed by the keep-alive timeout until then).
-const ON_FIRST_BYTE: u8 = 1;
-/// Armed; the clock starts at once (a new connection must send its head in time).
-const NOW: u8 = 2;
-/// Running: the stream holds the deadline.
-const RUNNING: u8 = 3;
+const ON_FIRST_BYTE: u32 = 1;
+/// Armed and running since the next request's first byte.
+const RUNNING: u32 = 2;
+/// Armed and running since the stream was opened (a new connection's first head).
+const FROM_OPEN: u32 = 3;
+const STATE: u32 = 0b11;
+const EPOCH: u32 = 0b100;
 
 /// The switch shared by a connection's stream, its loop and the proxy hook.
 #[derive(Debug)]
 pub struct HeadClock {
-    state: AtomicU8,
+    state: AtomicU32,
     timeout: Duration,
 }
 
@@ -45,33 +51,49 @@ impl HeadClock {
     /// A disarmed clock allowing `timeout` per request head.
     pub fn new(timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
-            state: AtomicU8::new(DISARMED),
+            state: AtomicU32::new(DISARMED),
             timeout,
         })
     }
 
-    /// The head must be complete `timeout` from now.
-    pub fn start_now(&self) {
-        self.state.store(NOW, Ordering::Release);
+    /// The head must be complete `timeout` after the stream was opened.
+    pub fn start_from_open(&self) {
+        self.arm(FROM_OPEN);
     }
 
     /// The head must be complete `timeout` after its first byte.
     pub fn start_on_first_byte(&self) {
-        self.state.store(ON_FIRST_BYTE, Ordering::Release);
+        self.arm(ON_FIRST_BYTE);
     }
 
     /// The head is complete: reads are unbounded by this clock again.
     pub fn stop(&self) {
-        self.state.store(DISARMED, Ordering::Release);
+        let now = self.state.load(Ordering::Acquire);
+        self.state.store(now & !STATE, Ordering::Release);
+    }
+
+    fn arm(&self, state: u32) {
+        let now = self.state.load(Ordering::Acquire);
+        self.state.store(
+            ((now & !STATE).wrapping_add(EPOCH)) | state,
+            Ordering::Release,
+        );
     }
 }
 
 /// A client stream whose reads fail with `TimedOut` once a request head is overdue.
+///
+/// The timer is only set when a read would wait while the clock runs: a head that arrives in
+/// one read (nearly all of them) costs no timer and no clock read.
 #[derive(Debug)]
 pub struct TimedStream {
     inner: Stream,
     clock: Arc<HeadClock>,
-    /// Created on the first armed read and reset afterwards: one timer per connection.
+    /// When the stream was wrapped (the connection's accept, give or take the handshake).
+    opened: Instant,
+    /// The arm (epoch and state) the timer below belongs to.
+    timed: Option<u32>,
+    /// Created on the first wait and reset afterwards: one timer allocation per connection.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -81,17 +103,30 @@ impl TimedStream {
         Self {
             inner,
             clock,
+            opened: Instant::now(),
+            timed: None,
             sleep: None,
         }
     }
 
-    fn start(&mut self) {
-        let deadline = Instant::now() + self.clock.timeout;
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    /// Polls the head timer of arm `armed`, starting it if this arm has none yet.
+    fn overdue(&mut self, cx: &mut Context<'_>, armed: u32) -> bool {
+        if self.timed != Some(armed) {
+            let start = if armed & STATE == FROM_OPEN {
+                self.opened
+            } else {
+                Instant::now()
+            };
+            let deadline = start + self.clock.timeout;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.timed = Some(armed);
         }
-        self.clock.state.store(RUNNING, Ordering::Release);
+        self.sleep
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -102,14 +137,31 @@ impl AsyncRead for TimedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match this.clock.state.load(Ordering::Acquire) {
-            DISARMED => return Pin::new(&mut this.inner).poll_read(cx, buf),
-            NOW => this.start(),
-            _ => {}
+        let armed = this.clock.state.load(Ordering::Acquire);
+        if armed & STATE == DISARMED {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        if this.clock.state.load(Ordering::Acquire) == RUNNING {
-            if let Some(sleep) = &mut this.sleep {
-                if sleep.as_mut().poll(cx).is_ready() {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(_) => {
+                if buf.filled().len() > before && armed & STATE == ON_FIRST_BYTE {
+                    // The first byte of the next head: its clock runs from now on (the
+                    // timer starts with the first wait, a few microseconds later at most).
+                    let running = (armed & !STATE) | RUNNING;
+                    let _ = this.clock.state.compare_exchange(
+                        armed,
+                        running,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                polled
+            }
+            // Idle between requests: the keep-alive timeout governs this wait.
+            Poll::Pending if armed & STATE == ON_FIRST_BYTE => Poll::Pending,
+            Poll::Pending => {
+                if this.overdue(cx, armed) {
                     this.clock.stop();
                     DOWNSTREAM_TIMEOUTS
                         .with_label_values(&["request_head"])
@@ -119,20 +171,9 @@ impl AsyncRead for TimedStream {
                         "request head not complete within server.limits.header_timeout",
                     )));
                 }
+                Poll::Pending
             }
         }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && this
-                .clock
-                .state
-                .compare_exchange(ON_FIRST_BYTE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            this.start();
-        }
-        polled
     }
 }
 
@@ -264,7 +305,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_trickled_head_fails_at_the_deadline_however_often_bytes_arrive() {
         let (mut stream, mut client, clock) = pair(Duration::from_secs(10)).await;
-        clock.start_now();
+        clock.start_from_open();
         let mut buf = [0u8; 64];
         for _ in 0..4 {
             client.write_all(b"X-a: b\r\n").await.unwrap();
@@ -272,15 +313,17 @@ mod tests {
             tokio::time::advance(Duration::from_secs(2)).await;
         }
         tokio::time::advance(Duration::from_secs(3)).await;
-        client.write_all(b"X-a: b\r\n").await.unwrap();
+        // 11 s after the stream was opened, the next wait for a byte ends at once.
+        let start = Instant::now();
         let err = stream.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stopped_clock_lets_slow_reads_through() {
         let (mut stream, mut client, clock) = pair(Duration::from_secs(1)).await;
-        clock.start_now();
+        clock.start_from_open();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 64];
         assert!(stream.read(&mut buf).await.unwrap() > 0);
@@ -302,11 +345,35 @@ mod tests {
             3,
             "idle time is not head time"
         );
-        tokio::time::advance(Duration::from_secs(6)).await;
-        client.write_all(b" / HTTP/1.1\r\n").await.unwrap();
-        assert_eq!(
-            stream.read(&mut buf).await.unwrap_err().kind(),
-            io::ErrorKind::TimedOut
+        // The rest of the head never comes: the wait ends 5 s after the first byte.
+        let start = Instant::now();
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_arm_never_reuses_the_previous_heads_deadline() {
+        let (mut stream, mut client, clock) = pair(Duration::from_secs(5)).await;
+        clock.start_from_open();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(stream.read(&mut buf).await.unwrap() > 0);
+        // A wait starts the first head's timer; then the head completes and a response goes.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf))
+                .await
+                .is_err()
+        );
+        clock.stop();
+        clock.start_on_first_byte();
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
+        // Past the first head's deadline but inside this one's: still waiting, not failed.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf))
+                .await
+                .is_err()
         );
     }
 }

@@ -26,6 +26,7 @@ use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub struct Upstream {
     pub budget: crate::retry::RetryBudget,
     /// Serialises balancer updates: pingora forbids overlapping `update()` on one view.
     update_lock: tokio::sync::Mutex<()>,
+    /// Rotation of fail-open (panic mode) picks.
+    fail_open_cursor: AtomicUsize,
 }
 
 impl Upstream {
@@ -113,6 +116,7 @@ impl Upstream {
             breakers,
             budget: Default::default(),
             update_lock: tokio::sync::Mutex::new(()),
+            fail_open_cursor: AtomicUsize::new(0),
         }
     }
 
@@ -207,23 +211,17 @@ impl Upstream {
                 probe: probe.get(),
             })
         };
-        // Panic mode is decided before selecting: a pass that rejects every instance still
-        // advances the round-robin position once per instance looked at, and when that count is
-        // a multiple of the instance count every fail-open pick lands on the same instance.
+        if let Some(backend) = self
+            .balancer
+            .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
+        {
+            return selected(backend);
+        }
         let backends = self.balancer.backends();
-        let any_healthy = backends.get_backend().iter().any(|b| backends.ready(b));
-        if any_healthy {
-            if let Some(backend) = self
-                .balancer
-                .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
-            {
-                return selected(backend);
-            }
-        } else {
+        if !backends.get_backend().iter().any(|b| backends.ready(b)) {
             let members = self.instances.get();
-            if let Some(backend) = self.balancer.select_with(key, budget, |b, _| {
-                untried(b) && members.is_enabled(b) && admit(b)
-            }) {
+            let eligible = |b: &Backend| untried(b) && members.is_enabled(b) && admit(b);
+            if let Some(backend) = self.select_fail_open(key, budget, eligible) {
                 self.metrics.panic_selections.inc();
                 return Pick::Selected(Selection {
                     backend,
@@ -239,6 +237,44 @@ impl Upstream {
             }
             None => Pick::Exhausted,
         }
+    }
+
+    /// A fail-open pick over the whole set. Hashing keeps its key's instance; round robin and
+    /// weighted use this service's own rotation, because the healthy-only pass that just
+    /// rejected every instance moved the balancer's position by `budget + 1`, a multiple of
+    /// the set size for 2 or 3 instances, which sent every fail-open request to one instance.
+    fn select_fail_open(
+        &self,
+        key: &[u8],
+        budget: usize,
+        eligible: impl Fn(&Backend) -> bool,
+    ) -> Option<Backend> {
+        if !matches!(self.config.balance, Balance::RoundRobin | Balance::Weighted) {
+            return self.balancer.select_with(key, budget, |b, _| eligible(b));
+        }
+        let backends = self.balancer.backends().get_backend();
+        let total: usize = backends.iter().map(|b| b.weight.max(1)).sum();
+        if total == 0 {
+            return None;
+        }
+        // The instance owning this position of the weighted ring, then the ones after it.
+        let mut position = self.fail_open_cursor.fetch_add(1, Ordering::Relaxed) % total;
+        let first = backends
+            .iter()
+            .position(|b| {
+                let w = b.weight.max(1);
+                let here = position < w;
+                position = position.saturating_sub(w);
+                here
+            })
+            .unwrap_or(0);
+        backends
+            .iter()
+            .cycle()
+            .skip(first)
+            .take(backends.len())
+            .find(|b| eligible(b))
+            .cloned()
     }
 
     /// Reports the outcome of an attempt on `addr` to its breaker.
