@@ -144,21 +144,7 @@ fn when_every_instance_is_unhealthy_traffic_fails_open_and_is_counted() {
         "    instances: [\"{}\", \"{}\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}}\n",
         a.addr, b.addr
     ));
-    for up in [&a, &b] {
-        up.state
-            .healthy
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-    let down = |u: &EchoServer| {
-        format!(
-            "portico_upstream_instance_healthy{{address=\"{}\",service=\"svc\"}}",
-            u.addr
-        )
-    };
-    assert!(
-        gw.eventually(Duration::from_secs(3), || gw.metric(&down(&a)) == 0.0
-            && gw.metric(&down(&b)) == 0.0)
-    );
+    all_unhealthy(&gw, &[a, b]);
     let seen = spread(&gw, 10, &[]);
     assert_eq!(seen.values().sum::<usize>(), 10);
     assert_eq!(
