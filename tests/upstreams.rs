@@ -144,7 +144,8 @@ fn when_every_instance_is_unhealthy_traffic_fails_open_and_is_counted() {
         "    instances: [\"{}\", \"{}\"]\n    health_check: {{path: /health, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}}\n",
         a.addr, b.addr
     ));
-    all_unhealthy(&gw, &[a, b]);
+    let ups = [a, b];
+    all_unhealthy(&gw, &ups);
     let seen = spread(&gw, 10, &[]);
     assert_eq!(seen.values().sum::<usize>(), 10);
     assert_eq!(
