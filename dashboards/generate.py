@@ -457,6 +457,23 @@ def overview():
         ("sum(%s)" % rate("portico_http_response_body_bytes_total", R), "response bodies (out)"),
     ), "Bps"), 8, 7)
 
+    L.row("Client connections")
+    L.add(timeseries("Open client connections", targets((
+        "sum by (instance) (portico_downstream_connections%s)" % sel(), "{{instance}}")), "short",
+        desc="Connections after the TLS handshake; compare with server.limits.max_connections."),
+        8, 7)
+    L.add(timeseries("Connections accepted and refused", targets(
+        ("sum(%s)" % rate("portico_downstream_connections_accepted_total"), "accepted"),
+        ("sum by (reason) (%s)" % rate("portico_downstream_connections_refused_total"),
+         "refused: {{reason}}"),
+    ), "cps", desc="Refused = closed on arrival by server.limits.max_connections or "
+                   "max_connections_per_ip."), 8, 7)
+    L.add(timeseries("Slow clients cut off", targets((
+        "sum by (phase) (%s)" % rate("portico_downstream_slow_client_timeouts_total"), "{{phase}}")),
+        "cps", desc="Connections closed because the request head (request_head) or the HTTP/2 "
+                    "preface (h2_preface) did not arrive within server.limits.header_timeout."),
+        8, 7)
+
     L.row("Errors")
     L.add(timeseries("5xx ratio by route", targets((
         "sum by (route) (%s) / sum by (route) (%s)" % (rate(req, R, 'code=~"5.."'), rate(req, R)),
