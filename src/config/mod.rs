@@ -4,6 +4,7 @@
 mod env;
 mod error;
 mod instance;
+mod limits;
 mod locate;
 mod observability;
 mod rate_limit;

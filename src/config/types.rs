@@ -1,6 +1,7 @@
 //! The YAML schema as serde types. Defaults live here, in one place; semantic checks live in
 //! `validate.rs`.
 
+pub use super::limits::*;
 pub use super::observability::*;
 pub use super::rate_limit::*;
 pub use super::units::{byte_size, duration, opt_duration};
@@ -73,63 +74,6 @@ pub struct TlsListenerConfig {
     pub listen: String,
     pub cert: String,
     pub key: String,
-}
-
-/// Request size and time limits applied before any routing.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Larger bodies are refused with 413 (declared or streamed).
-    #[serde(with = "byte_size")]
-    pub max_request_body: u64,
-    /// Request line plus headers above this are refused with 431.
-    #[serde(with = "byte_size")]
-    pub max_header_bytes: u64,
-    /// Longest wait for each read of a request body from the client.
-    #[serde(with = "duration")]
-    pub body_read_timeout: Duration,
-    /// How long an idle client connection is kept open between requests (HTTP/1 and HTTP/2).
-    #[serde(with = "duration")]
-    pub keepalive_timeout: Duration,
-    /// Longest time from a request's first byte (a new connection's accept) to the end of its
-    /// head; on a cleartext h2c listener, also the wait for the HTTP/2 preface.
-    #[serde(with = "duration")]
-    pub header_timeout: Duration,
-    /// Open client connections per process; new ones beyond are closed on arrival (0 = no limit).
-    pub max_connections: usize,
-    /// Open client connections per client address (the socket peer); 0 = no limit.
-    pub max_connections_per_ip: usize,
-    /// What to do with request header names containing `_`.
-    pub headers_with_underscores: UnderscoreHeaders,
-}
-
-/// Request headers whose names contain `_` (`X_User_Id`): CGI-style origins read them as the
-/// hyphenated name, so a client could smuggle a header past a gateway rule on `x-user-id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum UnderscoreHeaders {
-    /// Removed before routing and forwarding (nginx's default).
-    #[default]
-    Drop,
-    /// The request is refused with 400 `bad_request`.
-    Reject,
-    /// Passed on unchanged.
-    Allow,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_request_body: 10 << 20,
-            max_header_bytes: 64 << 10,
-            body_read_timeout: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(60),
-            header_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
-            max_connections_per_ip: 0,
-            headers_with_underscores: UnderscoreHeaders::Drop,
-        }
-    }
 }
 
 impl Default for ServerConfig {

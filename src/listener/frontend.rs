@@ -6,13 +6,14 @@
 //! cut while that request is on the wire.
 
 use super::connections::{Connections, Limits};
-use super::head_deadline::{peer_ip, HeadClock, TimedStream};
+use super::head_deadline::{HeadClock, TimedStream};
 use crate::gateway::Gateway;
 use crate::proxy::Proxy;
 use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -150,4 +151,15 @@ impl ServerApp for Frontend {
         let _ = tokio::time::timeout(grace.min(DRAIN_IDLE), self.connections.wait_idle()).await;
         self.proxy.http_cleanup().await;
     }
+}
+
+/// The peer's IP address, when the stream is a TCP connection.
+pub fn peer_ip(stream: &Stream) -> Option<std::net::IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().cloned())
+        .and_then(|a| match a {
+            SocketAddr::Inet(a) => Some(a.ip()),
+            SocketAddr::Unix(_) => None,
+        })
 }

@@ -9,7 +9,6 @@
 
 use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
 use async_trait::async_trait;
-use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
@@ -273,17 +272,6 @@ impl Peek for TimedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
-}
-
-/// The peer's IP address, when the stream is a TCP connection.
-pub fn peer_ip(stream: &Stream) -> Option<std::net::IpAddr> {
-    stream
-        .get_socket_digest()
-        .and_then(|d| d.peer_addr().cloned())
-        .and_then(|a| match a {
-            SocketAddr::Inet(a) => Some(a.ip()),
-            SocketAddr::Unix(_) => None,
-        })
 }
 
 #[cfg(test)]

@@ -38,6 +38,16 @@ pub(super) fn screen<'a>(
     hardening::normalize_path(req.uri.path()).ok_or(ErrorCode::BadRequest)
 }
 
+/// The refusal for a request no route matched: `TRACE` only matches routes that name it, so
+/// an unmatched one is a method the gateway does not allow, not a missing route.
+pub(super) fn unrouted(method: &http::Method) -> ErrorCode {
+    if method == http::Method::TRACE {
+        ErrorCode::MethodNotAllowed
+    } else {
+        ErrorCode::NoRoute
+    }
+}
+
 /// Removes header names with `_` when the policy is `drop` (before routing sees them).
 pub(super) fn drop_underscore_headers(session: &mut Session, limits: &LimitsConfig) {
     if limits.headers_with_underscores != UnderscoreHeaders::Drop {

@@ -24,7 +24,6 @@ use async_trait::async_trait;
 use context::{is_status_retry, retry_allowed, STATUS_RETRY};
 use failure::{error_code, error_kind};
 use headers::{apply_edits, rate_header_values};
-use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::protocols::http::ServerSession;
@@ -174,11 +173,7 @@ impl ProxyHttp for Proxy {
                 ctx.budget_entered = true;
             }
         } else {
-            let code = if session.req_header().method == http::Method::TRACE {
-                ErrorCode::MethodNotAllowed
-            } else {
-                ErrorCode::NoRoute
-            };
+            let code = admission::unrouted(&session.req_header().method);
             ctx.error = Some(code);
             ctx.gateway_made = true;
             reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
@@ -463,41 +458,7 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = match e.esource() {
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
-                _ => Some(ErrorCode::BadRequest),
-            },
-            _ => Some(ctx.error.unwrap_or_else(|| error_code(e))),
-        };
-        let Some(code) = code else {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        };
-        if let Some(sent) = session.response_written() {
-            // The upstream's response had begun: nothing more can be said on this connection.
-            return FailToProxy {
-                error_code: sent.status.as_u16(),
-                can_reuse_downstream: false,
-            };
-        }
-        ctx.error = Some(code);
-        ctx.gateway_made = true;
-        let mut extra: Vec<_> = rate_header_values(ctx.rate_headers).collect();
-        if let Some(s) = ctx.retry_after.filter(|_| code.status() == 503) {
-            extra.push(("Retry-After", HeaderValue::from(s)));
-        }
-        let sent = reply::send(session, code, ctx.request_id.as_ref(), &extra).await;
-        if let Err(err) = &sent {
-            log::debug!("could not send error response: {err}");
-        }
-        FailToProxy {
-            error_code: code.status(),
-            // `reply::send` turned keep-alive off when the request was not read completely.
-            can_reuse_downstream: sent.is_ok() && session.get_keepalive().is_some(),
-        }
+        self.answer_failure(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

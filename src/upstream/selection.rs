@@ -1,0 +1,110 @@
+//! Choosing the instance for one attempt: healthy, untried and admitted by its breaker, or —
+//! when no instance is healthy — fail-open over the whole set (panic mode).
+
+use super::breakers::Verdict;
+use super::{Pick, Selection, Upstream};
+use crate::config::Balance;
+use pingora_load_balancing::Backend;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+impl Upstream {
+    /// Picks a healthy instance not in `tried` whose breaker admits it. When no instance at all
+    /// is healthy, falls back to the whole set (panic mode) rather than failing every request;
+    /// breakers still apply there.
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr], now: Instant) -> Pick {
+        let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
+        let probe = Cell::new(false);
+        let refused: Cell<Option<Duration>> = Cell::new(None);
+        let admit = |b: &Backend| {
+            let Some(addr) = b.addr.as_inet() else {
+                return true;
+            };
+            match self.breakers.admit(addr, now, &self.metrics) {
+                Verdict::Send { probe: p } => {
+                    probe.set(p);
+                    true
+                }
+                Verdict::Refuse { retry_after } => {
+                    let wait = refused.get().map_or(retry_after, |w| w.min(retry_after));
+                    refused.set(Some(wait));
+                    false
+                }
+            }
+        };
+        let budget = 2 * self.instance_count() + 4;
+        let selected = |backend| {
+            Pick::Selected(Selection {
+                backend,
+                panic: false,
+                probe: probe.get(),
+            })
+        };
+        if let Some(backend) = self
+            .balancer
+            .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
+        {
+            return selected(backend);
+        }
+        let backends = self.balancer.backends();
+        if !backends.get_backend().iter().any(|b| backends.ready(b)) {
+            let members = self.instances.get();
+            let eligible = |b: &Backend| untried(b) && members.is_enabled(b) && admit(b);
+            if let Some(backend) = self.select_fail_open(key, budget, eligible) {
+                self.metrics.panic_selections.inc();
+                return Pick::Selected(Selection {
+                    backend,
+                    panic: true,
+                    probe: probe.get(),
+                });
+            }
+        }
+        match refused.get() {
+            Some(retry_after) => {
+                self.metrics.short_circuited.inc();
+                Pick::CircuitOpen { retry_after }
+            }
+            None => Pick::Exhausted,
+        }
+    }
+
+    /// A fail-open pick over the whole set. Hashing keeps its key's instance; round robin and
+    /// weighted use this service's own rotation, because the healthy-only pass that just
+    /// rejected every instance moved the balancer's position by `budget + 1`, a multiple of
+    /// the set size for 2 or 3 instances, which sent every fail-open request to one instance.
+    fn select_fail_open(
+        &self,
+        key: &[u8],
+        budget: usize,
+        eligible: impl Fn(&Backend) -> bool,
+    ) -> Option<Backend> {
+        if !matches!(self.config.balance, Balance::RoundRobin | Balance::Weighted) {
+            return self.balancer.select_with(key, budget, |b, _| eligible(b));
+        }
+        let backends = self.balancer.backends().get_backend();
+        let total: usize = backends.iter().map(|b| b.weight.max(1)).sum();
+        if total == 0 {
+            return None;
+        }
+        // The instance owning this position of the weighted ring, then the ones after it.
+        let mut position = self.fail_open_cursor.fetch_add(1, Ordering::Relaxed) % total;
+        let first = backends
+            .iter()
+            .position(|b| {
+                let w = b.weight.max(1);
+                let here = position < w;
+                position = position.saturating_sub(w);
+                here
+            })
+            .unwrap_or(0);
+        backends
+            .iter()
+            .cycle()
+            .skip(first)
+            .take(backends.len())
+            .find(|b| eligible(b))
+            .cloned()
+    }
+}
