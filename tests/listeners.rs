@@ -107,32 +107,9 @@ fn readyz_turns_ready_once_the_listeners_are_bound() {
 
 /// A self-signed pair, and the key of a second pair that does not match it.
 fn tls_files(dir: &std::path::Path) -> (String, String, String) {
-    let mut paths = Vec::new();
-    for name in ["a", "b"] {
-        let (cert, key) = (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        );
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        paths.push((cert, key));
-    }
-    let s = |p: &std::path::PathBuf| p.display().to_string();
-    (s(&paths[0].0), s(&paths[0].1), s(&paths[1].1))
+    let (cert, key) = support::tls::self_signed(dir, "a");
+    let (_, other_key) = support::tls::self_signed(dir, "b");
+    (cert, key, other_key)
 }
 
 #[test]

@@ -11,26 +11,7 @@ use support::*;
 /// A self-signed certificate for `localhost` and 127.0.0.1, as (dir, cert, key).
 fn certificate() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem").display().to_string();
-    let key = dir.path().join("key.pem").display().to_string();
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-keyout", &key, "-out", &cert])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl must be installed");
-    assert!(status.success());
+    let (cert, key) = support::tls::self_signed(dir.path(), "cert");
     (dir, cert, key)
 }
 

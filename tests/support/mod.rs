@@ -14,6 +14,7 @@ pub use portico::echo::EchoServer;
 pub mod keepalive;
 pub mod load;
 pub mod redis;
+pub mod tls;
 #[allow(unused_imports)]
 pub use self::load::{KeepAliveLoad, SteadyLoad};
 #[allow(unused_imports)]
