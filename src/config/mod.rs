@@ -1,13 +1,16 @@
 //! Configuration: YAML schema, `${VAR}` expansion, and validation that reports every error with
 //! its file, line, column and field path. A `Config` returned from here is fully validated.
 
+mod de;
 mod env;
 mod error;
 mod instance;
 mod limits;
-mod locate;
+mod load;
 mod observability;
 mod rate_limit;
+pub mod suggest;
+mod tree;
 mod types;
 mod units;
 mod validate;
@@ -15,51 +18,40 @@ mod validate_redis;
 mod validate_service;
 mod validate_telemetry;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, Problem, Problems};
 pub use instance::{parse_instance, InstanceSpec, MAX_WEIGHT};
+pub use load::{parse_file, parse_str, Document, Parsed};
 pub use types::*;
 
 use std::path::Path;
 
 /// Reads, expands, parses and validates a file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError::at(
-            &file,
-            1,
-            1,
-            "",
-            format!("cannot read: {e}"),
-        )])
-    })?;
-    load_str(&file, &text)
+    finish(parse_file(path)?)
 }
 
 /// Expands, parses and validates YAML text; `file` names it in errors.
 pub fn load_str(file: &str, text: &str) -> Result<Config, ConfigErrors> {
-    let expanded = env::expand(file, text)?;
-    let config: Config = serde_yaml::from_str(&expanded).map_err(|e| {
-        let (line, col) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        let message = e.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        ConfigErrors(vec![ConfigError::at(file, line, col, "", message)])
-    })?;
-    let locator = locate::Locator::new(&expanded);
-    let errors = validate::validate(&config, &|path: &str, message: String| {
-        let (line, col) = locator.find(path);
-        ConfigError::at(file, line, col, path, message)
-    });
+    finish(parse_str(file, text)?)
+}
+
+fn finish(parsed: Parsed) -> Result<Config, ConfigErrors> {
+    let at = |path: &str, message: String| Problem {
+        path: path.to_string(),
+        message,
+    };
+    let problems = validate::validate(&parsed.config, &at);
+    let mut errors = parsed.errors;
+    errors.extend(
+        problems
+            .iter()
+            .filter(|p| !parsed.document.covers(&p.path))
+            .map(|p| parsed.document.locate(p)),
+    );
     if errors.is_empty() {
-        Ok(config)
+        Ok(parsed.config)
     } else {
+        load::sort(&mut errors);
         Err(ConfigErrors(errors))
     }
 }

@@ -1,13 +1,13 @@
 //! Semantic checks run after parsing. Every problem is collected, none stops the others, so one
 //! `portico validate` run shows everything that is wrong.
 
-use super::error::ConfigError;
+use super::error::Problem;
 use super::types::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// Builds a located error from a field path and a message.
-pub type Locate<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+pub type Locate<'a> = &'a dyn Fn(&str, String) -> Problem;
 
 /// Methods a route may name; anything else is almost always a typo.
 pub(super) const METHODS: &[&str] = &[
@@ -15,7 +15,7 @@ pub(super) const METHODS: &[&str] = &[
 ];
 
 /// Returns every error in `config`.
-pub fn validate(config: &Config, at: Locate) -> Vec<ConfigError> {
+pub fn validate(config: &Config, at: Locate) -> Vec<Problem> {
     let mut errs = Vec::new();
     server(&config.server, at, &mut errs);
     super::validate_redis::redis(config, at, &mut errs);
@@ -49,7 +49,7 @@ pub fn validate(config: &Config, at: Locate) -> Vec<ConfigError> {
     errs
 }
 
-fn server(s: &ServerConfig, at: Locate, errs: &mut Vec<ConfigError>) {
+fn server(s: &ServerConfig, at: Locate, errs: &mut Vec<Problem>) {
     if s.listen.is_empty() {
         errs.push(at(
             "server.listen",
@@ -103,7 +103,7 @@ fn server(s: &ServerConfig, at: Locate, errs: &mut Vec<ConfigError>) {
     }
 }
 
-fn route(r: &RouteConfig, p: &str, config: &Config, at: Locate, errs: &mut Vec<ConfigError>) {
+fn route(r: &RouteConfig, p: &str, config: &Config, at: Locate, errs: &mut Vec<Problem>) {
     if !is_label_safe(&r.name) {
         errs.push(at(
             &format!("{p}.name"),
@@ -214,13 +214,7 @@ fn route(r: &RouteConfig, p: &str, config: &Config, at: Locate, errs: &mut Vec<C
     }
 }
 
-fn header_pair(
-    name: &str,
-    value: Option<&String>,
-    p: &str,
-    at: Locate,
-    errs: &mut Vec<ConfigError>,
-) {
+fn header_pair(name: &str, value: Option<&String>, p: &str, at: Locate, errs: &mut Vec<Problem>) {
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         errs.push(at(p, format!("bad header name {name:?}")));
     }
@@ -238,31 +232,7 @@ pub(super) fn is_label_safe(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
-/// The candidate nearest to `word` by edit distance, if it is plausibly a typo of it.
-pub(super) fn closest<'a>(
-    word: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub(super) use super::suggest::closest;
 
 #[cfg(test)]
 mod tests {

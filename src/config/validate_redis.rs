@@ -1,6 +1,6 @@
 //! Checks of the Redis-backed sections: `redis`, `registry` and `rate_limits`.
 
-use super::error::ConfigError;
+use super::error::Problem;
 use super::types::*;
 use super::validate::{is_label_safe, Locate};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Largest `capacity × interval` in µs: the Redis script computes in doubles, exact to 2^53.
 const MAX_WINDOW_US: u128 = 1 << 50;
 
-pub(super) fn redis(config: &Config, at: Locate, errs: &mut Vec<ConfigError>) {
+pub(super) fn redis(config: &Config, at: Locate, errs: &mut Vec<Problem>) {
     if let Some(r) = &config.redis {
         if r.replicas == 0 {
             errs.push(at("redis.replicas", "must be at least 1".into()));
@@ -43,7 +43,7 @@ pub(super) fn rate_limit(
     r: &RateLimitConfig,
     config: &Config,
     at: Locate,
-    errs: &mut Vec<ConfigError>,
+    errs: &mut Vec<Problem>,
 ) {
     let p = format!("rate_limits.{name}");
     if !is_label_safe(name) {

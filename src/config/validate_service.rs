@@ -1,20 +1,14 @@
 //! Checks of one `services` entry: instances, balancing, health checks, breakers, timeouts and
 //! upstream TLS.
 
-use super::error::ConfigError;
+use super::error::Problem;
 use super::instance::parse_instance;
 use super::types::*;
 use super::validate::{is_label_safe, Locate};
 use std::collections::HashSet;
 use std::time::Duration;
 
-pub(super) fn service(
-    name: &str,
-    s: &ServiceConfig,
-    p: &str,
-    at: Locate,
-    errs: &mut Vec<ConfigError>,
-) {
+pub(super) fn service(name: &str, s: &ServiceConfig, p: &str, at: Locate, errs: &mut Vec<Problem>) {
     if !is_label_safe(name) {
         errs.push(at(p, "service names must use only [A-Za-z0-9_.-]".into()));
     }

@@ -1,12 +1,12 @@
 //! Checks of the observability sections: KPIs, business events, tracing, access log.
 
-use super::error::ConfigError;
+use super::error::Problem;
 use super::types::*;
 use super::validate::{closest, Locate, METHODS};
 use std::collections::HashSet;
 
 /// Appends every error of the `kpis`, `events`, `tracing` and `access_log` sections.
-pub fn validate(config: &Config, at: Locate, errs: &mut Vec<ConfigError>) {
+pub fn validate(config: &Config, at: Locate, errs: &mut Vec<Problem>) {
     let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     let mut kpi_names = HashSet::new();
     for (i, k) in config.kpis.iter().enumerate() {
