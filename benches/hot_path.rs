@@ -7,19 +7,19 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
-use portico::config::{load_str, Config, ServiceConfig};
 use portico::hardening::normalize_path;
-use portico::router::{RequestFacts, Router};
+use portico::router::RequestFacts;
+use portico::snapshot::{compile_str, Plan};
 use portico::telemetry::access_log::Entry;
 use portico::telemetry::metrics::{RouteMetrics, Source};
 use portico::upstream::health::{self, Verdicts};
-use portico::upstream::{Pick, Upstream};
+use portico::upstream::{Pick, Resolved, Upstream};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// 50 routes: hosts, prefixes, methods and one header rule, the match near the end.
-fn config() -> Config {
+fn config() -> Plan {
     let mut text = String::from("routes:\n");
     for i in 0..49 {
         text.push_str(&format!(
@@ -28,12 +28,12 @@ fn config() -> Config {
     }
     text.push_str("  - {name: last, match: {path_prefix: /api/v1/orders, headers: {x-tenant: acme}}, service: s, rewrite: {regex: \"^/api/v1/(.*)\", to: \"/v2/$1\"}}\n");
     text.push_str("services:\n  s: {instances: [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]}\n");
-    load_str("bench.yaml", &text).expect("valid bench config")
+    compile_str("bench.yaml", &text).expect("valid bench config")
 }
 
 fn routing(c: &mut Criterion) {
-    let cfg = config();
-    let router = Router::new(&cfg.routes);
+    let plan = config();
+    let router = &plan.router;
     let mut headers = HeaderMap::new();
     headers.insert("x-tenant", "acme".parse().unwrap());
     let facts = RequestFacts {
@@ -65,13 +65,12 @@ fn routing(c: &mut Criterion) {
 }
 
 fn selection(c: &mut Criterion) {
-    let cfg = config();
-    let svc: &ServiceConfig = &cfg.services["s"];
+    let plan = config();
     let registry = health::registry(Arc::new(Verdicts::default()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let upstream = Upstream::new("bench", svc, &registry, Vec::new());
+    let upstream = Upstream::new(&plan.services["s"], &registry, Vec::new(), Resolved::new());
     rt.block_on(upstream.refresh()).unwrap();
     c.bench_function("instance selection with breaker check (4 instances)", |b| {
         b.iter(|| match upstream.select(b"", &[], Instant::now()) {

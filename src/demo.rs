@@ -2,8 +2,9 @@
 //! them, so a new user sees routing, balancing, health checks, rate limiting, KPIs and metrics
 //! with no files and no Redis.
 
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::ConfigErrors;
 use crate::echo::{serve, EchoState};
+use crate::snapshot::{self, Plan};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -50,7 +51,7 @@ pub struct DemoUpstreams {
 }
 
 /// Binds two echo listeners on free loopback ports and returns the demo configuration.
-pub fn prepare() -> Result<(Config, DemoUpstreams), Box<dyn std::error::Error>> {
+pub fn prepare() -> Result<(Plan, DemoUpstreams), Box<dyn std::error::Error>> {
     let mut listeners = Vec::new();
     let mut text = DEMO_CONFIG.to_string();
     for i in 1..=2 {
@@ -62,9 +63,9 @@ pub fn prepare() -> Result<(Config, DemoUpstreams), Box<dyn std::error::Error>> 
         );
         listeners.push((listener, EchoState::new(&format!("echo-{i}"))));
     }
-    let config = config::load_str("<demo>", &text).map_err(|e: ConfigErrors| e.to_string())?;
+    let plan = snapshot::compile_str("<demo>", &text).map_err(|e: ConfigErrors| e.to_string())?;
     Ok((
-        config,
+        plan,
         DemoUpstreams {
             listeners: Mutex::new(listeners),
         },

@@ -1,6 +1,7 @@
 //! Who the client is and what the upstream is told about it: `X-Forwarded-For` is believed only
 //! when the socket peer is a trusted proxy, and then walked from the right, skipping trusted hops.
 
+use crate::config::Problems;
 use crate::ip_text::IpText;
 use http::HeaderValue;
 use ipnet::IpNet;
@@ -19,9 +20,19 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    /// Builds the set from validated configuration entries (invalid entries are skipped).
-    pub fn new<'a>(entries: impl IntoIterator<Item = &'a String>) -> Self {
-        Self(entries.into_iter().filter_map(|e| parse_net(e)).collect())
+    /// Compiles `server.trusted_proxies`, recording entries that are not an IP or CIDR.
+    pub fn compile(entries: &[String], problems: &mut Problems) -> Self {
+        let mut nets = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            match parse_net(e) {
+                Some(n) => nets.push(n),
+                None => problems.push(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("bad network {e:?}: expected an IP or CIDR"),
+                ),
+            }
+        }
+        Self(nets)
     }
 
     /// True when `ip` lies in a trusted network.
@@ -109,7 +120,13 @@ mod tests {
     use super::*;
 
     fn trusted() -> TrustedProxies {
-        TrustedProxies::new(&["10.0.0.0/8".to_string(), "192.168.1.1".to_string()])
+        let mut problems = Problems::default();
+        let t = TrustedProxies::compile(
+            &["10.0.0.0/8".to_string(), "192.168.1.1".to_string()],
+            &mut problems,
+        );
+        assert!(problems.is_empty());
+        t
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -1,25 +1,29 @@
-//! The shared state of a running gateway: the current [`Snapshot`] behind an `ArcSwap`, the
-//! health registry every balancer uses, and reload (admin API and SIGHUP). A reload validates
-//! and compiles the new file completely before one atomic swap; a rejected file changes nothing.
+//! The shared state of a running gateway: the snapshot in force ([`Current`]), the health
+//! registry every balancer uses, the Redis-backed stores, and reload (admin API and SIGHUP). A
+//! reload compiles the new file completely ([`crate::snapshot::compile_file`]) before one
+//! atomic swap; a rejected file changes nothing.
 
-use crate::config::{self, Config, RedisConfig};
+use crate::config::{ConfigErrors, RedisConfig};
 use crate::listener::ListenerState;
 use crate::ratelimit::shared::SharedStore;
 use crate::registry::RegistryStatus;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, Current, Plan, Shared, Snapshot};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::events::EventSink;
 use crate::telemetry::metrics;
 use crate::telemetry::tracing::Tracing;
+use crate::telemetry::unix_seconds;
 use crate::upstream::health::{self, Verdicts};
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora_load_balancing::HealthRegistry;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How often static instance host names are looked up again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -37,9 +41,25 @@ pub struct ReloadStatus {
     pub error: Option<String>,
 }
 
+/// Why a reload was refused; the old configuration stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the embedded demo configuration cannot be reloaded")]
+    Embedded,
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    #[error("the reload task failed: {0}")]
+    Task(String),
+    #[error("service {service}: {error}")]
+    Balancer {
+        service: String,
+        error: Box<pingora::Error>,
+    },
+}
+
 /// Gateway-wide state shared by the proxy, admin and background services.
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    current: Arc<Current>,
     source: ConfigSource,
     /// Health state shared by every balancer (one probe loop for all services).
     pub health: Arc<HealthRegistry>,
@@ -49,7 +69,7 @@ pub struct Gateway {
     /// State of the Redis service registry watcher.
     pub registry: Arc<RegistryStatus>,
     /// The Redis store of `store: redis` rate limits (connects on first use).
-    pub shared_limits: Option<SharedStore>,
+    shared_limits: Option<Arc<SharedStore>>,
     /// Queue of business events for the Redis Stream publisher.
     pub events: Option<EventSink>,
     /// OpenTelemetry tracing, when configured at start.
@@ -63,12 +83,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Compiles the first snapshot and populates every balancer. Runs before the server starts,
-    /// on a throwaway runtime: balancer updates here only read memory (no IO, no spawned tasks).
-    pub fn new(config: Config, source: ConfigSource) -> std::io::Result<Arc<Self>> {
+    /// Builds the first snapshot, resolves static host names and populates every balancer.
+    /// Runs before the server starts, on a throwaway runtime: the lookups run on its blocking
+    /// pool and balancer updates only read memory.
+    pub fn new(plan: Plan, source: ConfigSource) -> std::io::Result<Arc<Self>> {
         metrics::init();
         let verdicts = Arc::new(Verdicts::default());
         let health = health::registry(verdicts.clone());
+        let config = plan.config.clone();
         let redis = config.redis.clone();
         let events = config
             .events
@@ -86,11 +108,18 @@ impl Gateway {
                 None
             }
         };
-        let snapshot = Snapshot::build(config, None, &health);
+        let shared_limits = redis.clone().map(|r| Arc::new(SharedStore::new(r)));
+        let shared = Shared {
+            health: &health,
+            limiter: shared_limits.as_ref(),
+        };
+        let snapshot = Snapshot::build(plan, None, shared);
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()?
             .block_on(async {
                 for upstream in snapshot.services.values() {
+                    upstream.resolve_hosts().await;
                     if let Err(e) = upstream.refresh().await {
                         log::error!(
                             "service {}: initial balancer update failed: {e}",
@@ -102,11 +131,11 @@ impl Gateway {
         metrics::set_config_hash(None, &snapshot.hash);
         metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(snapshot.loaded_at));
         Ok(Arc::new(Self {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            current: Arc::new(Current::new(snapshot)),
             source,
             health,
             verdicts,
-            shared_limits: redis.clone().map(SharedStore::new),
+            shared_limits,
             events,
             tracing,
             access_log,
@@ -120,7 +149,12 @@ impl Gateway {
 
     /// The snapshot in force; callers keep the `Arc` for the whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.current.load()
+    }
+
+    /// The handle background services read the snapshot in force through.
+    pub fn current(&self) -> &Arc<Current> {
+        &self.current
     }
 
     /// Where the configuration is read from.
@@ -136,9 +170,9 @@ impl Gateway {
             .clone()
     }
 
-    /// Re-reads the file, validates it fully and swaps it in; on any error the old snapshot
-    /// stays. Reloads are serialised.
-    pub async fn reload(&self) -> Result<String, String> {
+    /// Re-reads the file, compiles it fully and swaps it in; on any error the old snapshot
+    /// stays. Reloads are serialised. Returns the new configuration hash.
+    pub async fn reload(&self) -> Result<String, ReloadError> {
         let _guard = self.reload_lock.lock().await;
         let result = self.try_reload().await;
         let ok = result.is_ok();
@@ -149,7 +183,7 @@ impl Gateway {
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadStatus {
             at: SystemTime::now(),
             ok,
-            error: result.as_ref().err().cloned(),
+            error: result.as_ref().err().map(ToString::to_string),
         });
         match &result {
             Ok(hash) => log::info!("configuration reloaded (hash {hash})"),
@@ -158,49 +192,62 @@ impl Gateway {
         result
     }
 
-    async fn try_reload(&self) -> Result<String, String> {
+    async fn try_reload(&self) -> Result<String, ReloadError> {
         let ConfigSource::File(path) = &self.source else {
-            return Err("the embedded demo configuration cannot be reloaded".into());
+            return Err(ReloadError::Embedded);
         };
-        let config = config::load_file(path).map_err(|e| e.to_string())?;
+        // Reading and compiling a file is blocking work (and may check TLS files): off the
+        // serving threads.
+        let path = path.clone();
+        let plan = tokio::task::spawn_blocking(move || snapshot::compile_file(&path))
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))??;
         let old = self.snapshot();
-        if config.server.listen != old.config.server.listen
-            || config.server.admin.listen != old.config.server.admin.listen
-            || config.server.threads != old.config.server.threads
-            || config.server.work_stealing != old.config.server.work_stealing
-        {
-            log::warn!(
-                "listener and thread changes take effect only after a restart or binary upgrade"
-            );
-        }
-        if config.redis != self.redis {
-            log::warn!("changes to the redis section take effect only after a restart");
-        }
-        if config.tracing != old.config.tracing {
-            log::warn!("changes to the tracing section take effect only after a restart");
-        }
-        let next = Snapshot::build(config, Some(&old), &self.health);
+        warn_about_restart_only_changes(&old, &plan, self.redis.as_ref());
+        let shared = Shared {
+            health: &self.health,
+            limiter: self.shared_limits.as_ref(),
+        };
+        let next = Snapshot::build(plan, Some(&old), shared);
         for upstream in next.fresh_upstreams(Some(&old)) {
+            upstream.resolve_hosts().await;
             upstream
                 .refresh()
                 .await
-                .map_err(|e| format!("service {}: {e}", upstream.name))?;
+                .map_err(|error| ReloadError::Balancer {
+                    service: upstream.name.clone(),
+                    error,
+                })?;
         }
         old.retire_metrics(&next);
         crate::telemetry::kpi::retire(&old.config, &next.config);
         metrics::set_config_hash(Some(&old.hash), &next.hash);
         metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(next.loaded_at));
         let hash = next.hash.clone();
-        self.snapshot.store(Arc::new(next));
+        self.current.replace(next);
         Ok(hash)
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+/// Listener, thread, Redis and tracing settings are read at start only.
+fn warn_about_restart_only_changes(old: &Snapshot, plan: &Plan, redis: Option<&RedisConfig>) {
+    let (new, was) = (&plan.config.server, &old.config.server);
+    if new.listen != was.listen
+        || new.tls != was.tls
+        || new.admin.listen != was.admin.listen
+        || new.threads != was.threads
+        || new.work_stealing != was.work_stealing
+    {
+        log::warn!(
+            "listener and thread changes take effect only after a restart or binary upgrade"
+        );
+    }
+    if plan.config.redis.as_ref() != redis {
+        log::warn!("changes to the redis section take effect only after a restart");
+    }
+    if plan.config.tracing != old.config.tracing {
+        log::warn!("changes to the tracing section take effect only after a restart");
+    }
 }
 
 /// Reloads the configuration on SIGHUP.
@@ -218,6 +265,32 @@ impl BackgroundService for ReloadOnHangup {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = hangups.recv() => { let _ = self.0.reload().await; }
+            }
+        }
+    }
+}
+
+/// Looks up static instances' host names again every 30 s (keeping the last good answer on
+/// failure), so a service behind a DNS name follows its address changes without a reload.
+pub struct ResolveHosts {
+    pub current: Arc<Current>,
+    /// Health verdicts of instances that left are forgotten.
+    pub verdicts: Arc<Verdicts>,
+}
+
+#[async_trait]
+impl BackgroundService for ResolveHosts {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(RESOLVE_EVERY) => {}
+            }
+            let snapshot = self.current.load();
+            for upstream in snapshot.services.values() {
+                for gone in upstream.resolve_hosts().await {
+                    self.verdicts.forget(&gone);
+                }
             }
         }
     }

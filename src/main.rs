@@ -119,13 +119,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
-    match portico::config::load_file(path) {
-        Ok(c) => {
+    match portico::snapshot::compile_file(path) {
+        Ok(plan) => {
             println!(
                 "{}: ok ({} routes, {} services)",
                 path.display(),
-                c.routes.len(),
-                c.services.len()
+                plan.config.routes.len(),
+                plan.config.services.len()
             );
             Ok(())
         }
@@ -143,18 +143,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         daemon: args.daemon,
     };
     let (gateway, extra) = if args.demo {
-        let (config, upstreams) = portico::demo::prepare().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let gateway = Gateway::new(config, ConfigSource::Embedded)?;
+        let (plan, upstreams) = portico::demo::prepare().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gateway = Gateway::new(plan, ConfigSource::Embedded)?;
         let extra: Vec<Box<dyn pingora::services::ServiceWithDependents>> = vec![Box::new(
             pingora::services::background::background_service("demo upstreams", upstreams),
         )];
         (gateway, extra)
     } else {
-        let config = portico::config::load_file(&args.config)
+        let plan = portico::snapshot::compile_file(&args.config)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("invalid configuration {}", args.config.display()))?;
         (
-            Gateway::new(config, ConfigSource::File(args.config.clone()))?,
+            Gateway::new(plan, ConfigSource::File(args.config.clone()))?,
             Vec::new(),
         )
     };

@@ -1,11 +1,16 @@
-//! The compiled route table: host, path prefix, method and header matching (first match in
-//! list order) plus the path rewrite and header edits of each route. Built once per config
-//! snapshot; matching allocates nothing.
+//! The route table: host, path prefix, method and header matching (first match in list order)
+//! and each route's path rewrite. Compiled once per configuration; matching allocates nothing.
+//! The table is generic over what a route carries (`Router<R>`), so matching is tested
+//! without any upstream, and each compiled route holds its own target.
 
-use crate::config::{HeaderRules, RouteConfig};
-use crate::retry::RetryPolicy;
+use crate::config::{MatchConfig, Problems, RouteConfig};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
+
+/// Methods a route may name; anything else is almost always a typo.
+pub const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
 
 /// A host criterion.
 #[derive(Debug, Clone)]
@@ -37,6 +42,37 @@ pub enum PathRewrite {
 }
 
 impl PathRewrite {
+    /// Compiles a route's `strip_prefix` / `rewrite` (at `at`, e.g. `routes[2]`).
+    pub fn compile(r: &RouteConfig, at: &str, problems: &mut Problems) -> Self {
+        let prefix = r.matcher.path_prefix.trim_end_matches('/');
+        match (&r.rewrite, r.strip_prefix) {
+            (Some(_), true) => {
+                problems.push(
+                    format!("{at}.rewrite"),
+                    "use either strip_prefix or rewrite, not both",
+                );
+                PathRewrite::Keep
+            }
+            (Some(rw), false) => {
+                if !rw.to.starts_with('/') && !rw.to.starts_with('$') {
+                    problems.push(
+                        format!("{at}.rewrite.to"),
+                        "must start with '/' or a capture reference",
+                    );
+                }
+                match Regex::new(&rw.regex) {
+                    Ok(re) => PathRewrite::Regex(re, rw.to.clone()),
+                    Err(e) => {
+                        problems.push(format!("{at}.rewrite.regex"), format!("bad regex: {e}"));
+                        PathRewrite::Keep
+                    }
+                }
+            }
+            (None, true) if !prefix.is_empty() => PathRewrite::StripPrefix(prefix.to_string()),
+            (None, _) => PathRewrite::Keep,
+        }
+    }
+
     /// The new path-and-query, or `None` when the request goes upstream unchanged.
     pub fn apply(&self, path: &str, query: Option<&str>) -> Option<String> {
         let new_path = match self {
@@ -58,96 +94,68 @@ impl PathRewrite {
     }
 }
 
-/// Header edits compiled to typed names and values.
-#[derive(Debug, Clone, Default)]
-pub struct HeaderEdits {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
-}
-
-impl HeaderEdits {
-    fn compile(rules: &HeaderRules) -> Self {
-        Self {
-            set: rules
-                .set
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
-            remove: rules
-                .remove
-                .iter()
-                .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
-                .collect(),
-        }
-    }
-
-    /// True when there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.remove.is_empty()
-    }
-}
-
-/// One compiled route.
+/// What a request must carry for a route to match.
 #[derive(Debug, Clone)]
-pub struct Route {
-    pub name: String,
-    pub service: String,
+pub struct Matcher {
     hosts: Vec<HostPattern>,
+    /// The path prefix without a trailing `/` (empty for `/`).
     prefix: String,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    pub rewrite: PathRewrite,
-    pub retry: RetryPolicy,
-    /// Bound on the whole request, retries included.
-    pub timeout: Option<std::time::Duration>,
-    pub request_headers: HeaderEdits,
-    pub response_headers: HeaderEdits,
 }
 
-impl Route {
-    /// Compiles a validated route; `None` only if validation was bypassed.
-    pub fn compile(cfg: &RouteConfig) -> Option<Self> {
-        let m = &cfg.matcher;
-        let prefix = m.path_prefix.trim_end_matches('/').to_string();
-        let rewrite = match (&cfg.rewrite, cfg.strip_prefix) {
-            (Some(rw), _) => PathRewrite::Regex(Regex::new(&rw.regex).ok()?, rw.to.clone()),
-            (None, true) if !prefix.is_empty() => PathRewrite::StripPrefix(prefix.clone()),
-            _ => PathRewrite::Keep,
-        };
-        Some(Self {
-            name: cfg.name.clone(),
-            service: cfg.service.clone(),
-            hosts: m
-                .hosts
-                .iter()
-                .map(|h| match h.strip_prefix('*') {
-                    Some(suffix) => HostPattern::Suffix(suffix.to_ascii_lowercase()),
-                    None => HostPattern::Exact(h.to_ascii_lowercase()),
-                })
-                .collect(),
-            prefix,
-            methods: m.methods.iter().filter_map(|s| s.parse().ok()).collect(),
-            headers: m
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
-            rewrite,
-            retry: RetryPolicy::new(&cfg.retry),
-            timeout: cfg.timeout,
-            request_headers: HeaderEdits::compile(&cfg.request_headers),
-            response_headers: HeaderEdits::compile(&cfg.response_headers),
-        })
+impl Matcher {
+    /// Compiles a route's `match` section (at `at`, e.g. `routes[2].match`).
+    pub fn compile(m: &MatchConfig, at: &str, problems: &mut Problems) -> Self {
+        if !m.path_prefix.starts_with('/') {
+            problems.push(format!("{at}.path_prefix"), "must start with '/'");
+        }
+        let mut hosts = Vec::with_capacity(m.hosts.len());
+        for (i, h) in m.hosts.iter().enumerate() {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if bare.is_empty() || bare.contains(['*', '/', ' ', ':']) {
+                problems.push(
+                    format!("{at}.hosts[{i}]"),
+                    format!("bad host {h:?}: expected a name or *.suffix"),
+                );
+                continue;
+            }
+            hosts.push(match h.strip_prefix('*') {
+                Some(suffix) => HostPattern::Suffix(suffix.to_ascii_lowercase()),
+                None => HostPattern::Exact(h.to_ascii_lowercase()),
+            });
+        }
+        let mut methods = Vec::with_capacity(m.methods.len());
+        for (i, method) in m.methods.iter().enumerate() {
+            match method.parse::<Method>() {
+                Ok(parsed) if METHODS.contains(&method.as_str()) => methods.push(parsed),
+                _ => problems.push(
+                    format!("{at}.methods[{i}]"),
+                    format!(
+                        "unknown method {method:?}; expected one of {}",
+                        METHODS.join(", ")
+                    ),
+                ),
+            }
+        }
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for (name, value) in &m.headers {
+            if let Some(pair) = header_pair(name, value, &format!("{at}.headers.{name}"), problems)
+            {
+                headers.push(pair);
+            }
+        }
+        Self {
+            hosts,
+            prefix: m.path_prefix.trim_end_matches('/').to_string(),
+            methods,
+            headers,
+        }
+    }
+
+    /// The path prefix the route matches (without a trailing `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn matches(&self, req: &RequestFacts) -> bool {
@@ -165,6 +173,24 @@ impl Route {
                 .iter()
                 .all(|(k, v)| req.headers.get(k) == Some(v))
     }
+}
+
+/// A typed header name and value, or a problem at `at`.
+pub fn header_pair(
+    name: &str,
+    value: &str,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<(HeaderName, HeaderValue)> {
+    let parsed_name = HeaderName::from_bytes(name.as_bytes());
+    let parsed_value = HeaderValue::from_str(value);
+    if parsed_name.is_err() {
+        problems.push(at, format!("bad header name {name:?}"));
+    }
+    if parsed_value.is_err() {
+        problems.push(at, format!("bad header value {value:?}"));
+    }
+    Some((parsed_name.ok()?, parsed_value.ok()?))
 }
 
 /// A prefix matches whole path segments: `/api` matches `/api` and `/api/x`, not `/apix`.
@@ -195,33 +221,55 @@ pub fn host_without_port(host: &str) -> &str {
     }
 }
 
-/// The ordered route table.
-#[derive(Debug, Clone, Default)]
-pub struct Router {
-    routes: Vec<Route>,
+/// The ordered route table; `R` is what a matched route leads to.
+#[derive(Debug, Clone)]
+pub struct Router<R> {
+    matchers: Vec<Matcher>,
+    routes: Vec<R>,
 }
 
-impl Router {
-    /// Compiles validated routes in order.
-    pub fn new(routes: &[RouteConfig]) -> Self {
+impl<R> Default for Router<R> {
+    fn default() -> Self {
         Self {
-            routes: routes.iter().filter_map(Route::compile).collect(),
+            matchers: Vec::new(),
+            routes: Vec::new(),
         }
+    }
+}
+
+impl<R> Router<R> {
+    /// A table of `(matcher, route)` in match order.
+    pub fn new(entries: impl IntoIterator<Item = (Matcher, R)>) -> Self {
+        let (matchers, routes) = entries.into_iter().unzip();
+        Self { matchers, routes }
     }
 
     /// Index of the first route matching the request.
     pub fn find(&self, req: &RequestFacts) -> Option<usize> {
-        self.routes.iter().position(|r| r.matches(req))
+        self.matchers.iter().position(|m| m.matches(req))
     }
 
-    /// The route at `index`.
-    pub fn route(&self, index: usize) -> &Route {
+    /// The route at `index` (from [`Router::find`]).
+    pub fn route(&self, index: usize) -> &R {
         &self.routes[index]
     }
 
     /// All routes in match order.
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[R] {
         &self.routes
+    }
+
+    /// The matcher of the route at `index`.
+    pub fn matcher(&self, index: usize) -> &Matcher {
+        &self.matchers[index]
+    }
+
+    /// The same table leading to `f(route)` instead.
+    pub fn map<S>(self, f: impl FnMut(R) -> S) -> Router<S> {
+        Router {
+            matchers: self.matchers,
+            routes: self.routes.into_iter().map(f).collect(),
+        }
     }
 }
 
@@ -230,14 +278,23 @@ mod tests {
     use super::*;
     use crate::config::load_str;
 
-    fn router(yaml_routes: &str) -> Router {
+    fn router(yaml_routes: &str) -> Router<String> {
         let text =
             format!("routes:\n{yaml_routes}\nservices:\n  s:\n    instances: [\"127.0.0.1:1\"]\n");
-        Router::new(&load_str("t", &text).unwrap().routes)
+        let mut problems = Problems::default();
+        let routes = load_str("t", &text).unwrap().routes;
+        let router = Router::new(routes.iter().map(|r| {
+            (
+                Matcher::compile(&r.matcher, "m", &mut problems),
+                r.name.clone(),
+            )
+        }));
+        assert!(problems.is_empty(), "{problems:?}");
+        router
     }
 
     fn find(
-        r: &Router,
+        r: &Router<String>,
         host: &str,
         method: &str,
         path: &str,
@@ -257,7 +314,7 @@ mod tests {
             method: &method,
             headers: &map,
         })
-        .map(|i| r.route(i).name.clone())
+        .map(|i| r.route(i).clone())
     }
 
     #[test]

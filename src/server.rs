@@ -2,13 +2,13 @@
 //! check service and the SIGHUP reloader, all over one [`Gateway`].
 
 use crate::admin::Admin;
-use crate::gateway::{Gateway, ReloadOnHangup};
+use crate::event_stream::Publisher;
+use crate::gateway::{Gateway, ReloadOnHangup, ResolveHosts};
 use crate::listener::drain::Drain;
 use crate::listener::frontend::Frontend;
 use crate::listener::Bound;
 use crate::proxy::Proxy;
 use crate::registry::watcher::Watcher;
-use crate::telemetry::events::Publisher;
 use crate::telemetry::tracing::TracingService;
 use crate::upstream::health::TICK;
 use pingora::apps::HttpServerOptions;
@@ -64,7 +64,7 @@ pub fn build(
     proxy.server_options = Some(options);
     let frontend = Frontend::new(
         proxy,
-        gateway.clone(),
+        gateway.current().clone(),
         gateway.listeners.connections.clone(),
     );
     let mut listening = Service::new("portico proxy".to_string(), frontend);
@@ -102,20 +102,32 @@ pub fn build(
     ));
 
     if let Some(redis) = gateway.redis.clone() {
-        let watcher = Watcher::new(gateway.clone(), redis, gateway.registry.clone());
+        let watcher = Watcher::new(
+            gateway.current().clone(),
+            gateway.verdicts.clone(),
+            redis,
+            gateway.registry.clone(),
+        );
         server.add_service(background_service("registry watcher", watcher));
     }
     if let Some(tracing) = gateway.tracing.clone() {
         server.add_service(background_service("tracing", TracingService(tracing)));
     }
-    if let (Some(redis), Some(_)) = (gateway.redis.clone(), gateway.events.as_ref()) {
-        let publisher = Publisher::new(gateway.clone(), redis);
+    if let (Some(redis), Some(sink)) = (gateway.redis.clone(), gateway.events.as_ref()) {
+        let publisher = Publisher::new(gateway.current().clone(), sink, redis);
         server.add_service(background_service("business events", publisher));
     }
     let mut health = HealthCheckService::new(gateway.health.clone());
     health.health_check_frequency = Some(TICK);
     health.parallel_health_check = true;
     server.add_service(background_service("health checks", health));
+    server.add_service(background_service(
+        "resolve host names",
+        ResolveHosts {
+            current: gateway.current().clone(),
+            verdicts: gateway.verdicts.clone(),
+        },
+    ));
     server.add_service(background_service(
         "reload on SIGHUP",
         ReloadOnHangup(gateway),

@@ -155,7 +155,9 @@ fn compose_monitoring_gets_the_rules_and_dashboards() {
 #[test]
 fn compose_gateway_configuration_loads() {
     const FILE: &str = "deploy/portico/portico.yaml";
-    let config = portico::config::load_file(&repo_path(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let config = portico::snapshot::compile_file(&repo_path(FILE))
+        .map(|plan| plan.config)
+        .unwrap_or_else(|e| panic!("{e}"));
     // Listeners and endpoints are ${VAR:-default}s: check the defaults in the text, so a variable
     // set in the test's environment cannot make this fail.
     let text = read(FILE);

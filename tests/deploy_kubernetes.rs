@@ -70,7 +70,9 @@ fn configmap_config(objects: &[(String, Value)]) -> portico::config::Config {
         .get("portico.yaml")
         .and_then(Value::as_str)
         .expect("ConfigMap: data.\"portico.yaml\" holds the configuration");
-    portico::config::load_str("configmap", text).unwrap_or_else(|e| panic!("{e}"))
+    portico::snapshot::compile_str("configmap", text)
+        .map(|plan| (*plan.config).clone())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

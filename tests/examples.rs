@@ -7,7 +7,7 @@ fn every_example_in_conf_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            if let Err(e) = portico::config::load_file(&path) {
+            if let Err(e) = portico::snapshot::compile_file(&path) {
                 panic!("{e}");
             }
             checked += 1;
@@ -21,5 +21,5 @@ fn the_demo_configuration_validates() {
     let text = portico::demo::DEMO_CONFIG
         .replace("{ECHO_1}", "127.0.0.1:1")
         .replace("{ECHO_2}", "127.0.0.1:2");
-    portico::config::load_str("<demo>", &text).unwrap();
+    portico::snapshot::compile_str("<demo>", &text).unwrap();
 }

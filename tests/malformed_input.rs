@@ -2,9 +2,9 @@
 //! random paths and hosts through normalisation, matching and rewriting. The same properties
 //! are `cargo fuzz` targets in fuzz/ (nightly); this runs a bounded number of cases on stable.
 
-use portico::config::load_str;
 use portico::hardening::normalize_path;
-use portico::router::{RequestFacts, Router};
+use portico::router::RequestFacts;
+use portico::snapshot::compile_str;
 
 const SEED_CONFIG: &str = include_str!("../conf/portico.yaml");
 const CASES: usize = 3_000;
@@ -37,22 +37,22 @@ fn mutated_configuration_files_give_errors_not_panics() {
             }
         }
         let text: String = text.into_iter().collect();
-        let _ = load_str("mutated.yaml", &text);
+        let _ = compile_str("mutated.yaml", &text);
     }
     for _ in 0..CASES {
         let len = rng.usize(0..300);
-        let _ = load_str("noise.yaml", &noise(&mut rng, len));
+        let _ = compile_str("noise.yaml", &noise(&mut rng, len));
     }
 }
 
 #[test]
 fn random_paths_and_hosts_route_without_panics() {
-    let cfg = load_str(
+    let plan = compile_str(
         "r.yaml",
         "routes:\n  - {name: a, match: {hosts: [\"*.example.com\"], path_prefix: /api}, service: s, strip_prefix: true}\n  - {name: b, match: {path_prefix: /}, service: s, rewrite: {regex: \"^/(.*)$\", to: \"/x/$1\"}}\nservices:\n  s: {instances: [\"127.0.0.1:1\"]}\n",
     )
     .unwrap();
-    let router = Router::new(&cfg.routes);
+    let router = &plan.router;
     let headers = http::HeaderMap::new();
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..CASES * 10 {

@@ -4,6 +4,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = portico::config::load_str("fuzz.yaml", text);
+        let _ = portico::snapshot::compile_str("fuzz.yaml", text);
     }
 });

@@ -4,9 +4,10 @@
 
 mod registry;
 
-use crate::gateway::{unix_seconds, ConfigSource, Gateway};
+use crate::gateway::{ConfigSource, Gateway};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics;
+use crate::telemetry::unix_seconds;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -86,7 +87,7 @@ impl Admin {
                 Ok(hash) => (StatusCode::OK, json!({"reloaded": true, "hash": hash})),
                 Err(e) => (
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({"reloaded": false, "error": e, "hash": snapshot.hash}),
+                    json!({"reloaded": false, "error": e.to_string(), "hash": snapshot.hash}),
                 ),
             },
             _ => not_found(),

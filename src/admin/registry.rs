@@ -7,7 +7,8 @@
 
 use crate::config::{Discovery, MAX_WEIGHT};
 use crate::gateway::Gateway;
-use crate::registry::{store, Keys, Registration};
+use crate::registry::{store, Keys};
+use crate::upstream::Registration;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -21,6 +21,17 @@ pub struct Parsed {
     pub document: Document,
 }
 
+impl Parsed {
+    /// The configuration when the file had no mistake, else the mistakes.
+    pub fn into_result(self) -> Result<Config, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
 /// Where a configuration came from and where each of its fields is written.
 pub struct Document {
     file: String,

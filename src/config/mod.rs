@@ -1,10 +1,17 @@
-//! Configuration: YAML schema, `${VAR}` expansion, and validation that reports every error with
-//! its file, line, column and field path. A `Config` returned from here is fully validated.
+//! Configuration: the YAML schema as serde types, `${VAR}` expansion, and a reader that reports
+//! every mistake of a file at once with its file, line, column and field path (`load.rs`). This
+//! module is the bottom layer: it knows the schema, not what the values mean. Turning a
+//! `Config` into runtime types — and finding every value that makes no sense, like an unknown
+//! service or a bad address — is the compile step (`snapshot::compile_file`), which locates its
+//! problems through the parsed [`Document`].
+//!
+//! The reader is yaml-rust2 (already used for positions) plus the serde derives of the schema:
+//! serde_yaml stops at the first error and knows no positions for later checks; it stays the
+//! reference a test compares valid files against.
 
 mod de;
 mod env;
 mod error;
-mod instance;
 mod limits;
 mod load;
 mod observability;
@@ -13,47 +20,33 @@ pub mod suggest;
 mod tree;
 mod types;
 mod units;
-mod validate;
-mod validate_redis;
-mod validate_service;
-mod validate_telemetry;
 
 pub use error::{ConfigError, ConfigErrors, Problem, Problems};
-pub use instance::{parse_instance, InstanceSpec, MAX_WEIGHT};
-pub use load::{parse_file, parse_str, Document, Parsed};
+pub use load::{parse_file, parse_str, sort as sort_errors, Document, Parsed};
 pub use types::*;
 
 use std::path::Path;
 
-/// Reads, expands, parses and validates a file.
+/// Largest accepted instance weight; pingora expands weights into a selection table of at most
+/// 65 535 slots.
+pub const MAX_WEIGHT: usize = 1000;
+
+/// Reads and parses a file into the schema; every mistake of the file, or the configuration.
+/// (Whether the values make sense is the compile step's question: `snapshot::compile_file`.)
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    finish(parse_file(path)?)
+    parse_file(path)?.into_result()
 }
 
-/// Expands, parses and validates YAML text; `file` names it in errors.
+/// Parses YAML text into the schema; `file` names it in errors.
 pub fn load_str(file: &str, text: &str) -> Result<Config, ConfigErrors> {
-    finish(parse_str(file, text)?)
+    parse_str(file, text)?.into_result()
 }
 
-fn finish(parsed: Parsed) -> Result<Config, ConfigErrors> {
-    let at = |path: &str, message: String| Problem {
-        path: path.to_string(),
-        message,
-    };
-    let problems = validate::validate(&parsed.config, &at);
-    let mut errors = parsed.errors;
-    errors.extend(
-        problems
-            .iter()
-            .filter(|p| !parsed.document.covers(&p.path))
-            .map(|p| parsed.document.locate(p)),
-    );
-    if errors.is_empty() {
-        Ok(parsed.config)
-    } else {
-        load::sort(&mut errors);
-        Err(ConfigErrors(errors))
-    }
+/// Route, service and rule names become metric label values and URL segments.
+pub fn is_label_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// A stable 64-bit FNV-1a hash of the configuration text, shown in `/admin/config` and the

@@ -7,15 +7,14 @@
 
 use super::connections::{Connections, Limits};
 use super::head_deadline::{HeadClock, TimedStream};
-use crate::gateway::Gateway;
-use crate::proxy::Proxy;
+use crate::snapshot::Current;
 use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Stream, ALPN};
-use pingora::proxy::HttpProxy;
+use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,22 +29,24 @@ const DRAIN_IDLE: Duration = Duration::from_secs(1);
 const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 
 /// The proxy application every listener serves.
-pub struct Frontend {
-    proxy: Arc<HttpProxy<Proxy>>,
-    gateway: Arc<Gateway>,
+pub struct Frontend<P> {
+    proxy: Arc<HttpProxy<P>>,
+    /// The configuration in force: limits and timeouts apply to connections accepted after a
+    /// reload.
+    current: Arc<Current>,
     connections: Arc<Connections>,
 }
 
-impl Frontend {
+impl<P> Frontend<P>
+where
+    P: ProxyHttp + Send + Sync + 'static,
+    P::CTX: Send + Sync,
+{
     /// Serves `proxy`, admitting connections through `connections`.
-    pub fn new(
-        proxy: HttpProxy<Proxy>,
-        gateway: Arc<Gateway>,
-        connections: Arc<Connections>,
-    ) -> Self {
+    pub fn new(proxy: HttpProxy<P>, current: Arc<Current>, connections: Arc<Connections>) -> Self {
         Self {
             proxy: Arc::new(proxy),
-            gateway,
+            current,
             connections,
         }
     }
@@ -106,14 +107,18 @@ impl Frontend {
 }
 
 #[async_trait]
-impl ServerApp for Frontend {
+impl<P> ServerApp for Frontend<P>
+where
+    P: ProxyHttp + Send + Sync + 'static,
+    P::CTX: Send + Sync,
+{
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let (limits, header_timeout, h2c) = {
-            let snapshot = self.gateway.snapshot();
+            let snapshot = self.current.load();
             let server = &snapshot.config.server;
             let limits = &server.limits;
             (
@@ -147,7 +152,7 @@ impl ServerApp for Frontend {
         // The listeners have stopped accepting. Busy connections close after their current
         // response (Pingora sends `Connection: close` once shutdown has begun); idle ones get a
         // moment to send the request that may already be on its way, then are closed.
-        let grace = self.gateway.snapshot().config.server.grace_period;
+        let grace = self.current.load().config.server.grace_period;
         let _ = tokio::time::timeout(grace.min(DRAIN_IDLE), self.connections.wait_idle()).await;
         self.proxy.http_cleanup().await;
     }

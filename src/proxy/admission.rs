@@ -1,23 +1,179 @@
-//! Admission before routing and before any upstream work: framing, size and path checks, then
-//! the route's rate limits.
+//! `request_filter`'s work, in order: who the client is; framing, size and path checks; the
+//! route; then the route's access and admission policies. Anything refused here never costs an
+//! upstream connection.
 
-use super::headers::{rate_header_values, refusal};
+use super::context::{RequestInfo, UpstreamState};
 use super::{Proxy, RequestCtx};
 use crate::config::{LimitsConfig, UnderscoreHeaders};
 use crate::hardening;
-use crate::ratelimit::{Limits, Verdict};
-use crate::reply::{self, ErrorCode};
-use http::HeaderValue;
+use crate::policy::{self, Outcome, Refusal};
+use crate::reply::ErrorCode;
+use crate::request_id;
+use crate::retry::Attempts;
+use crate::router::{host_without_port, RequestFacts};
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::InFlight;
+use crate::telemetry::tracing::name_server_span;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
-use pingora::Result;
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+impl Proxy {
+    /// Admits a request to its route, or says how to refuse it.
+    pub(super) async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<Refusal> {
+        ctx.in_flight = Some(InFlight::enter());
+        let snapshot = self.gateway.snapshot();
+        ctx.request = identify(session, &snapshot, ctx.request.start);
+        let limits = &snapshot.config.server.limits;
+        drop_underscore_headers(session, limits);
+        let route = match screen(session, limits) {
+            Ok(path) => {
+                if let Cow::Owned(p) = &path {
+                    ctx.request.normalized_path = Some(p.clone());
+                }
+                find_route(&snapshot, session, &path)
+            }
+            Err(code) => {
+                // A request that breaks the rules may be desynchronised: close after answering.
+                session.set_keepalive(None);
+                return Some(self.refuse(ctx, snapshot, code));
+            }
+        };
+        self.start_trace(session, ctx, &snapshot, route);
+        ctx.snapshot = Some(snapshot);
+        let Some(index) = route else {
+            let code = unrouted(&session.req_header().method);
+            return Some(self.refuse_unrouted(ctx, code));
+        };
+        ctx.route = Some(index);
+        self.admit_to_route(session, ctx).await
+    }
+
+    /// Runs the route's policies and prepares its attempts.
+    async fn admit_to_route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Refusal> {
+        let RequestCtx {
+            request,
+            snapshot,
+            route,
+            upstream,
+            reply,
+            ..
+        } = ctx;
+        let snapshot = snapshot.as_ref()?;
+        let route = snapshot.router.route((*route)?);
+        if !route.policies.admits_everything() {
+            let req = session.req_header();
+            let view = policy::Request {
+                headers: &req.headers,
+                method: &req.method,
+                client_ip: request.client_ip,
+            };
+            if let Outcome::Refuse(mut refusal) =
+                route.policies.admit(&view, &mut reply.policy).await
+            {
+                reply.error = Some(refusal.code);
+                reply.gateway_made = true;
+                refusal
+                    .headers
+                    .splice(0..0, super::rate_header_values(reply));
+                return Some(refusal);
+            }
+        }
+        *upstream = UpstreamState {
+            attempts: Attempts::new(request.start, route.timeout),
+            budget: Some(route.upstream.budget.enter()),
+            ..UpstreamState::default()
+        };
+        let limits = &snapshot.config.server.limits;
+        session.set_read_timeout(Some(limits.body_read_timeout));
+        // Only a connection still kept alive gets the configured idle time: Pingora turns
+        // keep-alive off once shutdown has begun, and that must reach the response as
+        // `Connection: close`, or a client sends its next request into a closing connection.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        }
+        None
+    }
+
+    fn refuse(&self, ctx: &mut RequestCtx, snapshot: Arc<Snapshot>, code: ErrorCode) -> Refusal {
+        ctx.snapshot = Some(snapshot);
+        self.refuse_unrouted(ctx, code)
+    }
+
+    fn refuse_unrouted(&self, ctx: &mut RequestCtx, code: ErrorCode) -> Refusal {
+        ctx.answer(code);
+        Refusal {
+            code,
+            headers: Vec::new(),
+        }
+    }
+
+    fn start_trace(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        route: Option<usize>,
+    ) {
+        let Some(tracing) = &self.gateway.tracing else {
+            return;
+        };
+        let req = session.req_header();
+        ctx.trace = tracing.server_span(req, ctx.request.peer_trusted, ctx.request.client_ip);
+        if let (Some(cx), Some(i)) = (&ctx.trace, route) {
+            name_server_span(cx, &req.method, &snapshot.router.route(i).name);
+        }
+    }
+}
+
+/// The request id, the socket peer and the client behind trusted proxies.
+fn identify(session: &Session, snapshot: &Snapshot, start: std::time::Instant) -> RequestInfo {
+    let req = session.req_header();
+    let peer_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    RequestInfo {
+        start,
+        id: Some(request_id::accept_or_generate(
+            req.headers.get(request_id::HEADER),
+        )),
+        peer_ip,
+        peer_trusted: snapshot.trusted.contains(peer_ip),
+        client_ip: snapshot
+            .trusted
+            .client_ip(peer_ip, req.headers.get("x-forwarded-for")),
+        normalized_path: None,
+        body_bytes: 0,
+    }
+}
+
+fn find_route(snapshot: &Snapshot, session: &Session, path: &str) -> Option<usize> {
+    let req = session.req_header();
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .map(host_without_port)
+        .unwrap_or("");
+    snapshot.router.find(&RequestFacts {
+        host,
+        path,
+        method: &req.method,
+        headers: &req.headers,
+    })
+}
 
 /// Refuses unacceptable framing or sizes; otherwise returns the normalised path to route on.
-pub(super) fn screen<'a>(
-    session: &'a Session,
-    limits: &LimitsConfig,
-) -> Result<Cow<'a, str>, ErrorCode> {
+fn screen<'a>(session: &'a Session, limits: &LimitsConfig) -> Result<Cow<'a, str>, ErrorCode> {
     let req = session.req_header();
     // Request lines with spaces or control bytes in the target never get here: the frontend
     // makes Pingora's parser refuse them (`set_strict_request_line`).
@@ -40,7 +196,7 @@ pub(super) fn screen<'a>(
 
 /// The refusal for a request no route matched: `TRACE` only matches routes that name it, so
 /// an unmatched one is a method the gateway does not allow, not a missing route.
-pub(super) fn unrouted(method: &http::Method) -> ErrorCode {
+fn unrouted(method: &http::Method) -> ErrorCode {
     if method == http::Method::TRACE {
         ErrorCode::MethodNotAllowed
     } else {
@@ -49,7 +205,7 @@ pub(super) fn unrouted(method: &http::Method) -> ErrorCode {
 }
 
 /// Removes header names with `_` when the policy is `drop` (before routing sees them).
-pub(super) fn drop_underscore_headers(session: &mut Session, limits: &LimitsConfig) {
+fn drop_underscore_headers(session: &mut Session, limits: &LimitsConfig) {
     if limits.headers_with_underscores != UnderscoreHeaders::Drop {
         return;
     }
@@ -61,34 +217,5 @@ pub(super) fn drop_underscore_headers(session: &mut Session, limits: &LimitsConf
     let req = session.req_header_mut();
     for name in names {
         req.remove_header(&name);
-    }
-}
-
-impl Proxy {
-    /// Applies the route's rate limits; `Ok(true)` when the request was refused and answered.
-    pub(super) async fn enforce_limits(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        limits: &Limits,
-    ) -> Result<bool> {
-        if limits.is_empty() {
-            return Ok(false);
-        }
-        let shared = self.gateway.shared_limits.as_ref();
-        let headers = &session.req_header().headers;
-        let (verdict, shown) = limits.check(headers, ctx.client_ip, shared).await;
-        ctx.rate_headers = shown;
-        let Some(code) = refusal(verdict) else {
-            return Ok(false);
-        };
-        ctx.error = Some(code);
-        ctx.gateway_made = true;
-        let mut extra: Vec<_> = rate_header_values(shown).collect();
-        if let Verdict::Limited { retry_after } = verdict {
-            extra.push(("Retry-After", HeaderValue::from(retry_after)));
-        }
-        reply::send(session, code, ctx.request_id.as_ref(), &extra).await?;
-        Ok(true)
     }
 }

@@ -1,110 +1,150 @@
-//! Per-request state carried through the proxy hooks, and the retry decision that reads and
-//! updates it.
+//! Per-request state carried through the proxy hooks, grouped by concern: what the request is
+//! ([`RequestInfo`]), which route it took (the snapshot and the route's index in it), its
+//! upstream attempts ([`UpstreamState`]), what the client will be answered ([`ReplyState`]) and
+//! its trace. Everything acquired for the request is a guard released on drop — the in-flight
+//! gauge, the retry-budget entry, a half-open breaker's probe slot — so no hook has to undo
+//! anything by hand.
 
-use crate::ratelimit::RateHeaders;
+use crate::policy;
 use crate::reply::ErrorCode;
-use crate::retry::Cause;
-use crate::snapshot::{RouteTarget, Snapshot};
+use crate::retry::{Attempts, BudgetEntry};
+use crate::snapshot::{Route, Snapshot};
+use crate::telemetry::metrics::InFlight;
+use crate::upstream::{ProbeSlot, Upstream};
 use http::HeaderValue;
-use pingora::{Error, ErrorType};
-use std::net::{IpAddr, SocketAddr};
+use opentelemetry_sdk::trace::Span;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Per-request state.
 pub struct RequestCtx {
-    pub(super) start: Instant,
+    pub(super) request: RequestInfo,
+    /// The snapshot the request runs on (loaded once, at its start).
     pub(super) snapshot: Option<Arc<Snapshot>>,
+    /// Index of the matched route in the snapshot's router.
     pub(super) route: Option<usize>,
-    pub(super) request_id: Option<HeaderValue>,
-    pub(super) peer_ip: IpAddr,
-    pub(super) peer_trusted: bool,
-    pub(super) client_ip: IpAddr,
-    /// Instances that failed to connect; never selected again for this request.
-    pub(super) tried: Vec<SocketAddr>,
-    pub(super) attempts: u32,
-    pub(super) current: Option<SocketAddr>,
-    /// The current attempt is a half-open breaker probe.
-    pub(super) probe: bool,
-    /// The current attempt's outcome was reported to its breaker.
-    pub(super) outcome_recorded: bool,
-    /// Seconds for `Retry-After` on a 503 Portico makes.
-    pub(super) retry_after: Option<u64>,
-    /// End of the route's time budget, retries included.
-    pub(super) deadline: Option<Instant>,
-    /// The request counts in its service's retry budget (entered / holding a retry slot).
-    pub(super) budget_entered: bool,
-    pub(super) retry_slot: bool,
-    /// Why the next attempt is a retry.
-    pub(super) retry_cause: Option<Cause>,
-    pub(super) attempt_start: Option<Instant>,
-    /// Set when Portico (not an upstream) decides the response.
-    pub(super) error: Option<ErrorCode>,
-    pub(super) gateway_made: bool,
-    pub(super) in_flight: bool,
-    /// `RateLimit-*` values for the response, when a rule governs the request.
-    pub(super) rate_headers: Option<RateHeaders>,
+    pub(super) upstream: UpstreamState,
+    pub(super) reply: ReplyState,
     /// The SERVER span's context, when tracing is on.
     pub(super) trace: Option<opentelemetry::Context>,
-    /// The CLIENT span of the attempt in progress.
-    pub(super) client_span: Option<opentelemetry_sdk::trace::Span>,
-    /// The instance of the last attempt, for the access log.
-    pub(super) last_instance: Option<SocketAddr>,
-    /// Time to response header of the last attempt.
-    pub(super) upstream_time: Option<std::time::Duration>,
+    pub(super) in_flight: Option<InFlight>,
+}
+
+/// What the request is and who sent it.
+pub(super) struct RequestInfo {
+    pub start: Instant,
+    pub id: Option<HeaderValue>,
+    /// The socket peer.
+    pub peer_ip: IpAddr,
+    pub peer_trusted: bool,
+    /// The client, after trusted proxies' `X-Forwarded-For`.
+    pub client_ip: IpAddr,
     /// The normalised path, when it differs from the request's (sent upstream instead).
-    pub(super) normalized_path: Option<String>,
+    pub normalized_path: Option<String>,
     /// Request body bytes seen so far.
-    pub(super) body_bytes: u64,
+    pub body_bytes: u64,
+}
+
+/// The request's attempts on the route's service.
+#[derive(Default)]
+pub(super) struct UpstreamState {
+    pub attempts: Attempts,
+    /// The request's place in the service's retry budget.
+    pub budget: Option<BudgetEntry>,
+    /// Instances already tried; never selected again for this request.
+    pub tried: Vec<SocketAddr>,
+    /// The attempt in progress.
+    pub current: Option<Attempt>,
+    /// The instance of the last attempt, for the access log.
+    pub last_instance: Option<SocketAddr>,
+    /// Time to response header of the last attempt.
+    pub response_time: Option<Duration>,
+}
+
+/// One attempt on one instance.
+pub(super) struct Attempt {
+    pub addr: SocketAddr,
+    /// Held when the attempt is a half-open breaker's probe.
+    pub probe: Option<ProbeSlot>,
+    pub started: Instant,
+    /// The outcome went to the instance's breaker.
+    pub reported: bool,
+    /// The CLIENT span, when the trace is sampled.
+    pub span: Option<Span>,
+}
+
+/// What the client will be answered.
+#[derive(Default)]
+pub(super) struct ReplyState {
+    /// Set when Portico (not an upstream) decides the response.
+    pub error: Option<ErrorCode>,
+    pub gateway_made: bool,
+    /// Seconds for `Retry-After` on a 503 Portico makes.
+    pub retry_after: Option<u64>,
+    /// What the route's policies learned (e.g. the `RateLimit-*` values).
+    pub policy: policy::State,
 }
 
 impl RequestCtx {
-    pub(super) fn target(&self) -> Option<&RouteTarget> {
-        Some(&self.snapshot.as_ref()?.targets[self.route?])
+    /// State for a request whose head was just read.
+    pub fn new() -> Self {
+        Self {
+            request: RequestInfo {
+                start: Instant::now(),
+                id: None,
+                peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                peer_trusted: false,
+                client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                normalized_path: None,
+                body_bytes: 0,
+            },
+            snapshot: None,
+            route: None,
+            upstream: UpstreamState::default(),
+            reply: ReplyState::default(),
+            trace: None,
+            in_flight: None,
+        }
     }
 
+    /// The matched route.
+    pub(super) fn route(&self) -> Option<&Route> {
+        Some(self.snapshot.as_ref()?.router.route(self.route?))
+    }
+
+    /// Portico answers with `code` (not an upstream).
+    pub(super) fn answer(&mut self, code: ErrorCode) {
+        self.reply.error = Some(code);
+        self.reply.gateway_made = true;
+    }
+}
+
+impl UpstreamState {
     /// Reports the current attempt's outcome to its instance's breaker, once.
-    pub(super) fn record_outcome(&mut self, success: bool) {
-        if self.outcome_recorded {
+    pub(super) fn report(&mut self, upstream: &Upstream, success: bool) {
+        let Some(attempt) = self.current.as_mut() else {
+            return;
+        };
+        if std::mem::replace(&mut attempt.reported, true) {
             return;
         }
-        self.outcome_recorded = true;
-        if let (Some(addr), Some(target)) = (self.current, self.target()) {
-            target.upstream.record_outcome(&addr, success, self.probe);
+        match attempt.probe.take() {
+            Some(slot) => slot.report(success),
+            None => upstream.record_outcome(&attempt.addr, success),
+        }
+    }
+
+    /// The current attempt is over and its instance is not to be tried again.
+    pub(super) fn retire(&mut self) {
+        if let Some(attempt) = self.current.take() {
+            self.tried.push(attempt.addr);
         }
     }
 }
 
-/// Marks the error that asks pingora to retry after a 502/503/504 answer.
-pub(super) const STATUS_RETRY: &str = "PorticoStatusRetry";
-
-pub(super) fn is_status_retry(e: &Error) -> bool {
-    matches!(e.etype(), ErrorType::Custom(name) if *name == STATUS_RETRY)
-}
-
-/// Whether the failed attempt may be retried: the route's policy, the deadline and the
-/// service's retry budget must all allow it. Takes a budget slot on a request's first retry.
-pub(super) fn retry_allowed(ctx: &mut RequestCtx, cause: Cause, method: &http::Method) -> bool {
-    let (Some(snapshot), Some(i)) = (ctx.snapshot.clone(), ctx.route) else {
-        return false;
-    };
-    if !snapshot
-        .router
-        .route(i)
-        .retry
-        .allows(cause, method, ctx.attempts)
-        || ctx.deadline.is_some_and(|d| Instant::now() >= d)
-    {
-        return false;
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
     }
-    let upstream = &snapshot.targets[i].upstream;
-    if !ctx.retry_slot {
-        if !upstream.budget.try_take() {
-            upstream.metrics.retry_budget_exhausted.inc();
-            return false;
-        }
-        ctx.retry_slot = true;
-    }
-    ctx.retry_cause = Some(cause);
-    true
 }

@@ -1,8 +1,7 @@
-//! Failures: classifying upstream errors (the reply code a client sees and the `kind` metric
-//! label) and answering a request that could not be proxied.
+//! Answering a request that could not be proxied.
 
-use super::headers::rate_header_values;
-use super::{Proxy, RequestCtx};
+use super::attempt::error_code;
+use super::{rate_header_values, Proxy, RequestCtx};
 use crate::reply::{self, ErrorCode};
 use http::HeaderValue;
 use pingora::proxy::{FailToProxy, Session};
@@ -22,7 +21,7 @@ impl Proxy {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
                 _ => Some(ErrorCode::BadRequest),
             },
-            _ => Some(ctx.error.unwrap_or_else(|| error_code(e))),
+            _ => Some(ctx.reply.error.unwrap_or_else(|| error_code(e))),
         };
         let Some(code) = code else {
             return FailToProxy {
@@ -37,13 +36,12 @@ impl Proxy {
                 can_reuse_downstream: false,
             };
         }
-        ctx.error = Some(code);
-        ctx.gateway_made = true;
-        let mut extra: Vec<_> = rate_header_values(ctx.rate_headers).collect();
-        if let Some(s) = ctx.retry_after.filter(|_| code.status() == 503) {
+        ctx.answer(code);
+        let mut extra: Vec<_> = rate_header_values(&ctx.reply).collect();
+        if let Some(s) = ctx.reply.retry_after.filter(|_| code.status() == 503) {
             extra.push(("Retry-After", HeaderValue::from(s)));
         }
-        let sent = reply::send(session, code, ctx.request_id.as_ref(), &extra).await;
+        let sent = reply::send(session, code, ctx.request.id.as_ref(), &extra).await;
         if let Err(err) = &sent {
             log::debug!("could not send error response: {err}");
         }
@@ -52,37 +50,5 @@ impl Proxy {
             // `reply::send` turned keep-alive off when the request was not read completely.
             can_reuse_downstream: sent.is_ok() && session.get_keepalive().is_some(),
         }
-    }
-}
-
-/// The reply code for an upstream-side error.
-pub(super) fn error_code(e: &Error) -> ErrorCode {
-    match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-            ErrorCode::UpstreamTimeout
-        }
-        ErrorType::HTTPStatus(503) => ErrorCode::NoHealthyUpstream,
-        _ => ErrorCode::UpstreamConnectError,
-    }
-}
-
-/// The `kind` label of `portico_upstream_errors_total`.
-pub(super) fn error_kind(etype: &ErrorType) -> &'static str {
-    match etype {
-        ErrorType::ConnectTimedout => "connect_timeout",
-        ErrorType::ConnectRefused => "connect_refused",
-        ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::BindError => {
-            "connect_error"
-        }
-        ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => "tls_handshake",
-        ErrorType::ReadTimedout => "read_timeout",
-        ErrorType::WriteTimedout => "write_timeout",
-        ErrorType::ConnectionClosed => "connection_closed",
-        ErrorType::ReadError => "read_error",
-        ErrorType::WriteError => "write_error",
-        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
-            "invalid_response"
-        }
-        _ => "other",
     }
 }

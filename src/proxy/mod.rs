@@ -1,10 +1,18 @@
-//! The `ProxyHttp` implementation. Hooks stay thin: each reads the request context, calls one
-//! module (router, upstream, forwarding, reply, metrics) and maps the result.
+//! The `ProxyHttp` implementation. Each hook reads the request context, calls one step and maps
+//! the result; the steps live beside it by phase:
+//!
+//! - [`admission`]: screening, routing, the route's access and admission policies;
+//! - [`attempt`]: choosing an instance for each attempt, and what a failed attempt means
+//!   (breaker outcome, retry or not);
+//! - [`upstream_request`]: what the upstream request carries;
+//! - [`failure`]: answering a request that could not be proxied;
+//! - [`report`]: metrics, spans, KPIs and the access log of a finished request;
+//! - [`invalid_request`]: requests Pingora's parser refused.
 
 mod admission;
+mod attempt;
 mod context;
 mod failure;
-mod headers;
 mod invalid_request;
 mod report;
 mod upstream_request;
@@ -15,24 +23,16 @@ use crate::gateway::Gateway;
 use crate::listener::head_deadline::HeadClock;
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
-use crate::retry::Cause;
-use crate::router::{host_without_port, RequestFacts};
-use crate::telemetry::metrics::HTTP_IN_FLIGHT;
-use crate::telemetry::tracing::{end_client_span, name_server_span};
-use crate::upstream::Pick;
 use async_trait::async_trait;
-use context::{is_status_retry, retry_allowed, STATUS_RETRY};
-use failure::{error_code, error_kind};
-use headers::{apply_edits, rate_header_values};
+use attempt::{is_status_retry, Failure};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
-use std::net::{IpAddr, Ipv4Addr};
+use pingora::{Error, ErrorType, Result};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The gateway's proxy logic.
 pub struct Proxy {
@@ -51,36 +51,7 @@ impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            start: Instant::now(),
-            snapshot: None,
-            route: None,
-            request_id: None,
-            peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            peer_trusted: false,
-            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            tried: Vec::new(),
-            attempts: 0,
-            current: None,
-            probe: false,
-            outcome_recorded: false,
-            retry_after: None,
-            deadline: None,
-            budget_entered: false,
-            retry_slot: false,
-            retry_cause: None,
-            attempt_start: None,
-            error: None,
-            gateway_made: false,
-            in_flight: false,
-            rate_headers: None,
-            trace: None,
-            client_span: None,
-            last_instance: None,
-            upstream_time: None,
-            normalized_path: None,
-            body_bytes: 0,
-        }
+        RequestCtx::new()
     }
 
     fn on_connection_reuse(
@@ -105,88 +76,17 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        HTTP_IN_FLIGHT.inc();
-        ctx.in_flight = true;
-        let snapshot = self.gateway.snapshot();
-        let req = session.req_header();
-        ctx.request_id = Some(request_id::accept_or_generate(
-            req.headers.get(request_id::HEADER),
-        ));
-        ctx.peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-            .unwrap_or(ctx.peer_ip);
-        ctx.peer_trusted = snapshot.trusted.contains(ctx.peer_ip);
-        ctx.client_ip = snapshot
-            .trusted
-            .client_ip(ctx.peer_ip, req.headers.get("x-forwarded-for"));
-        let limits = &snapshot.config.server.limits;
-        admission::drop_underscore_headers(session, limits);
-        let req = session.req_header();
-        let (read_timeout, idle) = (limits.body_read_timeout, limits.keepalive_timeout.as_secs());
-        let path = match admission::screen(session, limits) {
-            Ok(path) => path,
-            Err(code) => {
-                ctx.error = Some(code);
-                ctx.gateway_made = true;
-                ctx.snapshot = Some(snapshot);
-                session.set_keepalive(None);
-                reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
-                return Ok(true);
-            }
+        let Some(refusal) = self.admit(session, ctx).await else {
+            return Ok(false);
         };
-        if let std::borrow::Cow::Owned(p) = &path {
-            ctx.normalized_path = Some(p.clone());
-        }
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(host_without_port)
-            .unwrap_or("");
-        ctx.route = snapshot.router.find(&RequestFacts {
-            host,
-            path: &path,
-            method: &req.method,
-            headers: &req.headers,
-        });
-        if let Some(tracing) = &self.gateway.tracing {
-            ctx.trace = tracing.server_span(req, ctx.peer_trusted, ctx.client_ip);
-            if let (Some(cx), Some(i)) = (&ctx.trace, ctx.route) {
-                name_server_span(cx, &req.method, &snapshot.router.route(i).name);
-            }
-        }
-        ctx.snapshot = Some(snapshot);
-        if let Some(i) = ctx.route {
-            let snapshot = ctx.snapshot.as_ref().map(Arc::clone);
-            if let Some(s) = snapshot {
-                if self
-                    .enforce_limits(session, ctx, &s.targets[i].limits)
-                    .await?
-                {
-                    return Ok(true);
-                }
-                ctx.deadline = s.router.route(i).timeout.map(|t| ctx.start + t);
-                s.targets[i].upstream.budget.enter();
-                ctx.budget_entered = true;
-            }
-        } else {
-            let code = admission::unrouted(&session.req_header().method);
-            ctx.error = Some(code);
-            ctx.gateway_made = true;
-            reply::send(session, code, ctx.request_id.as_ref(), &[]).await?;
-            return Ok(true);
-        }
-        session.set_read_timeout(Some(read_timeout));
-        // Only a connection still kept alive gets the configured idle time: Pingora turns
-        // keep-alive off once shutdown has begun, and that must reach the response as
-        // `Connection: close`, or a client sends its next request into a closing connection.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(idle));
-        }
-        Ok(false)
+        reply::send(
+            session,
+            refusal.code,
+            ctx.request.id.as_ref(),
+            &refusal.headers,
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn request_body_filter(
@@ -196,16 +96,17 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(chunk) = body {
-            ctx.body_bytes += chunk.len() as u64;
-            let limit = ctx
-                .snapshot
-                .as_ref()
-                .map_or(u64::MAX, |s| s.config.server.limits.max_request_body);
-            if ctx.body_bytes > limit {
-                ctx.error = Some(ErrorCode::PayloadTooLarge);
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
-            }
+        let Some(chunk) = body else {
+            return Ok(());
+        };
+        ctx.request.body_bytes += chunk.len() as u64;
+        let limit = ctx
+            .snapshot
+            .as_ref()
+            .map_or(u64::MAX, |s| s.config.server.limits.max_request_body);
+        if ctx.request.body_bytes > limit {
+            ctx.reply.error = Some(ErrorCode::PayloadTooLarge);
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
         }
         Ok(())
     }
@@ -215,76 +116,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(snapshot), Some(route)) = (ctx.snapshot.clone(), ctx.route) else {
-            return Error::e_explain(ErrorType::InternalError, "no route in context");
-        };
-        let upstream = &snapshot.targets[route].upstream;
-        if let Some(cause) = ctx.retry_cause.take() {
-            upstream.metrics.retries[cause as usize].inc();
-            let wait = snapshot.router.route(route).retry.backoff(ctx.attempts);
-            let wait = ctx.deadline.map_or(wait, |d| {
-                wait.min(d.saturating_duration_since(Instant::now()))
-            });
-            tokio::time::sleep(wait).await;
-        }
-        let remaining = ctx
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        if remaining.is_some_and(|r| r.is_zero()) {
-            ctx.error = Some(ErrorCode::DeadlineExceeded);
-            return Error::e_explain(ErrorType::HTTPStatus(504), "route deadline exceeded");
-        }
-        let key = upstream
-            .hash_key()
-            .map(|k| k.extract(session.req_header(), ctx.client_ip))
-            .unwrap_or_default();
-        let selection = match upstream.select(&key, &ctx.tried, Instant::now()) {
-            Pick::Selected(selection) => selection,
-            // After connect failures the request fails with that error, not as "no instance".
-            Pick::CircuitOpen { retry_after } => {
-                let code = ctx.error.unwrap_or(ErrorCode::CircuitOpen);
-                ctx.error = Some(code);
-                ctx.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
-                return Error::e_explain(
-                    ErrorType::HTTPStatus(code.status()),
-                    "every breaker is open",
-                );
-            }
-            Pick::Exhausted => {
-                let code = ctx.error.unwrap_or(ErrorCode::NoHealthyUpstream);
-                ctx.error = Some(code);
-                ctx.retry_after = Some(1);
-                return Error::e_explain(
-                    ErrorType::HTTPStatus(code.status()),
-                    "no instance to try",
-                );
-            }
-        };
-        let mut peer = upstream.peer(&selection.backend);
-        if let Some(r) = remaining {
-            let o = &mut peer.options;
-            o.connection_timeout = o.connection_timeout.map(|t| t.min(r));
-            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(r));
-            o.read_timeout = o.read_timeout.map(|t| t.min(r));
-            o.write_timeout = o.write_timeout.map(|t| t.min(r));
-        }
-        ctx.attempts += 1;
-        ctx.current = selection.backend.addr.as_inet().copied();
-        ctx.last_instance = ctx.current;
-        if let Some(stale) = ctx.client_span.take() {
-            end_client_span(stale, None, Some("retried"));
-        }
-        if let (Some(tracing), Some(cx), Some(addr)) =
-            (&self.gateway.tracing, &ctx.trace, ctx.current)
-        {
-            let req = session.req_header();
-            ctx.client_span =
-                tracing.client_span(cx, &req.method, addr, req.uri.path(), ctx.attempts - 1);
-        }
-        ctx.probe = selection.probe;
-        ctx.outcome_recorded = false;
-        ctx.attempt_start = Some(Instant::now());
-        Ok(peer)
+        self.next_attempt(session, ctx).await
     }
 
     fn fail_to_connect(
@@ -294,20 +126,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.error = Some(error_code(&e));
-        ctx.record_outcome(false);
-        if let Some(span) = ctx.client_span.take() {
-            end_client_span(span, None, Some(error_kind(e.etype())));
-        }
-        if let Some(addr) = ctx.current.take() {
-            ctx.tried.push(addr);
-        }
-        if let Some(target) = ctx.target() {
-            target.upstream.metrics.attempt_error(error_kind(e.etype()));
-        }
-        if retry_allowed(ctx, Cause::ConnectFailure, &session.req_header().method) {
-            e.set_retry(true);
-        }
+        let retry = self.attempt_failed(ctx, Failure::Connect(&e), &session.req_header().method);
+        e.set_retry(retry);
         e
     }
 
@@ -324,30 +144,19 @@ impl ProxyHttp for Proxy {
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
         let truncated = session.as_ref().retry_buffer_truncated();
-        if e.esource() == &ErrorSource::Upstream {
-            let past_deadline = ctx.deadline.is_some_and(|d| Instant::now() >= d);
-            ctx.error = Some(if past_deadline {
-                ErrorCode::DeadlineExceeded
-            } else {
-                error_code(&e)
-            });
-            ctx.record_outcome(false);
-            if let Some(span) = ctx.client_span.take() {
-                end_client_span(span, None, Some(error_kind(e.etype())));
-            }
-            if let Some(target) = ctx.target() {
-                target.upstream.metrics.attempt_error(error_kind(e.etype()));
-            }
-            if !truncated && retry_allowed(ctx, Cause::Error, &session.req_header().method) {
-                if let Some(addr) = ctx.current.take() {
-                    ctx.tried.push(addr);
-                }
+        let method = &session.req_header().method;
+        if e.esource() == &pingora::ErrorSource::Upstream {
+            let failure = Failure::Transfer {
+                error: &e,
+                truncated,
+            };
+            if self.attempt_failed(ctx, failure, method) {
                 e.set_retry(true);
                 return e;
             }
         }
         // pingora's default policy: only idempotent requests on a stale pooled connection retry.
-        if !session.req_header().method.is_idempotent() || truncated {
+        if !method.is_idempotent() || truncated {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -364,14 +173,9 @@ impl ProxyHttp for Proxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !reused {
-            if let (Some(start), Some(target)) = (ctx.attempt_start, ctx.target()) {
-                target
-                    .upstream
-                    .metrics
-                    .connect_duration
-                    .observe(start.elapsed().as_secs_f64());
-            }
+        if let (false, Some(route), Some(a)) = (reused, ctx.route(), &ctx.upstream.current) {
+            let connect = a.started.elapsed().as_secs_f64();
+            route.upstream.metrics.connect_duration.observe(connect);
         }
         Ok(())
     }
@@ -391,38 +195,13 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if upstream_response.status.is_informational() {
+        let status = upstream_response.status;
+        if status.is_informational() {
             return Ok(());
         }
-        let status = upstream_response.status.as_u16();
-        let failed = ctx
-            .target()
-            .is_some_and(|t| t.upstream.is_failure_status(status));
-        ctx.record_outcome(!failed);
-        let started = ctx.attempt_start.take();
-        ctx.upstream_time = started.map(|s| s.elapsed());
-        if let Some(span) = ctx.client_span.take() {
-            end_client_span(span, Some(status), None);
-        }
-        if let Some(target) = ctx.target() {
-            let metrics = &target.upstream.metrics;
-            metrics.attempt_status(upstream_response.status.as_u16());
-            if let Some(t) = ctx.upstream_time {
-                metrics.duration.observe(t.as_secs_f64());
-            }
-        }
-        let another_instance = ctx
-            .target()
-            .is_some_and(|t| ctx.tried.len() + 1 < t.upstream.instance_count());
-        if failed
-            && another_instance
-            && retry_allowed(ctx, Cause::Status, &session.req_header().method)
-        {
-            if let Some(addr) = ctx.current.take() {
-                ctx.tried.push(addr);
-            }
+        if self.attempt_answered(ctx, status.as_u16(), &session.req_header().method) {
             let mut e = Error::explain(
-                ErrorType::Custom(STATUS_RETRY),
+                ErrorType::Custom(attempt::STATUS_RETRY),
                 format!("upstream answered {status}"),
             );
             e.set_retry(true);
@@ -437,19 +216,16 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(id) = &ctx.request_id {
+        if let Some(id) = &ctx.request.id {
             upstream_response.insert_header(request_id::HEADER, id.clone())?;
         }
-        for (name, value) in rate_header_values(ctx.rate_headers) {
+        for (name, value) in rate_header_values(&ctx.reply) {
             upstream_response.insert_header(name, value)?;
         }
-        if let (Some(snapshot), Some(i)) = (&ctx.snapshot, ctx.route) {
-            apply_edits(
-                upstream_response,
-                &snapshot.router.route(i).response_headers,
-            )?;
+        match ctx.route() {
+            Some(route) => route.policies.edit_response(upstream_response),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn fail_to_proxy(
@@ -462,20 +238,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx.in_flight {
-            HTTP_IN_FLIGHT.dec();
-        }
-        if ctx.budget_entered {
-            if let Some(target) = ctx.target() {
-                target.upstream.budget.leave(ctx.retry_slot);
-            }
-        }
-        if ctx.probe && !ctx.outcome_recorded {
-            if let (Some(addr), Some(target)) = (ctx.current, ctx.target()) {
-                target.upstream.release_probe(&addr);
-            }
-        }
         self.report(session, ctx);
+        // The in-flight gauge, the retry-budget entry and any probe slot are released when
+        // Pingora drops the context.
     }
 
     fn suppress_proxy_warn_log(
@@ -492,6 +257,19 @@ impl ProxyHttp for Proxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
         // Upstream failures are counted and answered with a reason code; one line each is enough.
-        ctx.error.is_some()
+        ctx.reply.error.is_some()
     }
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds); none when not governed.
+fn rate_header_values(
+    reply: &context::ReplyState,
+) -> impl Iterator<Item = (&'static str, HeaderValue)> {
+    reply.policy.rate_headers.into_iter().flat_map(|h| {
+        [
+            ("RateLimit-Limit", HeaderValue::from(h.limit)),
+            ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
+            ("RateLimit-Reset", HeaderValue::from(h.reset)),
+        ]
+    })
 }

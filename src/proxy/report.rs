@@ -1,6 +1,8 @@
-//! What happens after a response is finished: business KPIs and events, and the access log.
+//! What happens after a response is finished: metrics, spans, the route's log-phase policies
+//! (business KPIs, and the events they publish) and the access log.
 
 use super::{Proxy, RequestCtx};
+use crate::policy::kpis::Finished;
 use crate::reply::ErrorCode;
 use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::Entry;
@@ -24,7 +26,7 @@ pub(super) struct Report {
 impl Proxy {
     /// Records a finished request: metrics, spans, KPIs and events, access log.
     pub(super) fn report(&self, session: &Session, ctx: &mut RequestCtx) {
-        if let Some(span) = ctx.client_span.take() {
+        if let Some(span) = ctx.upstream.current.as_mut().and_then(|a| a.span.take()) {
             end_client_span(span, None, Some("aborted"));
         }
         let ctx = &*ctx;
@@ -35,13 +37,13 @@ impl Proxy {
         let status = session
             .response_written()
             .map_or(499, |r| r.status.as_u16());
-        let metrics = ctx.target().map_or(&snapshot.unmatched, |t| &t.metrics);
-        let source = if ctx.gateway_made {
+        let metrics = ctx.route().map_or(&snapshot.unmatched, |r| &r.metrics);
+        let source = if ctx.reply.gateway_made {
             Source::Gateway
         } else {
             Source::Upstream
         };
-        let elapsed = ctx.start.elapsed();
+        let elapsed = ctx.request.start.elapsed();
         metrics.record(
             &session.req_header().method,
             status,
@@ -52,8 +54,9 @@ impl Proxy {
         metrics.request_bytes.inc_by(bytes_in as u64);
         metrics.response_bytes.inc_by(bytes_out as u64);
         let reason = ctx
+            .reply
             .error
-            .filter(|_| ctx.gateway_made)
+            .filter(|_| ctx.reply.gateway_made)
             .map(ErrorCode::as_str);
         if let Some(code) = reason {
             metrics.gateway_response(code);
@@ -75,32 +78,31 @@ impl Proxy {
         self.write_access_log(session, ctx, snapshot, &report);
     }
 
-    /// Counts the KPIs the request matches and queues the business events they publish.
+    /// Runs the route's log-phase policies (KPIs) and queues the business events they publish.
     pub(super) fn record_business_events(
         &self,
         session: &Session,
         ctx: &RequestCtx,
-        snapshot: &Snapshot,
+        _snapshot: &Snapshot,
         report: &Report,
     ) {
-        let Some(route) = ctx.route else {
+        let Some(route) = ctx.route() else {
             return;
         };
-        if snapshot.kpis.is_empty() {
-            return;
-        }
         let req = session.req_header();
-        let resp = session.response_written().map(|r| &r.headers);
-        for kpi in snapshot
-            .kpis
-            .record(route, &req.method, report.status, &req.headers, resp)
-        {
+        let done = Finished {
+            method: &req.method,
+            status: report.status,
+            request: &req.headers,
+            response: session.response_written().map(|r| &r.headers),
+        };
+        route.policies.record(&done, |kpi| {
             let Some(sink) = &self.gateway.events else {
-                continue;
+                return;
             };
             sink.publish(Event {
                 kpi: kpi.name.clone(),
-                route: snapshot.router.route(route).name.clone(),
+                route: route.name.clone(),
                 method: req.method.to_string(),
                 status: report.status,
                 request_id: request_id(ctx).to_string(),
@@ -111,7 +113,7 @@ impl Proxy {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
             });
-        }
+        });
     }
 
     /// Writes the access-log line, if logging is on and the request is sampled (responses
@@ -132,7 +134,7 @@ impl Proxy {
             return;
         }
         let req = session.req_header();
-        let route = ctx.route.map(|i| snapshot.router.route(i));
+        let route = ctx.route();
         log.log(&Entry {
             time: std::time::SystemTime::now(),
             request_id: request_id(ctx),
@@ -149,19 +151,20 @@ impl Proxy {
             },
             reason: report.reason,
             service: route.map(|r| r.service.as_str()),
-            instance: ctx.last_instance,
-            attempts: ctx.attempts,
+            instance: ctx.upstream.last_instance,
+            attempts: ctx.upstream.attempts.made(),
             duration: report.elapsed,
-            upstream: ctx.upstream_time,
+            upstream: ctx.upstream.response_time,
             bytes_in: report.bytes_in,
             bytes_out: report.bytes_out,
-            client_ip: ctx.client_ip,
+            client_ip: ctx.request.client_ip,
         });
     }
 }
 
 fn request_id(ctx: &RequestCtx) -> &str {
-    ctx.request_id
+    ctx.request
+        .id
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")

@@ -1,7 +1,7 @@
 //! What the upstream request carries: the rewritten path, the remaining deadline, the
-//! forwarding headers, the route's header edits, the request id and the trace context.
+//! forwarding headers, the route's upstream-request policies, the request id and the trace
+//! context.
 
-use super::headers::apply_edits;
 use super::{Proxy, RequestCtx};
 use crate::request_id;
 use pingora::http::RequestHeader;
@@ -17,16 +17,14 @@ impl Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &RequestCtx,
     ) -> Result<()> {
-        let Some(snapshot) = &ctx.snapshot else {
+        let Some(route) = ctx.route() else {
             return Ok(());
         };
-        let Some(route) = ctx.route.map(|i| snapshot.router.route(i)) else {
-            return Ok(());
-        };
+        let normalized = ctx.request.normalized_path.as_ref();
         let uri = &upstream_request.uri;
-        let path = ctx.normalized_path.as_deref().unwrap_or(uri.path());
+        let path = normalized.map_or(uri.path(), String::as_str);
         let rewritten = route.rewrite.apply(path, uri.query()).or_else(|| {
-            ctx.normalized_path.as_ref().map(|p| match uri.query() {
+            normalized.map(|p| match uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.clone(),
             })
@@ -41,7 +39,7 @@ impl Proxy {
             })?;
             upstream_request.set_uri(uri);
         }
-        if let Some(deadline) = ctx.deadline {
+        if let Some(deadline) = ctx.upstream.attempts.deadline() {
             let ms = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64;
@@ -50,21 +48,27 @@ impl Proxy {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         crate::forwarding::set_upstream_headers(
             upstream_request,
-            ctx.peer_ip,
-            ctx.peer_trusted,
+            ctx.request.peer_ip,
+            ctx.request.peer_trusted,
             if tls { "https" } else { "http" },
         )?;
-        apply_edits(upstream_request, &route.request_headers)?;
-        if let Some(id) = &ctx.request_id {
+        route.policies.edit_request(upstream_request)?;
+        if let Some(id) = &ctx.request.id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
-        if let Some(tracing) = &self.gateway.tracing {
-            match (&ctx.client_span, &ctx.trace) {
-                (Some(span), _) => tracing.inject(span, upstream_request),
-                (None, Some(server)) => tracing.inject_server(server, upstream_request),
-                (None, None) => {}
-            }
-        }
+        self.inject_trace(upstream_request, ctx);
         Ok(())
+    }
+
+    fn inject_trace(&self, upstream_request: &mut RequestHeader, ctx: &RequestCtx) {
+        let Some(tracing) = &self.gateway.tracing else {
+            return;
+        };
+        let span = ctx.upstream.current.as_ref().and_then(|a| a.span.as_ref());
+        match (span, &ctx.trace) {
+            (Some(span), _) => tracing.inject(span, upstream_request),
+            (None, Some(server)) => tracing.inject_server(server, upstream_request),
+            (None, None) => {}
+        }
     }
 }

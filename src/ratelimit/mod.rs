@@ -1,11 +1,11 @@
 //! Rate limiting: one algorithm ([`gcra`]), two stores with identical decisions ([`local`],
-//! [`shared`]), request keys ([`key`]), and the per-route check the proxy runs in
-//! `request_filter` ([`limiter`]).
+//! [`shared`]), request keys ([`key`]), and rules ([`rule`]). Attaching rules to routes and
+//! answering refusals is the rate-limit policy's job (`policy::ratelimit`).
 
 pub mod gcra;
 pub mod key;
-pub mod limiter;
 pub mod local;
+pub mod rule;
 pub mod shared;
 
-pub use limiter::{Limits, RateHeaders, Verdict};
+pub use rule::{RateHeaders, Rule, RuleSpec};

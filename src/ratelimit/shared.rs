@@ -8,7 +8,7 @@
 
 use super::gcra::{Decision, Gcra, REDIS_SCRIPT};
 use crate::config::RedisConfig;
-use crate::registry::store::StoreError;
+use crate::redis_client::Error as StoreError;
 use crate::telemetry::redis::{REDIS_COMMAND_DURATION, REDIS_ERRORS, REDIS_UP};
 use prometheus::{Histogram, IntGauge};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

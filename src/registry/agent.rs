@@ -4,8 +4,8 @@
 //! down is retried, never fatal: the instance appears once Redis is back.
 
 use super::keys::Keys;
-use super::record::Registration;
 use super::store::{self, StoreError};
+use crate::upstream::Registration;
 use redis::aio::MultiplexedConnection;
 use std::collections::BTreeMap;
 use std::time::Duration;

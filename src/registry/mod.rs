@@ -3,11 +3,10 @@
 
 pub mod agent;
 pub mod keys;
-mod record;
+pub mod record;
 pub mod status;
 pub mod store;
 pub mod watcher;
 
 pub use keys::Keys;
-pub use record::Registration;
 pub use status::RegistryStatus;

@@ -4,106 +4,81 @@
 //! stray field never knocks an instance out.
 
 use crate::config::MAX_WEIGHT;
+use crate::upstream::Registration;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// A registry instance, as the watcher last read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
-    pub id: String,
-    pub addr: SocketAddr,
-    pub weight: usize,
-    /// Take no new requests; in-flight ones finish.
-    pub draining: bool,
-    /// Last heartbeat, Unix ms; `f64::INFINITY` for a pinned (never expiring) registration.
-    pub heartbeat_ms: f64,
-    pub zone: Option<String>,
-    pub version: Option<String>,
-    pub meta: BTreeMap<String, String>,
-}
-
-impl Registration {
-    /// Parses an instance hash. `addr` must be `IP:PORT` (registrars resolve names: the gateway
-    /// never blocks on DNS for a registry entry); weight defaults to 1.
-    pub fn parse(id: &str, heartbeat_ms: f64, fields: &[(String, String)]) -> Result<Self, String> {
-        let mut addr = None;
-        let mut reg = Registration {
-            id: id.to_string(),
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            weight: 1,
-            draining: false,
-            heartbeat_ms,
-            zone: None,
-            version: None,
-            meta: BTreeMap::new(),
-        };
-        for (name, value) in fields {
-            match name.as_str() {
-                "addr" => {
-                    addr = Some(
-                        value
-                            .trim()
-                            .parse::<SocketAddr>()
-                            .map_err(|_| format!("instance {id}: addr {value:?} is not IP:PORT"))?,
-                    )
-                }
-                "weight" => {
-                    reg.weight = value
+/// Parses an instance hash. `addr` must be `IP:PORT` (registrars resolve names: the gateway
+/// never blocks on DNS for a registry entry); weight defaults to 1.
+pub fn parse(
+    id: &str,
+    heartbeat_ms: f64,
+    fields: &[(String, String)],
+) -> Result<Registration, String> {
+    let mut addr = None;
+    let mut reg = Registration {
+        id: id.to_string(),
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        weight: 1,
+        draining: false,
+        heartbeat_ms,
+        zone: None,
+        version: None,
+        meta: BTreeMap::new(),
+    };
+    for (name, value) in fields {
+        match name.as_str() {
+            "addr" => {
+                addr = Some(
+                    value
                         .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|w| (1..=MAX_WEIGHT).contains(w))
-                        .ok_or_else(|| {
-                            format!("instance {id}: weight {value:?} is not in 1..={MAX_WEIGHT}")
-                        })?
-                }
-                "draining" => reg.draining = matches!(value.trim(), "1" | "true"),
-                "zone" => reg.zone = Some(value.clone()),
-                "version" => reg.version = Some(value.clone()),
-                other => {
-                    if let Some(key) = other.strip_prefix("meta.") {
-                        reg.meta.insert(key.to_string(), value.clone());
-                    }
+                        .parse::<SocketAddr>()
+                        .map_err(|_| format!("instance {id}: addr {value:?} is not IP:PORT"))?,
+                )
+            }
+            "weight" => {
+                reg.weight = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                    .ok_or_else(|| {
+                        format!("instance {id}: weight {value:?} is not in 1..={MAX_WEIGHT}")
+                    })?
+            }
+            "draining" => reg.draining = matches!(value.trim(), "1" | "true"),
+            "zone" => reg.zone = Some(value.clone()),
+            "version" => reg.version = Some(value.clone()),
+            other => {
+                if let Some(key) = other.strip_prefix("meta.") {
+                    reg.meta.insert(key.to_string(), value.clone());
                 }
             }
         }
-        reg.addr = addr.ok_or_else(|| format!("instance {id}: no addr field"))?;
-        Ok(reg)
     }
+    reg.addr = addr.ok_or_else(|| format!("instance {id}: no addr field"))?;
+    Ok(reg)
+}
 
-    /// The hash fields describing this instance (what a registrar writes).
-    pub fn fields(&self) -> Vec<(String, String)> {
-        let mut out = vec![
-            ("addr".to_string(), self.addr.to_string()),
-            ("weight".to_string(), self.weight.to_string()),
-        ];
-        if self.draining {
-            out.push(("draining".into(), "1".into()));
-        }
-        if let Some(z) = &self.zone {
-            out.push(("zone".into(), z.clone()));
-        }
-        if let Some(v) = &self.version {
-            out.push(("version".into(), v.clone()));
-        }
-        for (k, v) in &self.meta {
-            out.push((format!("meta.{k}"), v.clone()));
-        }
-        out
+/// The hash fields describing this instance (what a registrar writes).
+pub fn fields(reg: &Registration) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("addr".to_string(), reg.addr.to_string()),
+        ("weight".to_string(), reg.weight.to_string()),
+    ];
+    if reg.draining {
+        out.push(("draining".into(), "1".into()));
     }
-
-    /// Whether routing would treat `self` and `other` alike (heartbeats and metadata aside).
-    pub fn same_routing(&self, other: &Registration) -> bool {
-        self.id == other.id
-            && self.addr == other.addr
-            && self.weight == other.weight
-            && self.draining == other.draining
+    if let Some(z) = &reg.zone {
+        out.push(("zone".into(), z.clone()));
     }
-
-    /// Whether the heartbeat is within `ttl_ms` of `now_ms`.
-    pub fn is_live(&self, now_ms: f64, ttl_ms: f64) -> bool {
-        self.heartbeat_ms >= now_ms - ttl_ms
+    if let Some(v) = &reg.version {
+        out.push(("version".into(), v.clone()));
     }
+    for (k, v) in &reg.meta {
+        out.push((format!("meta.{k}"), v.clone()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -127,34 +102,20 @@ mod tests {
             ("meta.git", "abc"),
             ("unknown", "ignored"),
         ]);
-        let r = Registration::parse("i1", 5.0, &fields).unwrap();
+        let r = parse("i1", 5.0, &fields).unwrap();
         assert_eq!(r.addr, "10.0.0.7:8080".parse().unwrap());
         assert_eq!((r.weight, r.draining), (3, true));
         assert_eq!(r.meta.get("git").map(String::as_str), Some("abc"));
-        let again = Registration::parse("i1", 5.0, &r.fields()).unwrap();
+        let again = parse("i1", 5.0, &super::fields(&r)).unwrap();
         assert_eq!(again, r);
     }
 
     #[test]
     fn missing_or_bad_addr_and_weight_are_rejected() {
-        assert!(Registration::parse("i", 0.0, &f(&[("weight", "1")])).is_err());
-        assert!(Registration::parse("i", 0.0, &f(&[("addr", "host:80")])).is_err());
-        assert!(
-            Registration::parse("i", 0.0, &f(&[("addr", "1.2.3.4:1"), ("weight", "0")])).is_err()
-        );
-        let ok = Registration::parse("i", 0.0, &f(&[("addr", "[::1]:80")])).unwrap();
+        assert!(parse("i", 0.0, &f(&[("weight", "1")])).is_err());
+        assert!(parse("i", 0.0, &f(&[("addr", "host:80")])).is_err());
+        assert!(parse("i", 0.0, &f(&[("addr", "1.2.3.4:1"), ("weight", "0")])).is_err());
+        let ok = parse("i", 0.0, &f(&[("addr", "[::1]:80")])).unwrap();
         assert_eq!(ok.weight, 1);
-    }
-
-    #[test]
-    fn liveness_uses_the_ttl_and_pinned_never_expires() {
-        let r = Registration::parse("i", 1_000.0, &f(&[("addr", "1.2.3.4:1")])).unwrap();
-        assert!(r.is_live(1_500.0, 500.0));
-        assert!(!r.is_live(1_501.0, 500.0));
-        let pinned = Registration {
-            heartbeat_ms: f64::INFINITY,
-            ..r
-        };
-        assert!(pinned.is_live(1e15, 1.0));
     }
 }

@@ -45,7 +45,7 @@ impl RegistryStatus {
         drop(inner);
         REDIS_UP.with_label_values(&[super::store::CLIENT]).set(1);
         REGISTRY_SYNCS.with_label_values(&["success"]).inc();
-        REGISTRY_LAST_SYNC.set(crate::gateway::unix_seconds(now));
+        REGISTRY_LAST_SYNC.set(crate::telemetry::unix_seconds(now));
     }
 
     /// Records a failed pass; the last known good instances stay in use.

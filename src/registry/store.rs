@@ -4,71 +4,31 @@
 //! failure means (the watcher keeps its last known good set).
 
 use super::keys::Keys;
-use super::record::Registration;
-use crate::telemetry::redis as redis_metrics;
+use super::record;
+use crate::upstream::Registration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::Value;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Metric label of the registry's Redis traffic.
 pub const CLIENT: &str = "registry";
 
 /// A failed registry call.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected Redis reply: {0}")]
-    Reply(String),
-}
+pub use crate::redis_client::Error as StoreError;
 
-impl StoreError {
-    /// The `kind` label of `portico_redis_errors_total`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Redis(e) if e.is_timeout() => "timeout",
-            StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
-            StoreError::Redis(_) | StoreError::Reply(_) => "protocol",
-        }
-    }
-}
-
-/// Opens a multiplexed connection whose driver task runs on the current runtime.
+/// Opens a multiplexed connection for registry traffic.
 pub async fn connect(url: &str, timeout: Duration) -> Result<MultiplexedConnection, StoreError> {
-    let client = Client::open(url)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    bounded("connect", timeout, async {
-        Ok(client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    })
-    .await
+    crate::redis_client::connect(CLIENT, url, timeout).await
 }
 
-/// Runs `call` within `timeout`, recording its duration and any error.
+/// Runs `call` within `timeout`, recording it as registry traffic.
 pub async fn bounded<T>(
     command: &'static str,
     timeout: Duration,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let started = Instant::now();
-    let result = match tokio::time::timeout(timeout, call).await {
-        Ok(r) => r,
-        Err(_) => Err(StoreError::Timeout(timeout)),
-    };
-    redis_metrics::observe(
-        CLIENT,
-        command,
-        started.elapsed(),
-        result.as_ref().err().map(StoreError::kind),
-    );
-    result
+    crate::redis_client::bounded(CLIENT, command, timeout, call).await
 }
 
 /// One service's sorted set, as read: `(id, heartbeat_ms, hash fields)`; empty fields = the
@@ -234,7 +194,7 @@ pub async fn register<C: ConnectionLike + Send>(
     let _: Value = redis::pipe()
         .atomic()
         .del(&hash)
-        .hset_multiple(&hash, &reg.fields())
+        .hset_multiple(&hash, &record::fields(reg))
         .zadd(keys.instances(service), &reg.id, score(reg.heartbeat_ms))
         .publish(keys.events(), service)
         .query_async(conn)

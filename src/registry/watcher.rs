@@ -12,13 +12,14 @@
 //! registrars have time to re-register or heartbeat.
 
 use super::keys::Keys;
-use super::record::Registration;
+use super::record;
 use super::status::RegistryStatus;
 use super::store::{self, Entries, StoreError};
 use crate::config::{Discovery, RedisConfig};
-use crate::gateway::Gateway;
+use crate::snapshot::Current;
 use crate::telemetry::redis as redis_metrics;
-use crate::upstream::Upstream;
+use crate::upstream::health::Verdicts;
+use crate::upstream::{Registration, Upstream};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
@@ -36,7 +37,9 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
 /// Feeds registry instances into balancers.
 pub struct Watcher {
-    gateway: Arc<Gateway>,
+    current: Arc<Current>,
+    /// Health verdicts of instances; forgotten when an instance leaves its service.
+    verdicts: Arc<Verdicts>,
     redis: RedisConfig,
     keys: Keys,
     status: Arc<RegistryStatus>,
@@ -59,11 +62,17 @@ struct PassState {
 }
 
 impl Watcher {
-    /// A watcher over `gateway`'s services using `redis`.
-    pub fn new(gateway: Arc<Gateway>, redis: RedisConfig, status: Arc<RegistryStatus>) -> Self {
+    /// A watcher over the services of the snapshot in force, using `redis`.
+    pub fn new(
+        current: Arc<Current>,
+        verdicts: Arc<Verdicts>,
+        redis: RedisConfig,
+        status: Arc<RegistryStatus>,
+    ) -> Self {
         status.enable();
         Self {
-            gateway,
+            current,
+            verdicts,
             keys: Keys::new(&redis.prefix),
             redis,
             status,
@@ -100,7 +109,7 @@ impl Watcher {
         conn: &mut MultiplexedConnection,
         state: &mut PassState,
     ) -> Result<bool, StoreError> {
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.current.load();
         let timeout = snapshot.config.registry.timeout;
         let watched: Vec<(&str, &Arc<Upstream>)> = snapshot
             .services
@@ -161,7 +170,7 @@ impl Watcher {
                 }
             }
             for gone in upstream.apply_registrations(live).await {
-                self.gateway.verdicts.forget(&gone);
+                self.verdicts.forget(&gone);
             }
             redis_metrics::registry_instances(name, counts);
             state.reported.insert(name.to_string());
@@ -209,7 +218,7 @@ impl Watcher {
             let parsed = if fields.is_empty() {
                 Err(format!("instance {id}: its hash is missing"))
             } else {
-                Registration::parse(&id, heartbeat_ms, &fields)
+                record::parse(&id, heartbeat_ms, &fields)
             };
             match parsed {
                 Ok(r) => {
@@ -280,7 +289,7 @@ impl BackgroundService for Watcher {
         let mut state = PassState::default();
         loop {
             self.pass(&mut state).await;
-            let poll = self.gateway.snapshot().config.registry.poll_interval;
+            let poll = self.current.load().config.registry.poll_interval;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep(poll) => {}

@@ -92,6 +92,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         &["route"],
     ),
     (
+        "portico_policy_refusals_total",
+        Counter,
+        &["mode", "policy", "route"],
+    ),
+    (
         "portico_ratelimit_decisions_total",
         Counter,
         &["decision", "route", "rule", "store"],
@@ -142,6 +147,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Histogram,
         &["service"],
     ),
+    ("portico_upstream_dns_failures_total", Counter, &["service"]),
     (
         "portico_upstream_errors_total",
         Counter,

@@ -1,12 +1,14 @@
 //! Business KPIs: requests matching a KPI's route, method, status and header criteria count in
 //! one family, `portico_business_events_total{kpi, route}`. Matchers are compiled once per
-//! snapshot, with each route's candidate KPIs and counter handles resolved up front, so the
-//! request path only compares.
+//! configuration; each route's candidate KPIs and counter handles are resolved when the
+//! snapshot is built (they are the route's log-phase policy), so the request path only
+//! compares.
 
 use super::metrics::{family, remove_matching};
-use crate::config::{Config, HeaderMatch, KpiConfig, StatusMatch};
+use crate::config::{Config, HeaderMatch, KpiConfig, Problems, StatusMatch};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use prometheus::{register_int_counter_vec, IntCounter, IntCounterVec};
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 family!(BUSINESS_EVENTS: IntCounterVec = register_int_counter_vec!(
@@ -17,6 +19,11 @@ family!(BUSINESS_EVENTS: IntCounterVec = register_int_counter_vec!(
 
 /// Route label of a KPI's routes beyond its `max_series`.
 pub const OTHER_ROUTE: &str = "_other";
+
+/// Methods a KPI may name.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
 
 /// Registers the family.
 pub fn init() {
@@ -35,30 +42,77 @@ pub struct Kpi {
     pub publish: bool,
 }
 
+/// A KPI and the routes it counts on.
+#[derive(Debug, Clone)]
+pub struct KpiSpec {
+    pub kpi: Arc<Kpi>,
+    /// Route names; empty = every route.
+    routes: Vec<String>,
+    max_series: usize,
+}
+
 impl Kpi {
-    fn compile(cfg: &KpiConfig, publish: bool) -> Self {
-        let header = |h: &Option<HeaderMatch>| {
-            h.as_ref().and_then(|h| {
-                let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                let values = h.values.iter().filter_map(|v| v.parse().ok()).collect();
-                Some((name, values))
-            })
+    fn compile(cfg: &KpiConfig, at: &str, publish: bool, problems: &mut Problems) -> Self {
+        let mut header = |field: &str, h: &Option<HeaderMatch>| {
+            let h = h.as_ref()?;
+            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+                problems.push(
+                    format!("{at}.{field}.name"),
+                    format!("bad header name {:?}", h.name),
+                );
+                return None;
+            };
+            let mut values = Vec::with_capacity(h.values.len());
+            for (j, v) in h.values.iter().enumerate() {
+                match v.parse() {
+                    Ok(v) => values.push(v),
+                    Err(_) => problems.push(
+                        format!("{at}.{field}.values[{j}]"),
+                        format!("bad header value {v:?}"),
+                    ),
+                }
+            }
+            Some((name, values))
         };
+        let request_header = header("request_header", &cfg.request_header);
+        let response_header = header("response_header", &cfg.response_header);
+        let mut methods = Vec::with_capacity(cfg.methods.len());
+        for (j, m) in cfg.methods.iter().enumerate() {
+            let upper = m.to_ascii_uppercase();
+            match upper.parse::<Method>() {
+                Ok(parsed) if METHODS.contains(&upper.as_str()) => methods.push(parsed),
+                _ => problems.push(
+                    format!("{at}.methods[{j}]"),
+                    format!("unknown method {m:?}"),
+                ),
+            }
+        }
+        match &cfg.status {
+            Some(StatusMatch::Class(c))
+                if !matches!(c.as_str(), "1xx" | "2xx" | "3xx" | "4xx" | "5xx") =>
+            {
+                problems.push(
+                    format!("{at}.status"),
+                    format!("{c:?} is not a class like 2xx"),
+                )
+            }
+            Some(StatusMatch::Codes(codes)) if codes.iter().any(|c| !(100..=599).contains(c)) => {
+                problems.push(format!("{at}.status"), "status codes must be in 100..=599")
+            }
+            _ => {}
+        }
         Self {
             name: cfg.name.clone(),
-            methods: cfg
-                .methods
-                .iter()
-                .filter_map(|m| m.to_ascii_uppercase().parse().ok())
-                .collect(),
+            methods,
             status: cfg.status.clone(),
-            request_header: header(&cfg.request_header),
-            response_header: header(&cfg.response_header),
+            request_header,
+            response_header,
             publish,
         }
     }
 
-    fn matches(
+    /// Whether a finished request counts for this KPI.
+    pub fn matches(
         &self,
         method: &Method,
         status: u16,
@@ -91,70 +145,77 @@ fn header_ok(rule: &Option<(HeaderName, Vec<HeaderValue>)>, headers: Option<&Hea
     allowed.is_empty() || allowed.contains(value)
 }
 
-/// Every KPI of a snapshot, with per-route candidates.
-#[derive(Default)]
-pub struct Kpis {
-    /// Parallel to the router's routes: (KPI, its counter for that route).
-    per_route: Vec<Vec<(Arc<Kpi>, IntCounter)>>,
+/// Compiles the `kpis` section, recording every problem; `routes` are the route names.
+pub fn compile(config: &Config, routes: &[&str], problems: &mut Problems) -> Vec<KpiSpec> {
+    let published = |name: &str| {
+        config
+            .events
+            .as_ref()
+            .is_some_and(|e| e.kpis.is_empty() || e.kpis.iter().any(|k| k == name))
+    };
+    let mut names = HashSet::new();
+    let mut specs = Vec::with_capacity(config.kpis.len());
+    for (i, k) in config.kpis.iter().enumerate() {
+        let at = format!("kpis[{i}]");
+        let name_ok = !k.name.is_empty()
+            && k.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
+            problems.push(format!("{at}.name"), "KPI names must use only [a-z0-9_]");
+        }
+        if !names.insert(k.name.as_str()) {
+            problems.push(format!("{at}.name"), format!("duplicate KPI {:?}", k.name));
+        }
+        for (j, r) in k.routes.iter().enumerate() {
+            if !routes.contains(&r.as_str()) {
+                let hint = crate::config::suggest::hint(r, routes.iter().copied());
+                problems.push(
+                    format!("{at}.routes[{j}]"),
+                    format!("unknown route {r:?}{hint}"),
+                );
+            }
+        }
+        if k.max_series == 0 {
+            problems.push(format!("{at}.max_series"), "must be at least 1");
+        }
+        specs.push(KpiSpec {
+            kpi: Arc::new(Kpi::compile(k, &at, published(&k.name), problems)),
+            routes: k.routes.clone(),
+            max_series: k.max_series,
+        });
+    }
+    if let Some(e) = &config.events {
+        for (i, name) in e.kpis.iter().enumerate() {
+            if !names.contains(name.as_str()) {
+                problems.push(format!("events.kpis[{i}]"), format!("unknown KPI {name:?}"));
+            }
+        }
+    }
+    specs
 }
 
-impl Kpis {
-    /// Compiles `config.kpis` for `routes` (route names in router order), pre-creating each
-    /// KPI's series up to its cap.
-    pub fn new(config: &Config, routes: &[&str]) -> Self {
-        let published = |name: &str| {
-            config
-                .events
-                .as_ref()
-                .is_some_and(|e| e.kpis.is_empty() || e.kpis.iter().any(|k| k == name))
-        };
-        let mut per_route: Vec<Vec<(Arc<Kpi>, IntCounter)>> = vec![Vec::new(); routes.len()];
-        for cfg in &config.kpis {
-            let kpi = Arc::new(Kpi::compile(cfg, published(&cfg.name)));
-            let mut series = 0;
-            for (i, route) in routes.iter().enumerate() {
-                if !cfg.routes.is_empty() && !cfg.routes.iter().any(|r| r == route) {
-                    continue;
-                }
-                series += 1;
-                let label = if series <= cfg.max_series {
-                    route
-                } else {
-                    OTHER_ROUTE
-                };
-                let counter = BUSINESS_EVENTS.with_label_values(&[&cfg.name, label]);
-                per_route[i].push((kpi.clone(), counter));
+/// Each route's KPIs with their counters (`routes` in router order), pre-creating each KPI's
+/// series up to its cap; routes beyond it count as `route="_other"`.
+pub fn counters(specs: &[KpiSpec], routes: &[&str]) -> Vec<Vec<(Arc<Kpi>, IntCounter)>> {
+    let mut per_route: Vec<Vec<(Arc<Kpi>, IntCounter)>> = vec![Vec::new(); routes.len()];
+    for spec in specs {
+        let mut series = 0;
+        for (i, route) in routes.iter().enumerate() {
+            if !spec.routes.is_empty() && !spec.routes.iter().any(|r| r == route) {
+                continue;
             }
+            series += 1;
+            let label = if series <= spec.max_series {
+                route
+            } else {
+                OTHER_ROUTE
+            };
+            let counter = BUSINESS_EVENTS.with_label_values(&[&spec.kpi.name, label]);
+            per_route[i].push((spec.kpi.clone(), counter));
         }
-        Self { per_route }
     }
-
-    /// Counts every KPI the finished request matches and returns those to publish.
-    pub fn record<'a>(
-        &'a self,
-        route: usize,
-        method: &Method,
-        status: u16,
-        req: &HeaderMap,
-        resp: Option<&HeaderMap>,
-    ) -> impl Iterator<Item = &'a Kpi> + 'a {
-        let candidates = self.per_route.get(route).map_or(&[][..], |v| &v[..]);
-        let mut matched: Vec<&Kpi> = Vec::new();
-        for (kpi, counter) in candidates {
-            if kpi.matches(method, status, req, resp) {
-                counter.inc();
-                if kpi.publish {
-                    matched.push(kpi);
-                }
-            }
-        }
-        matched.into_iter()
-    }
-
-    /// Whether no route has a KPI.
-    pub fn is_empty(&self) -> bool {
-        self.per_route.iter().all(Vec::is_empty)
-    }
+    per_route
 }
 
 /// Removes every series of `route`.
@@ -175,47 +236,63 @@ pub fn retire(old: &Config, new: &Config) {
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
-        crate::config::load_str("k.yaml", text).unwrap()
+    fn compiled(text: &str, routes: &[&str]) -> Vec<Vec<(Arc<Kpi>, IntCounter)>> {
+        let c = crate::config::load_str("k.yaml", text).unwrap();
+        let mut problems = Problems::default();
+        let specs = compile(&c, routes, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        counters(&specs, routes)
+    }
+
+    fn record(
+        per_route: &[Vec<(Arc<Kpi>, IntCounter)>],
+        route: usize,
+        method: Method,
+        status: u16,
+        req: &HeaderMap,
+        resp: Option<&HeaderMap>,
+    ) {
+        for (kpi, counter) in &per_route[route] {
+            if kpi.matches(&method, status, req, resp) {
+                counter.inc();
+            }
+        }
     }
 
     const BASE: &str = "routes:\n  - {name: orders, service: s}\n  - {name: pay, service: s}\nservices:\n  s: {instances: [\"127.0.0.1:1\"]}\n";
 
     #[test]
     fn kpis_match_route_method_status_and_headers() {
-        let c = config(&format!(
-            "{BASE}kpis:\n  - {{name: orders_placed, routes: [orders], methods: [POST], status: 2xx}}\n  - {{name: pay_ok, routes: [pay], status: [200, 201], response_header: {{name: x-payment-status, values: [succeeded]}}}}\n  - {{name: active_users, request_header: {{name: x-user-id}}}}\n"
-        ));
-        let k = Kpis::new(&c, &["orders", "pay"]);
+        let k = compiled(
+            &format!(
+                "{BASE}kpis:\n  - {{name: orders_placed, routes: [orders], methods: [POST], status: 2xx}}\n  - {{name: pay_ok, routes: [pay], status: [200, 201], response_header: {{name: x-payment-status, values: [succeeded]}}}}\n  - {{name: active_users, request_header: {{name: x-user-id}}}}\n"
+            ),
+            &["orders", "pay"],
+        );
         let mut req = HeaderMap::new();
-        let names = |route, method: Method, status, req: &HeaderMap, resp: Option<&HeaderMap>| {
-            let _ = k.record(route, &method, status, req, resp).count();
-        };
         let count = |kpi: &str, route: &str| BUSINESS_EVENTS.with_label_values(&[kpi, route]).get();
-        names(0, Method::POST, 201, &req, None);
-        names(0, Method::GET, 200, &req, None);
-        names(0, Method::POST, 500, &req, None);
+        record(&k, 0, Method::POST, 201, &req, None);
+        record(&k, 0, Method::GET, 200, &req, None);
+        record(&k, 0, Method::POST, 500, &req, None);
         assert_eq!(count("orders_placed", "orders"), 1);
         let mut resp = HeaderMap::new();
         resp.insert("x-payment-status", "failed".parse().unwrap());
-        names(1, Method::POST, 200, &req, Some(&resp));
+        record(&k, 1, Method::POST, 200, &req, Some(&resp));
         resp.insert("x-payment-status", "succeeded".parse().unwrap());
-        names(1, Method::POST, 200, &req, Some(&resp));
+        record(&k, 1, Method::POST, 200, &req, Some(&resp));
         assert_eq!(count("pay_ok", "pay"), 1);
         req.insert("x-user-id", "u1".parse().unwrap());
-        names(1, Method::GET, 200, &req, None);
+        record(&k, 1, Method::GET, 200, &req, None);
         assert_eq!(count("active_users", "pay"), 1);
     }
 
     #[test]
     fn series_beyond_the_cap_go_to_other() {
-        let c = config(&format!(
-            "{BASE}kpis:\n  - {{name: capped_kpi, max_series: 1}}\n"
-        ));
-        let k = Kpis::new(&c, &["orders", "pay"]);
-        let _ = k
-            .record(1, &Method::GET, 200, &HeaderMap::new(), None)
-            .count();
+        let k = compiled(
+            &format!("{BASE}kpis:\n  - {{name: capped_kpi, max_series: 1}}\n"),
+            &["orders", "pay"],
+        );
+        record(&k, 1, Method::GET, 200, &HeaderMap::new(), None);
         assert_eq!(
             BUSINESS_EVENTS
                 .with_label_values(&["capped_kpi", OTHER_ROUTE])

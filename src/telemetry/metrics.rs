@@ -102,6 +102,11 @@ family!(RETRY_BUDGET_EXHAUSTED: IntCounterVec = register_int_counter_vec!(
     "Retries not made because the service's retry budget was spent.",
     &["service"]
 ));
+family!(UPSTREAM_DNS_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_dns_failures_total",
+    "Failed lookups of a static instance's host name (the last good addresses stay in use).",
+    &["service"]
+));
 family!(INSTANCE_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
     "portico_upstream_instance_healthy",
     "Active health-check verdict of an instance (1 healthy, 0 unhealthy).",
@@ -156,6 +161,24 @@ family!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     &["version"]
 ));
 
+/// One request counted in `portico_http_requests_in_flight` for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    /// Counts a request in.
+    pub fn enter() -> Self {
+        HTTP_IN_FLIGHT.inc();
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        HTTP_IN_FLIGHT.dec();
+    }
+}
+
 /// Touches every family so it is registered, and sets build information.
 pub fn init() {
     static DONE: OnceLock<()> = OnceLock::new();
@@ -172,6 +195,7 @@ pub fn init() {
         LazyLock::force(&UPSTREAM_CONNECT_DURATION);
         LazyLock::force(&UPSTREAM_RETRIES);
         LazyLock::force(&RETRY_BUDGET_EXHAUSTED);
+        LazyLock::force(&UPSTREAM_DNS_FAILURES);
         LazyLock::force(&INSTANCE_HEALTHY);
         LazyLock::force(&SERVICE_INSTANCES);
         LazyLock::force(&PANIC_SELECTIONS);
@@ -189,6 +213,7 @@ pub fn init() {
         }
         super::redis::init();
         super::ratelimit::init();
+        super::policy::init();
         super::kpi::init();
         super::events::init();
         super::access_log::init();
@@ -331,9 +356,10 @@ pub struct ServiceMetrics {
     pub duration: Histogram,
     pub connect_duration: Histogram,
     pub panic_selections: IntCounter,
-    /// Retries by cause, indexed by `retry::Cause`.
-    pub retries: [IntCounter; 3],
+    /// Retries by cause, in `Cause::ALL` order.
+    retries: [IntCounter; 3],
     pub retry_budget_exhausted: IntCounter,
+    pub dns_failures: IntCounter,
     pub instances: IntGauge,
     pub short_circuited: IntCounter,
     pub shadow_short_circuited: IntCounter,
@@ -351,10 +377,20 @@ impl ServiceMetrics {
             retries: crate::retry::Cause::ALL
                 .map(|c| UPSTREAM_RETRIES.with_label_values(&[service, c.as_str()])),
             retry_budget_exhausted: RETRY_BUDGET_EXHAUSTED.with_label_values(&[service]),
+            dns_failures: UPSTREAM_DNS_FAILURES.with_label_values(&[service]),
             instances: SERVICE_INSTANCES.with_label_values(&[service]),
             short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "enforced"]),
             shadow_short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "shadow"]),
         }
+    }
+
+    /// Counts an attempt that is a retry.
+    pub fn retried(&self, cause: crate::retry::Cause) {
+        let i = crate::retry::Cause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .unwrap_or(0);
+        self.retries[i].inc();
     }
 
     /// Counts an attempt that got a response with `code`.
@@ -408,6 +444,7 @@ impl ServiceMetrics {
             &*UPSTREAM_ERRORS,
             &*UPSTREAM_RETRIES,
             &*RETRY_BUDGET_EXHAUSTED,
+            &*UPSTREAM_DNS_FAILURES,
             &*PANIC_SELECTIONS,
             &*BREAKER_TRANSITIONS,
             &*BREAKER_SHORT_CIRCUITS,

@@ -8,6 +8,14 @@ pub mod events;
 pub mod json_line;
 pub mod kpi;
 pub mod metrics;
+pub mod policy;
 pub mod ratelimit;
 pub mod redis;
 pub mod tracing;
+
+/// Seconds since the Unix epoch (metric timestamps, admin views).
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

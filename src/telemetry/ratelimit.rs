@@ -33,10 +33,53 @@ family!(LOCAL_EVICTIONS: IntCounterVec = register_int_counter_vec!(
     &["rule", "store"]
 ));
 
-/// Decision labels, in [`Outcome`] index order.
-pub const DECISIONS_LABELS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
-/// Store labels, in index order.
-pub const STORES: [&str; 3] = ["local", "redis", "fallback"];
+/// Which store decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The rule's in-process store (`store: local`).
+    Local,
+    /// Redis (`store: redis`).
+    Redis,
+    /// The `on_store_error` policy, because Redis could not decide.
+    Fallback,
+}
+
+impl Store {
+    /// Every store, in label order.
+    pub const ALL: [Store; 3] = [Store::Local, Store::Redis, Store::Fallback];
+
+    /// The `store` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Store::Local => "local",
+            Store::Redis => "redis",
+            Store::Fallback => "fallback",
+        }
+    }
+}
+
+/// What a rule decided, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Limited,
+    /// Over the limit in shadow mode: counted, not refused.
+    ShadowLimited,
+}
+
+impl Outcome {
+    /// Every outcome, in label order.
+    pub const ALL: [Outcome; 3] = [Outcome::Allowed, Outcome::Limited, Outcome::ShadowLimited];
+
+    /// The `decision` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Limited => "limited",
+            Outcome::ShadowLimited => "shadow_limited",
+        }
+    }
+}
 
 /// Registers the families.
 pub fn init() {
@@ -47,7 +90,7 @@ pub fn init() {
     LazyLock::force(&LOCAL_EVICTIONS);
 }
 
-/// Decision counters of one rule on one route: `[decision][store]`.
+/// Decision counters of one rule on one route, by outcome and store.
 pub struct RuleMetrics {
     decisions: [[IntCounter; 3]; 3],
 }
@@ -56,23 +99,27 @@ impl RuleMetrics {
     /// Pre-creates the series the rule can produce on `route` (`redis` and `fallback` only for
     /// Redis-stored rules).
     pub fn new(route: &str, rule: &str, redis: bool) -> Self {
-        let handle = |d: &str, s: &str| DECISIONS.with_label_values(&[route, rule, d, s]);
-        for d in DECISIONS_LABELS {
-            if redis {
-                handle(d, "redis");
-                handle(d, "fallback");
-            } else {
-                handle(d, "local");
+        let handle = |d: Outcome, s: Store| {
+            DECISIONS.with_label_values(&[route, rule, d.as_str(), s.as_str()])
+        };
+        let used: &[Store] = if redis {
+            &[Store::Redis, Store::Fallback]
+        } else {
+            &[Store::Local]
+        };
+        for d in Outcome::ALL {
+            for s in used {
+                handle(d, *s);
             }
         }
         Self {
-            decisions: DECISIONS_LABELS.map(|d| STORES.map(|s| handle(d, s))),
+            decisions: Outcome::ALL.map(|d| Store::ALL.map(|s| handle(d, s))),
         }
     }
 
     /// Counts one decision.
-    pub fn count(&self, decision: usize, store: usize) {
-        self.decisions[decision][store].inc();
+    pub fn count(&self, outcome: Outcome, store: Store) {
+        self.decisions[outcome as usize][store as usize].inc();
     }
 }
 
@@ -91,9 +138,9 @@ pub fn remove_rule(rule: &str) {
 }
 
 /// Gauge and counter a local store keeps current.
-pub fn local_store(rule: &str, store: &str) -> (IntGauge, IntCounter) {
+pub fn local_store(rule: &str, store: Store) -> (IntGauge, IntCounter) {
     (
-        LOCAL_KEYS.with_label_values(&[rule, store]),
-        LOCAL_EVICTIONS.with_label_values(&[rule, store]),
+        LOCAL_KEYS.with_label_values(&[rule, store.as_str()]),
+        LOCAL_EVICTIONS.with_label_values(&[rule, store.as_str()]),
     )
 }

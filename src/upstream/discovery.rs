@@ -2,7 +2,7 @@
 //! at build; the Redis registry watcher writes registry instances here too, so balancers never
 //! talk to Redis themselves.
 
-use crate::registry::Registration;
+use super::Registration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_load_balancing::discovery::ServiceDiscovery;

@@ -1,6 +1,12 @@
 //! Per-service upstream state: the balancer over the service's instances, the discovery set it
-//! reads, its health probes and its metric handles. An `Upstream` outlives config reloads when
-//! its service section is unchanged, so balancer position and health survive.
+//! reads, its health probes, breakers, retry budget and metric handles. An `Upstream` outlives
+//! config reloads when its service section is unchanged, so balancer position, health and
+//! breaker state survive.
+//!
+//! Instances come from two places: the static list (IP addresses, or host names that
+//! [`Upstream::resolve_hosts`] looks up off the request path and keeps the last good answer
+//! of) and a registry (written through [`Upstream::apply_registrations`]). Nothing here blocks
+//! on DNS.
 
 mod balancer;
 pub mod breaker;
@@ -8,14 +14,18 @@ mod breakers;
 mod discovery;
 mod hash_key;
 pub mod health;
+mod registration;
 mod selection;
+mod spec;
 
 pub use breakers::Verdict;
 pub use discovery::{InstanceSet, Members};
 pub use hash_key::HashKey;
+pub use registration::Registration;
+pub use spec::{ServiceSpec, StaticInstance, Target};
 
-use crate::config::{parse_instance, Balance, ServiceConfig};
-use crate::registry::Registration;
+use crate::config::{Balance, ServiceConfig};
+use crate::retry::RetryBudget;
 use crate::telemetry::metrics::ServiceMetrics;
 use balancer::Balancer;
 use breaker::State;
@@ -27,8 +37,11 @@ use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Longest wait for one host-name lookup.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A selected instance.
 pub struct Selection {
@@ -50,19 +63,50 @@ pub enum Pick {
     Exhausted,
 }
 
+/// A half-open breaker's probe slot, held by the attempt that is the probe. Reporting the
+/// attempt's outcome uses the slot; dropping it unreported (the client left, the request
+/// ended before an answer) gives it back, so a breaker can never run out of probes.
+pub struct ProbeSlot {
+    upstream: Arc<Upstream>,
+    addr: SocketAddr,
+    armed: bool,
+}
+
+impl ProbeSlot {
+    /// Reports the probe's outcome to the breaker.
+    pub fn report(mut self, success: bool) {
+        self.armed = false;
+        self.upstream.record(&self.addr, success, true);
+    }
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.upstream.release_probe(&self.addr);
+        }
+    }
+}
+
+/// Addresses of the static host names, as last resolved.
+pub type Resolved = HashMap<Target, Vec<SocketAddr>>;
+
 /// One service's balancer and everything needed to reach its instances.
 pub struct Upstream {
     pub name: String,
     /// The configuration this upstream was built from (reuse test on reload).
     pub config: ServiceConfig,
+    statics: Vec<StaticInstance>,
+    /// Last good addresses of the static host names.
+    resolved: Mutex<Resolved>,
     balancer: Balancer,
     instances: Arc<InstanceSet>,
-    spec: Arc<ProbeSpec>,
+    probe: Arc<ProbeSpec>,
     hash_key: Option<HashKey>,
     pub metrics: ServiceMetrics,
     breakers: Breakers,
     /// Limits how many of this service's requests may be retrying at once.
-    pub budget: crate::retry::RetryBudget,
+    pub budget: Arc<RetryBudget>,
     /// Serialises balancer updates: pingora forbids overlapping `update()` on one view.
     update_lock: tokio::sync::Mutex<()>,
     /// Rotation of fail-open (panic mode) picks.
@@ -70,17 +114,20 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds a service from validated configuration plus the registry entries it last had
-    /// (carried across a reload). Call [`Upstream::refresh`] before use.
+    /// Builds a service from its compiled spec plus what a previous generation of it knew: the
+    /// registry entries and resolved host names (carried across a reload). Call
+    /// [`Upstream::resolve_hosts`] and [`Upstream::refresh`] before use.
     pub fn new(
-        name: &str,
-        config: &ServiceConfig,
+        spec: &ServiceSpec,
         registry: &Arc<HealthRegistry>,
         registered: Vec<Registration>,
+        resolved: Resolved,
     ) -> Self {
-        let spec = Arc::new(ProbeSpec::new(name, config.health_check.as_ref()));
+        let name = spec.name.as_str();
+        let config = &spec.config;
+        let probe = Arc::new(spec.probe.clone());
         let metrics = ServiceMetrics::new(name);
-        let members = build_members(config, &spec, registered);
+        let members = build_members(config, &probe, &spec.instances, &resolved, registered);
         for b in &members.backends {
             metrics.instance_health(&b.addr.to_string(), true);
         }
@@ -108,13 +155,15 @@ impl Upstream {
         Self {
             name: name.to_string(),
             config: config.clone(),
-            spec,
+            statics: spec.instances.clone(),
+            resolved: Mutex::new(resolved),
+            probe,
             balancer,
             instances,
-            hash_key: config.hash_key.as_deref().and_then(HashKey::parse),
+            hash_key: spec.hash_key.clone(),
             metrics,
             breakers,
-            budget: Default::default(),
+            budget: Arc::default(),
             update_lock: tokio::sync::Mutex::new(()),
             fail_open_cursor: AtomicUsize::new(0),
         }
@@ -126,9 +175,107 @@ impl Upstream {
     /// backends that left, whose health verdicts the caller forgets.
     pub async fn apply_registrations(&self, registered: Vec<Registration>) -> Vec<Backend> {
         let _guard = self.update_lock.lock().await;
+        self.rebuild(registered).await
+    }
+
+    /// Looks up the static host names (on tokio's blocking pool, never on a serving thread).
+    /// A failed lookup keeps the last good addresses and is counted
+    /// (`portico_upstream_dns_failures_total`); a changed answer re-balances. Returns the
+    /// backends that left.
+    pub async fn resolve_hosts(&self) -> Vec<Backend> {
+        let hosts: Vec<&Target> = self
+            .statics
+            .iter()
+            .map(|s| &s.target)
+            .filter(|t| matches!(t, Target::Host { .. }))
+            .collect();
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        let mut answers = Vec::with_capacity(hosts.len());
+        for target in hosts {
+            let Target::Host { name, port } = target else {
+                continue;
+            };
+            let lookup = tokio::net::lookup_host((name.as_str(), *port));
+            match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                Ok(Ok(addrs)) => {
+                    let mut addrs: Vec<SocketAddr> = addrs.collect();
+                    addrs.sort();
+                    addrs.dedup();
+                    answers.push((target.clone(), addrs));
+                }
+                Ok(Err(e)) => self.lookup_failed(target, &e.to_string()),
+                Err(_) => self.lookup_failed(target, "timed out"),
+            }
+        }
+        let _guard = self.update_lock.lock().await;
+        let changed = {
+            let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            let mut changed = false;
+            for (target, addrs) in answers {
+                if addrs.is_empty() {
+                    continue;
+                }
+                if resolved.get(&target) != Some(&addrs) {
+                    log::info!("service {}: {target} resolves to {addrs:?}", self.name);
+                    resolved.insert(target, addrs);
+                    changed = true;
+                }
+            }
+            changed
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let registered = self.instances.get().registered.clone();
+        self.rebuild(registered).await
+    }
+
+    fn lookup_failed(&self, target: &Target, error: &str) {
+        self.metrics.dns_failures.inc();
+        let known = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .cloned();
+        match known {
+            Some(addrs) => log::warn!(
+                "service {}: cannot resolve {target} ({error}); keeping {addrs:?}",
+                self.name
+            ),
+            None => log::error!(
+                "service {}: cannot resolve {target} ({error}); it gets no traffic until it resolves",
+                self.name
+            ),
+        }
+    }
+
+    /// The resolved host names, for the next generation of this service after a reload.
+    pub fn resolved_hosts(&self) -> Resolved {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the members from the static list and `registered`; the caller holds the
+    /// update lock.
+    async fn rebuild(&self, registered: Vec<Registration>) -> Vec<Backend> {
         let old = self.instances.get();
-        let members = build_members(&self.config, &self.spec, registered);
-        let same_routing = old.registered.len() == members.registered.len()
+        let members = {
+            let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            build_members(
+                &self.config,
+                &self.probe,
+                &self.statics,
+                &resolved,
+                registered,
+            )
+        };
+        let same_routing = old.backends == members.backends
+            && old.registered.len() == members.registered.len()
             && old
                 .registered
                 .iter()
@@ -180,14 +327,27 @@ impl Upstream {
         self.hash_key.as_ref()
     }
 
-    /// Reports the outcome of an attempt on `addr` to its breaker.
-    pub fn record_outcome(&self, addr: &SocketAddr, success: bool, probe: bool) {
+    /// Reports the outcome of an ordinary (non-probe) attempt on `addr` to its breaker.
+    pub fn record_outcome(&self, addr: &SocketAddr, success: bool) {
+        self.record(addr, success, false);
+    }
+
+    fn record(&self, addr: &SocketAddr, success: bool, probe: bool) {
         self.breakers
             .record(addr, success, probe, Instant::now(), &self.metrics);
     }
 
+    /// The probe slot the breaker of `addr` granted to a selection.
+    pub fn probe_slot(self: &Arc<Self>, addr: SocketAddr) -> ProbeSlot {
+        ProbeSlot {
+            upstream: self.clone(),
+            addr,
+            armed: true,
+        }
+    }
+
     /// Gives back a probe slot whose attempt produced no outcome.
-    pub fn release_probe(&self, addr: &SocketAddr) {
+    fn release_probe(&self, addr: &SocketAddr) {
         self.breakers.release_probe(addr);
     }
 
@@ -263,10 +423,13 @@ impl Upstream {
     }
 }
 
-/// Static instances plus registry entries at other addresses, weighted per the balance mode.
+/// Static instances (IP addresses and resolved host names) plus registry entries at other
+/// addresses, weighted per the balance mode.
 fn build_members(
     config: &ServiceConfig,
-    spec: &Arc<ProbeSpec>,
+    probe: &Arc<ProbeSpec>,
+    statics: &[StaticInstance],
+    resolved: &Resolved,
     registered: Vec<Registration>,
 ) -> Members {
     let weight = |w: usize| match config.balance {
@@ -279,16 +442,20 @@ fn build_members(
             weight: weight(w),
             ext: Default::default(),
         };
-        b.ext.insert(spec.clone());
+        b.ext.insert(probe.clone());
         b
     };
     let mut backends = BTreeSet::new();
     let mut enabled = HashMap::new();
     let mut taken = std::collections::HashSet::new();
-    for entry in &config.instances {
-        if let Ok(i) = parse_instance(entry) {
-            if taken.insert(i.addr) {
-                backends.insert(backend(i.addr, i.weight));
+    for instance in statics {
+        let addrs = match &instance.target {
+            Target::Ip(addr) => std::slice::from_ref(addr),
+            host => resolved.get(host).map_or(&[][..], Vec::as_slice),
+        };
+        for addr in addrs {
+            if taken.insert(*addr) {
+                backends.insert(backend(*addr, instance.weight));
             }
         }
     }
@@ -331,12 +498,21 @@ mod tests {
         }
     }
 
+    fn spec(name: &str, yaml: &str) -> ServiceSpec {
+        let cfg: ServiceConfig = serde_yaml::from_str(yaml).unwrap();
+        let mut problems = crate::config::Problems::default();
+        let spec = ServiceSpec::compile(name, &cfg, true, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        spec
+    }
+
     fn upstream(initial: Vec<Registration>) -> Upstream {
-        let cfg: ServiceConfig =
-            serde_yaml::from_str("discovery: redis\ncircuit_breaker: {consecutive_failures: 1}\n")
-                .unwrap();
+        let spec = spec(
+            "registry-test",
+            "discovery: redis\ncircuit_breaker: {consecutive_failures: 1}\n",
+        );
         let registry = health::registry(Arc::new(Verdicts::default()));
-        Upstream::new("registry-test", &cfg, &registry, initial)
+        Upstream::new(&spec, &registry, initial, Resolved::new())
     }
 
     #[tokio::test]
@@ -344,7 +520,7 @@ mod tests {
         let (a, b) = (reg("a", 1, false), reg("b", 2, false));
         let up = upstream(vec![a.clone(), b.clone()]);
         up.refresh().await.unwrap();
-        up.record_outcome(&a.addr, false, false);
+        up.record_outcome(&a.addr, false);
         assert_eq!(up.breaker_view(&a.addr).unwrap().0, State::Open);
 
         let mut heavier = b.clone();
@@ -386,12 +562,12 @@ mod tests {
 
     #[tokio::test]
     async fn static_instances_always_stay_and_win_over_registry_entries() {
-        let cfg: ServiceConfig = serde_yaml::from_str(
+        let spec = spec(
+            "static-test",
             "discovery: redis\ninstances: [\"127.0.0.1:1 weight=2\"]\nbalance: weighted\n",
-        )
-        .unwrap();
+        );
         let registry = health::registry(Arc::new(Verdicts::default()));
-        let up = Upstream::new("static-test", &cfg, &registry, vec![]);
+        let up = Upstream::new(&spec, &registry, vec![], Resolved::new());
         up.refresh().await.unwrap();
         up.apply_registrations(vec![reg("dup", 1, true), reg("b", 2, false)])
             .await;

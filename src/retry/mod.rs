@@ -1,9 +1,15 @@
 //! Which failed attempts are retried, after how long, and how many retries a service can carry
-//! at once (the retry budget), so retries cannot multiply load on a struggling service.
+//! at once (the retry budget), so retries cannot multiply load on a struggling service. The
+//! per-request decision is a state machine ([`Attempts`]) that takes the time as an argument.
 
-use crate::config::{RetryConfig, RetryOn};
+mod attempts;
+
+pub use attempts::{Attempts, Decision, Refusal, TimeLeft};
+
+use crate::config::{Problems, RetryConfig, RetryOn};
 use http::Method;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Retrying requests always allowed per service, whatever the traffic.
@@ -42,8 +48,22 @@ pub struct RetryPolicy {
     backoff: Duration,
 }
 
+/// Most retries a route may ask for.
+pub const MAX_RETRIES: u32 = 5;
+
 impl RetryPolicy {
-    /// Compiles a route's `retry` section.
+    /// Compiles a route's `retry` section (at `at`), recording problems.
+    pub fn compile(cfg: &RetryConfig, at: &str, problems: &mut Problems) -> Self {
+        if cfg.attempts > MAX_RETRIES {
+            problems.push(
+                format!("{at}.attempts"),
+                format!("at most {MAX_RETRIES} retries"),
+            );
+        }
+        Self::new(cfg)
+    }
+
+    /// The policy of a `retry` section.
     pub fn new(cfg: &RetryConfig) -> Self {
         let has = |o| cfg.on.contains(&o);
         Self {
@@ -67,12 +87,13 @@ impl RetryPolicy {
             && (cause == Cause::ConnectFailure || self.non_idempotent || method.is_idempotent())
     }
 
-    /// Jittered wait before retry number `retry` (1-based): uniform in [0, backoff × 2^(retry-1)].
-    pub fn backoff(&self, retry: u32) -> Duration {
+    /// Wait before retry number `retry` (1-based) for a `jitter` drawn uniformly from [0, 1):
+    /// `jitter × backoff × 2^(retry-1)`, so concurrent retries spread out.
+    pub fn backoff(&self, retry: u32, jitter: f64) -> Duration {
         let ceiling = self
             .backoff
             .saturating_mul(1 << retry.saturating_sub(1).min(10));
-        ceiling.mul_f64(fastrand::f64())
+        ceiling.mul_f64(jitter.clamp(0.0, 1.0))
     }
 }
 
@@ -84,21 +105,17 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A request to the service started.
-    pub fn enter(&self) {
+    /// A request to the service started; it leaves the budget when the entry is dropped.
+    pub fn enter(self: &Arc<Self>) -> BudgetEntry {
         self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A request finished; `retried` if it took a retry slot.
-    pub fn leave(&self, retried: bool) {
-        self.requests.fetch_sub(1, Ordering::Relaxed);
-        if retried {
-            self.retrying.fetch_sub(1, Ordering::Relaxed);
+        BudgetEntry {
+            budget: self.clone(),
+            retrying: false,
         }
     }
 
-    /// Takes a retry slot for a request's first retry; false when the budget is spent.
-    pub fn try_take(&self) -> bool {
+    /// Takes a retry slot; false when the budget is spent.
+    fn try_take(&self) -> bool {
         let limit = ((self.requests.load(Ordering::Relaxed) as f64 * RETRY_SHARE) as usize)
             .max(MIN_CONCURRENT_RETRIES);
         self.retrying
@@ -106,6 +123,33 @@ impl RetryBudget {
                 (r < limit).then_some(r + 1)
             })
             .is_ok()
+    }
+}
+
+/// One request's place in its service's retry budget: counted while it lives, holding a retry
+/// slot once it first retries; both are given back when it is dropped.
+#[derive(Debug)]
+pub struct BudgetEntry {
+    budget: Arc<RetryBudget>,
+    retrying: bool,
+}
+
+impl BudgetEntry {
+    /// Whether this request may retry: takes a slot on its first retry, keeps it after.
+    pub fn take_slot(&mut self) -> bool {
+        if !self.retrying {
+            self.retrying = self.budget.try_take();
+        }
+        self.retrying
+    }
+}
+
+impl Drop for BudgetEntry {
+    fn drop(&mut self) {
+        self.budget.requests.fetch_sub(1, Ordering::Relaxed);
+        if self.retrying {
+            self.budget.retrying.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -143,31 +187,50 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_jittered_below_an_exponential_ceiling() {
+    fn backoff_doubles_per_retry_and_the_jitter_spreads_it_over_the_whole_range() {
         let p = policy(vec![], false);
         for retry in 1..=3 {
-            let d = p.backoff(retry);
-            assert!(d <= Duration::from_millis(10 << (retry - 1)), "{d:?}");
+            let ceiling = Duration::from_millis(10 << (retry - 1));
+            assert_eq!(p.backoff(retry, 0.0), Duration::ZERO);
+            assert_eq!(p.backoff(retry, 0.5), ceiling / 2);
+            assert_eq!(p.backoff(retry, 1.0), ceiling);
         }
+        assert_eq!(
+            p.backoff(20, 1.0),
+            Duration::from_millis(10 << 10),
+            "capped"
+        );
     }
 
     #[test]
     fn the_budget_allows_a_minimum_then_a_share_of_in_flight_requests() {
-        let b = RetryBudget::default();
-        for _ in 0..3 {
-            assert!(b.try_take());
-        }
+        let b = Arc::new(RetryBudget::default());
+        let mut retrying: Vec<BudgetEntry> = (0..3).map(|_| b.enter()).collect();
+        assert!(retrying.iter_mut().all(BudgetEntry::take_slot));
+        let mut fourth = b.enter();
         assert!(
-            !b.try_take(),
-            "3 retries with 0 requests in flight is the floor"
+            !fourth.take_slot(),
+            "3 retries is the floor while few requests are in flight"
         );
-        for _ in 0..25 {
-            b.enter();
-        }
-        assert!(b.try_take() && b.try_take(), "20% of 25 is 5");
-        assert!(!b.try_take());
-        b.leave(true);
-        b.enter();
-        assert!(b.try_take(), "a finished retry frees its slot");
+        let waiting: Vec<BudgetEntry> = (0..21).map(|_| b.enter()).collect();
+        assert!(fourth.take_slot(), "20% of 25 in flight is 5");
+        assert!(
+            fourth.take_slot(),
+            "a request keeps its slot for further retries"
+        );
+        let mut sixth = b.enter();
+        assert!(sixth.take_slot(), "20% of 26 is 5");
+        let mut seventh = b.enter();
+        assert!(!seventh.take_slot());
+        drop(retrying.pop());
+        assert!(seventh.take_slot(), "a finished retry frees its slot");
+        drop(waiting);
+        drop((retrying, fourth, sixth, seventh));
+        assert_eq!(b.requests.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            b.retrying.load(Ordering::Relaxed),
+            0,
+            "every slot given back on drop"
+        );
     }
 }

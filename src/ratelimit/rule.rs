@@ -1,0 +1,245 @@
+//! Rules: a `rate_limits` entry compiled ([`RuleSpec`], pure, every problem recorded) and the
+//! live rule that decides requests ([`Rule`]: its in-process store and, for `store: redis`, the
+//! shared store). Live rules are carried across reloads while their section is unchanged, so
+//! in-process buckets survive a reload.
+
+use super::gcra::{Decision, Gcra};
+use super::key::{Key, KeyKind};
+use super::local::LocalStore;
+use super::shared::{local_now_us, SharedError, SharedStore};
+use crate::config::{LimitStore, MissingKey, Problems, RateLimitConfig, StoreErrorPolicy};
+use crate::telemetry::ratelimit::{self as metrics, Store};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+/// Largest `capacity × interval` in µs: the Redis script computes in doubles, exact to 2^53.
+const MAX_WINDOW_US: u128 = 1 << 50;
+
+/// A compiled `rate_limits` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    pub name: String,
+    pub config: RateLimitConfig,
+    /// `redis.replicas`: the share of the limit enforced locally while Redis is away.
+    replicas: u32,
+    kind: KeyKind,
+    gcra: Gcra,
+    /// `limit / replicas` (rounded up), enforced locally while Redis cannot decide.
+    fallback: Gcra,
+}
+
+impl RuleSpec {
+    /// Compiles `rate_limits.NAME`; `redis` is whether a `redis` section exists and
+    /// `replicas` its `replicas`.
+    pub fn compile(
+        name: &str,
+        r: &RateLimitConfig,
+        redis: bool,
+        replicas: u32,
+        problems: &mut Problems,
+    ) -> Self {
+        let at = format!("rate_limits.{name}");
+        if !crate::config::is_label_safe(name) {
+            problems.push(&at, "rule names must use only [A-Za-z0-9_.-]");
+        }
+        let kind = KeyKind::parse(&r.key).unwrap_or_else(|| {
+            problems.push(
+                format!("{at}.key"),
+                format!(
+                    "unknown key {:?}: expected client_ip, header:NAME, route or global",
+                    r.key
+                ),
+            );
+            KeyKind::ClientIp
+        });
+        if r.limit == 0 {
+            problems.push(format!("{at}.limit"), "must be at least 1");
+        }
+        let per_us = r.per.as_micros();
+        if per_us < u128::from(r.limit.max(1)) {
+            problems.push(
+                format!("{at}.per"),
+                "too short for the limit: at least 1µs per request",
+            );
+        }
+        let capacity = u128::from(r.limit.max(1)) + u128::from(r.burst);
+        if capacity * (per_us / u128::from(r.limit.max(1))).max(1) > MAX_WINDOW_US {
+            problems.push(
+                &at,
+                "limit + burst at this rate spans more than ~35 years; use a smaller per or burst",
+            );
+        }
+        if r.store == LimitStore::Redis && !redis {
+            problems.push(
+                format!("{at}.store"),
+                "store: redis needs a top-level `redis` section",
+            );
+        }
+        if r.max_keys < 1_000 {
+            problems.push(format!("{at}.max_keys"), "must be at least 1000");
+        }
+        let per_us = r.per.as_micros() as u64;
+        let share = |n: u64| n.div_ceil(u64::from(replicas.max(1)));
+        Self {
+            name: name.to_string(),
+            config: r.clone(),
+            replicas,
+            kind,
+            gcra: Gcra::new(r.limit, per_us, r.burst),
+            fallback: Gcra::new(share(r.limit), per_us, share(r.burst)),
+        }
+    }
+
+    /// What the rule counts by.
+    pub fn key_kind(&self) -> &KeyKind {
+        &self.kind
+    }
+
+    /// What a `header:` rule does when the header is absent.
+    pub fn on_missing_key(&self) -> MissingKey {
+        self.config.on_missing_key
+    }
+}
+
+/// A live rule.
+pub struct Rule {
+    spec: RuleSpec,
+    /// The rule's store for `store: local`; the fallback store for `store: redis`.
+    local: LocalStore,
+    /// The Redis store, for `store: redis` rules.
+    shared: Option<Arc<SharedStore>>,
+}
+
+impl Rule {
+    /// A live rule for `spec`, deciding through `shared` when it is Redis-stored.
+    pub fn new(spec: RuleSpec, shared: Option<Arc<SharedStore>>) -> Self {
+        let store = match spec.config.store {
+            LimitStore::Local => Store::Local,
+            LimitStore::Redis => Store::Fallback,
+        };
+        Self {
+            local: LocalStore::with_metrics(
+                spec.config.max_keys,
+                Some(metrics::local_store(&spec.name, store)),
+            ),
+            shared: shared.filter(|_| spec.config.store == LimitStore::Redis),
+            spec,
+        }
+    }
+
+    /// The compiled rule.
+    pub fn spec(&self) -> &RuleSpec {
+        &self.spec
+    }
+
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Whether this live rule can serve `spec` (its buckets are kept).
+    pub fn serves(&self, spec: &RuleSpec) -> bool {
+        self.spec == *spec
+    }
+
+    /// Whether this rule's responses carry `RateLimit-*` headers.
+    pub fn sends_headers(&self) -> bool {
+        self.spec.config.headers
+    }
+
+    /// Whether the rule only counts (never refuses).
+    pub fn is_shadow(&self) -> bool {
+        self.spec.config.shadow
+    }
+
+    /// Whether the rule keeps its buckets in Redis.
+    pub fn is_shared(&self) -> bool {
+        self.spec.config.store == LimitStore::Redis
+    }
+
+    /// Decides one request for `key`. `None` when the store failed and the policy lets the
+    /// request through without information for headers. Also returns the store that decided
+    /// and the bucket capacity behind the decision.
+    pub async fn decide(&self, key: Key<'_>) -> (Option<Decision>, Store, u64) {
+        let local_key = || self.local.hasher().hash_one(key);
+        if self.spec.config.store == LimitStore::Local {
+            let d = self
+                .local
+                .decide(&self.spec.gcra, local_key(), local_now_us());
+            return (Some(d), Store::Local, self.spec.gcra.capacity);
+        }
+        let error = match &self.shared {
+            Some(store) => {
+                let redis_key = key.redis_key(store.prefix(), &self.spec.name);
+                match store.decide(&self.spec.gcra, &redis_key, 0).await {
+                    Ok(d) => return (Some(d), Store::Redis, self.spec.gcra.capacity),
+                    Err(e) => e,
+                }
+            }
+            None => SharedError::Unavailable,
+        };
+        metrics::STORE_ERRORS
+            .with_label_values(&[&self.spec.name, error.kind()])
+            .inc();
+        let policy = self.spec.config.on_store_error;
+        metrics::FALLBACKS
+            .with_label_values(&[&self.spec.name, policy_label(policy)])
+            .inc();
+        let decision = match policy {
+            StoreErrorPolicy::LocalFallback => Some(self.local.decide(
+                &self.spec.fallback,
+                local_key(),
+                local_now_us(),
+            )),
+            StoreErrorPolicy::Allow => None,
+            StoreErrorPolicy::Deny => Some(Decision {
+                allowed: false,
+                remaining: 0,
+                reset_us: 1_000_000,
+                retry_after_us: 1_000_000,
+            }),
+        };
+        (decision, Store::Fallback, self.spec.fallback.capacity)
+    }
+}
+
+fn policy_label(p: StoreErrorPolicy) -> &'static str {
+    match p {
+        StoreErrorPolicy::LocalFallback => "local_fallback",
+        StoreErrorPolicy::Allow => "allow",
+        StoreErrorPolicy::Deny => "deny",
+    }
+}
+
+/// `RateLimit-*` values of the most restrictive rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Whole seconds until the bucket is full again (rounded up).
+    pub reset: u64,
+}
+
+impl RateHeaders {
+    /// The headers describing `d` for a bucket of `limit`.
+    pub fn of(d: &Decision, limit: u64) -> Self {
+        Self {
+            limit,
+            remaining: d.remaining,
+            reset: d.reset_us.div_ceil(1_000_000),
+        }
+    }
+
+    /// Fewer remaining is more restrictive; on a tie, the later reset.
+    pub fn tighter(self, other: Option<Self>) -> Self {
+        match other {
+            Some(o)
+                if (o.remaining, std::cmp::Reverse(o.reset))
+                    < (self.remaining, std::cmp::Reverse(self.reset)) =>
+            {
+                o
+            }
+            _ => self,
+        }
+    }
+}

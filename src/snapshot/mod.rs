@@ -1,0 +1,237 @@
+//! One configuration in force: its compiled [`Plan`] turned into live state — routes that each
+//! hold their own upstream, metric handles and policy chain; upstreams; rate-limit rules;
+//! trusted networks. Requests load a snapshot once and keep it to their end ([`Current`]).
+//!
+//! Building is infallible: everything that can be wrong with a file was found by
+//! [`Plan::compile`]. It reuses what the previous snapshot had where the configuration did not
+//! change (an upstream's balancer, health and breakers; a rule's buckets).
+
+mod plan;
+mod sections;
+
+pub use plan::{compile_file, compile_str, Plan, RoutePlan};
+
+use crate::config::{Config, Discovery};
+use crate::forwarding::TrustedProxies;
+use crate::policy::kpis::KpiCounters;
+use crate::policy::ratelimit::RateLimit;
+use crate::policy::{Admission, Chain, ChainBuilder, Log, RequestEdit, ResponseEdit};
+use crate::ratelimit::shared::SharedStore;
+use crate::ratelimit::Rule;
+use crate::retry::RetryPolicy;
+use crate::router::{PathRewrite, Router};
+use crate::telemetry::kpi::Kpi;
+use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
+use crate::upstream::{Resolved, Upstream};
+use arc_swap::ArcSwap;
+use pingora_load_balancing::HealthRegistry;
+use prometheus::IntCounter;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The snapshot in force. Requests load it once and keep it to their end; the gateway
+/// replaces it on reload; background services (registry watcher, event publisher, listeners)
+/// read it through this handle rather than through the whole gateway.
+pub struct Current(ArcSwap<Snapshot>);
+
+impl Current {
+    /// A handle holding `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self(ArcSwap::from_pointee(snapshot))
+    }
+
+    /// The snapshot in force (one atomic load).
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// Puts `next` in force; requests already running keep the one they loaded.
+    pub fn replace(&self, next: Snapshot) {
+        self.0.store(Arc::new(next));
+    }
+}
+
+/// A route in force: what it does to a request and where it sends it.
+pub struct Route {
+    pub name: String,
+    /// The service's name (the access log's `service`).
+    pub service: String,
+    pub rewrite: PathRewrite,
+    pub retry: RetryPolicy,
+    /// Bound on the whole request, retries included.
+    pub timeout: Option<Duration>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: RouteMetrics,
+    pub policies: Chain,
+}
+
+/// The configuration in force.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// Content hash of the configuration (see [`crate::config::content_hash`]).
+    pub hash: String,
+    pub router: Router<Route>,
+    /// Metrics of requests that matched no route.
+    pub unmatched: RouteMetrics,
+    pub services: BTreeMap<String, Arc<Upstream>>,
+    /// Live rate-limit rules by name.
+    pub rules: BTreeMap<String, Arc<Rule>>,
+    pub trusted: TrustedProxies,
+    pub loaded_at: SystemTime,
+}
+
+/// What a build takes from the gateway besides the plan and the previous snapshot.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// The health registry every balancer reports into.
+    pub health: &'a Arc<HealthRegistry>,
+    /// The Redis store of `store: redis` rate limits.
+    pub limiter: Option<&'a Arc<SharedStore>>,
+}
+
+impl Snapshot {
+    /// Builds live state for `plan`, reusing what `previous` had where nothing changed. New
+    /// upstreams still need [`Upstream::resolve_hosts`] and [`Upstream::refresh`]; see
+    /// [`Snapshot::fresh_upstreams`].
+    pub fn build(plan: Plan, previous: Option<&Snapshot>, shared: Shared<'_>) -> Self {
+        let services = build_services(&plan, previous, shared);
+        let rules: BTreeMap<String, Arc<Rule>> = plan
+            .rules
+            .into_iter()
+            .map(|(name, spec)| {
+                let reused = previous
+                    .and_then(|p| p.rules.get(&name))
+                    .filter(|r| r.serves(&spec))
+                    .cloned();
+                let rule =
+                    reused.unwrap_or_else(|| Arc::new(Rule::new(spec, shared.limiter.cloned())));
+                (name, rule)
+            })
+            .collect();
+        let names: Vec<&str> = plan
+            .router
+            .routes()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let mut kpis = crate::telemetry::kpi::counters(&plan.kpis, &names).into_iter();
+        let router = plan.router.map(|route| {
+            let kpis = kpis.next().unwrap_or_default();
+            build_route(route, &services, &rules, kpis)
+        });
+        Self {
+            hash: plan.hash,
+            router,
+            unmatched: RouteMetrics::new(UNMATCHED_ROUTE),
+            services,
+            rules,
+            trusted: plan.trusted,
+            config: plan.config,
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    /// Upstreams of `self` that were not carried over from `previous`.
+    pub fn fresh_upstreams<'a>(
+        &'a self,
+        previous: Option<&'a Snapshot>,
+    ) -> impl Iterator<Item = &'a Arc<Upstream>> {
+        self.services.iter().filter_map(move |(name, u)| {
+            let carried = previous
+                .and_then(|p| p.services.get(name))
+                .is_some_and(|old| Arc::ptr_eq(old, u));
+            (!carried).then_some(u)
+        })
+    }
+
+    /// Removes metric series of routes, rules and services that `next` no longer has.
+    pub fn retire_metrics(&self, next: &Snapshot) {
+        for route in self.router.routes() {
+            if !next.router.routes().iter().any(|r| r.name == route.name) {
+                route.metrics.remove();
+                crate::telemetry::ratelimit::remove_route(&route.name);
+                crate::telemetry::policy::remove_route(&route.name);
+            }
+        }
+        for name in self.rules.keys() {
+            if !next.rules.contains_key(name) {
+                crate::telemetry::ratelimit::remove_rule(name);
+            }
+        }
+        for (name, upstream) in &self.services {
+            let Some(successor) = next.services.get(name) else {
+                upstream.metrics.remove();
+                continue;
+            };
+            let kept = successor.instance_set().get();
+            for gone in upstream
+                .instance_set()
+                .get()
+                .backends
+                .difference(&kept.backends)
+            {
+                if !kept.backends.iter().any(|b| b.addr == gone.addr) {
+                    upstream.metrics.remove_instance(&gone.addr.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Upstreams for the plan's services: an unchanged service keeps its upstream; a changed one
+/// starts with the registry entries and resolved host names its predecessor had.
+fn build_services(
+    plan: &Plan,
+    previous: Option<&Snapshot>,
+    shared: Shared<'_>,
+) -> BTreeMap<String, Arc<Upstream>> {
+    plan.services
+        .iter()
+        .map(|(name, spec)| {
+            let before = previous.and_then(|p| p.services.get(name));
+            if let Some(same) = before.filter(|u| u.config == spec.config) {
+                return (name.clone(), same.clone());
+            }
+            let carried = match spec.config.discovery {
+                Discovery::Redis => before.map(|u| u.registrations()).unwrap_or_default(),
+                Discovery::Static => Vec::new(),
+            };
+            let resolved: Resolved = before.map(|u| u.resolved_hosts()).unwrap_or_default();
+            let upstream = Upstream::new(spec, shared.health, carried, resolved);
+            (name.clone(), Arc::new(upstream))
+        })
+        .collect()
+}
+
+fn build_route(
+    plan: RoutePlan,
+    services: &BTreeMap<String, Arc<Upstream>>,
+    rules: &BTreeMap<String, Arc<Rule>>,
+    kpis: Vec<(Arc<Kpi>, IntCounter)>,
+) -> Route {
+    let mut chain = ChainBuilder::new(&plan.name);
+    for rule in plan.rate_limits.iter().filter_map(|n| rules.get(n)) {
+        let policy = RateLimit::new(&plan.name, rule.clone());
+        let mode = policy.mode();
+        chain = chain.admission(Admission::RateLimit(policy), mode);
+    }
+    let policies = chain
+        .upstream_request(RequestEdit::Headers(plan.request_headers))
+        .response(ResponseEdit::Headers(plan.response_headers))
+        .log(Log::Kpis(KpiCounters::new(kpis)))
+        .build();
+    Route {
+        upstream: services
+            .get(&plan.service)
+            .cloned()
+            .expect("the compile step checked that every route's service exists"),
+        metrics: RouteMetrics::new(&plan.name),
+        name: plan.name,
+        service: plan.service,
+        rewrite: plan.rewrite,
+        retry: plan.retry,
+        timeout: plan.timeout,
+        policies,
+    }
+}

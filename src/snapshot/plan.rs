@@ -1,0 +1,314 @@
+//! The compile step: a parsed configuration becomes a [`Plan`] — route matchers, rewrites,
+//! retry policies, header edits, service specs, rate-limit rules, KPI matchers, trusted
+//! networks — or the complete list of what is wrong with it. `portico validate`, start-up and
+//! every reload run exactly this step. It is pure: no DNS, no sockets, no metric series, so a
+//! rejected file leaves nothing behind; [`super::Snapshot::build`] then turns a plan into live
+//! state without parsing anything again.
+
+use super::sections;
+use crate::config::{self, Config, ConfigError, ConfigErrors, Parsed, Problems, RouteConfig};
+use crate::forwarding::TrustedProxies;
+use crate::policy::headers::HeaderEdits;
+use crate::ratelimit::RuleSpec;
+use crate::retry::RetryPolicy;
+use crate::router::{Matcher, PathRewrite, Router};
+use crate::telemetry::kpi::{self, KpiSpec};
+use crate::upstream::ServiceSpec;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A compiled, valid configuration.
+pub struct Plan {
+    pub config: Arc<Config>,
+    /// Content hash of the configuration (see [`crate::config::content_hash`]).
+    pub hash: String,
+    pub router: Router<RoutePlan>,
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub rules: BTreeMap<String, RuleSpec>,
+    pub kpis: Vec<KpiSpec>,
+    pub trusted: TrustedProxies,
+}
+
+/// One compiled route, before it is attached to live upstreams and rules.
+pub struct RoutePlan {
+    pub name: String,
+    pub service: String,
+    pub rewrite: PathRewrite,
+    pub retry: RetryPolicy,
+    /// Bound on the whole request, retries included.
+    pub timeout: Option<Duration>,
+    /// Names of the route's rate-limit rules, in order.
+    pub rate_limits: Vec<String>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+}
+
+/// Reads, parses and compiles a file; every error of the file, in file order.
+pub fn compile_file(path: &Path) -> Result<Plan, ConfigErrors> {
+    finish(config::parse_file(path)?)
+}
+
+/// Parses and compiles YAML text; `file` names it in errors.
+pub fn compile_str(file: &str, text: &str) -> Result<Plan, ConfigErrors> {
+    finish(config::parse_str(file, text)?)
+}
+
+/// Compiles a parsed file, adding the compile step's problems to the parse errors (except
+/// where a parse error already speaks for the field).
+fn finish(parsed: Parsed) -> Result<Plan, ConfigErrors> {
+    let mut problems = Problems::default();
+    let plan = Plan::compile(parsed.config, &mut problems);
+    let mut errors: Vec<ConfigError> = parsed.errors;
+    errors.extend(
+        problems
+            .iter()
+            .filter(|p| !parsed.document.covers(&p.path))
+            .map(|p| parsed.document.locate(p)),
+    );
+    if errors.is_empty() {
+        return Ok(plan);
+    }
+    config::sort_errors(&mut errors);
+    Err(ConfigErrors(errors))
+}
+
+impl Plan {
+    /// Compiles `config`; the plan is only valid when `problems` stays empty.
+    pub fn compile(config: Config, problems: &mut Problems) -> Plan {
+        sections::server(&config.server, problems);
+        sections::redis(&config, problems);
+        sections::telemetry(&config, problems);
+        let has_redis = config.redis.is_some();
+        let replicas = config.redis.as_ref().map_or(1, |r| r.replicas);
+        let services: BTreeMap<String, ServiceSpec> = config
+            .services
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    ServiceSpec::compile(name, s, has_redis, problems),
+                )
+            })
+            .collect();
+        let rules: BTreeMap<String, RuleSpec> = config
+            .rate_limits
+            .iter()
+            .map(|(name, r)| {
+                let spec = RuleSpec::compile(name, r, has_redis, replicas, problems);
+                (name.clone(), spec)
+            })
+            .collect();
+        if config.routes.is_empty() {
+            problems.push("routes", "at least one route is required");
+        }
+        let mut names = HashSet::new();
+        let mut entries = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if !names.insert(r.name.as_str()) {
+                problems.push(
+                    format!("{at}.name"),
+                    format!("duplicate route name {:?}", r.name),
+                );
+            }
+            entries.push(compile_route(r, &at, &config, problems));
+        }
+        let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        let kpis = kpi::compile(&config, &route_names, problems);
+        let trusted = TrustedProxies::compile(&config.server.trusted_proxies, problems);
+        let hash = config::content_hash(&serde_json::to_vec(&config).unwrap_or_default());
+        Plan {
+            hash,
+            router: Router::new(entries),
+            services,
+            rules,
+            kpis,
+            trusted,
+            config: Arc::new(config),
+        }
+    }
+}
+
+fn compile_route(
+    r: &RouteConfig,
+    at: &str,
+    config: &Config,
+    problems: &mut Problems,
+) -> (Matcher, RoutePlan) {
+    if !config::is_label_safe(&r.name) {
+        problems.push(
+            format!("{at}.name"),
+            "must be non-empty and use only [A-Za-z0-9_.-]",
+        );
+    }
+    if !config.services.contains_key(&r.service) {
+        let hint = config::suggest::hint(&r.service, config.services.keys().map(String::as_str));
+        problems.push(
+            format!("{at}.service"),
+            format!("unknown service {:?}{hint}", r.service),
+        );
+    }
+    for (i, name) in r.rate_limits.iter().enumerate() {
+        if !config.rate_limits.contains_key(name) {
+            let hint = config::suggest::hint(name, config.rate_limits.keys().map(String::as_str));
+            problems.push(
+                format!("{at}.rate_limits[{i}]"),
+                format!("unknown rate limit {name:?}{hint}"),
+            );
+        }
+    }
+    if r.timeout.is_some_and(|t| t.is_zero()) {
+        problems.push(format!("{at}.timeout"), "must be greater than zero");
+    }
+    let matcher = Matcher::compile(&r.matcher, &format!("{at}.match"), problems);
+    let plan = RoutePlan {
+        name: r.name.clone(),
+        service: r.service.clone(),
+        rewrite: PathRewrite::compile(r, at, problems),
+        retry: RetryPolicy::compile(&r.retry, &format!("{at}.retry"), problems),
+        timeout: r.timeout,
+        rate_limits: r.rate_limits.clone(),
+        request_headers: HeaderEdits::compile(
+            &r.request_headers,
+            &format!("{at}.request_headers"),
+            problems,
+        ),
+        response_headers: HeaderEdits::compile(
+            &r.response_headers,
+            &format!("{at}.response_headers"),
+            problems,
+        ),
+    };
+    (matcher, plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compile_str;
+    use crate::config::{Config, ConfigErrors};
+    use std::sync::Arc;
+
+    /// The whole load: parse, then compile; the configuration when it is valid.
+    fn load_str(file: &str, text: &str) -> Result<Arc<Config>, ConfigErrors> {
+        compile_str(file, text).map(|plan| plan.config)
+    }
+
+    const GOOD: &str = r#"
+routes:
+  - name: api
+    match: {path_prefix: /api}
+    service: trading
+services:
+  trading:
+    instances: ["127.0.0.1:8101", "127.0.0.1:8102 weight=2"]
+"#;
+
+    #[test]
+    fn a_valid_file_loads() {
+        let c = load_str("good.yaml", GOOD).unwrap();
+        assert_eq!(c.routes[0].service, "trading");
+        assert_eq!(c.server.listen, vec!["0.0.0.0:8080"]);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_line() {
+        let text = "routes:\n  - name: api\n    service: tradin\n    rewrite: {regex: \"(\", to: /x}\nservices:\n  trading:\n    instances: [\"nonsense\"]\n";
+        let errs = load_str("bad.yaml", text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 3, "{shown:#?}");
+        assert!(shown[0].starts_with("bad.yaml:3:14: routes[0].service: unknown service \"tradin\"; did you mean \"trading\"?"), "{}", shown[0]);
+        assert!(
+            shown[1].starts_with("bad.yaml:4:22: routes[0].rewrite.regex: bad regex"),
+            "{}",
+            shown[1]
+        );
+        assert!(
+            shown[2].starts_with("bad.yaml:7:17: services.trading.instances[0]: bad address"),
+            "{}",
+            shown[2]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_position() {
+        let text = GOOD.replace("path_prefix", "path_prefx");
+        let err = load_str("f.yaml", &text).unwrap_err().to_string();
+        assert!(err.starts_with("f.yaml:4:"), "{err}");
+        assert!(err.contains("unknown field `path_prefx`"), "{err}");
+    }
+
+    #[test]
+    fn empty_routes_and_duplicate_names_are_errors() {
+        let text = r#"
+routes:
+  - {name: api, service: trading}
+  - {name: api, service: trading}
+services:
+  trading:
+    instances: ["127.0.0.1:1", "127.0.0.1:1"]
+"#;
+        let errs = load_str("f", text).unwrap_err().to_string();
+        assert!(
+            errs.contains("f:4:12: routes[1].name: duplicate route name \"api\""),
+            "{errs}"
+        );
+        assert!(errs.contains("duplicate instance 127.0.0.1:1"), "{errs}");
+        let empty = load_str("f", "routes: []\nservices: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            empty.contains("routes: at least one route is required"),
+            "{empty}"
+        );
+    }
+
+    #[test]
+    fn durations_are_strings() {
+        let text = GOOD.to_string() + "    connect_timeout: 250ms\n";
+        assert_eq!(
+            load_str("f", &text).unwrap().services["trading"]
+                .connect_timeout
+                .as_millis(),
+            250
+        );
+        let bad = load_str("f", &(GOOD.to_string() + "    connect_timeout: soon\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("invalid duration \"soon\""), "{bad}");
+    }
+
+    #[test]
+    fn registry_discovery_needs_a_redis_section_and_may_have_no_static_instances() {
+        let text = "routes:\n  - {name: api, service: social}\nservices:\n  social:\n    discovery: redis\n";
+        let err = load_str("r.yaml", text).unwrap_err().to_string();
+        assert!(
+            err.contains("r.yaml:5:16: services.social.discovery: discovery: redis needs a top-level `redis` section"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("instances"),
+            "no static instance is needed: {err}"
+        );
+        let ok = format!("redis: {{url: \"redis://127.0.0.1:6379/0\"}}\n{text}");
+        let c = load_str("r.yaml", &ok).unwrap();
+        assert_eq!(c.services["social"].heartbeat_ttl.as_secs(), 10);
+        assert_eq!(c.registry.poll_interval.as_secs(), 1);
+    }
+
+    #[test]
+    fn redis_and_registry_settings_are_checked() {
+        let text =
+            format!("redis: {{url: \"http://nope\"}}\nregistry: {{poll_interval: 10ms}}\n{GOOD}");
+        let err = load_str("r.yaml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains("r.yaml:1:14: redis.url: bad Redis URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains("registry.poll_interval: must be between 50ms and 60s"),
+            "{err}"
+        );
+    }
+}
