@@ -1,22 +1,23 @@
 //! Portico: an API gateway and edge reverse proxy on Pingora.
 //!
 //! Modules are listed in layer order: each may use only the modules above it in this list
-//! (`tests/layers.rs` checks it). ARCHITECTURE.md walks through one request and one reload.
+//! (`tests/architecture.rs` checks it). ARCHITECTURE.md walks through one request and one
+//! reload.
 
 // Vocabulary: no dependency on anything below.
-pub mod config; // YAML schema, env expansion, every mistake located
-pub mod echo;
-pub mod forwarding; // client IP and X-Forwarded-* with trusted proxies
-pub mod hardening; // framing and size checks, path normalisation
 pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod ip_text; // addresses as text without core::fmt (request path)
+pub mod config; // YAML schema, env expansion, every mistake located
 pub mod reply; // gateway-made JSON error responses and their codes
 pub mod request_id; // X-Request-Id acceptance and generation
-pub mod tls_files; // TLS certificate/key checks before a listener starts // echo HTTP server used by the demo and the tests
+pub mod forwarding; // client IP and X-Forwarded-* with trusted proxies
+pub mod hardening; // framing and size checks, path normalisation
+pub mod tls_files; // TLS certificate/key checks before a listener starts
+pub mod echo; // echo HTTP server used by the demo and the tests
 
 // Decision logic without sockets.
-pub mod retry;
-pub mod router; // route matching and path rewrites // retry policy, attempt state machine, per-service retry budget
+pub mod router; // route matching and path rewrites
+pub mod retry; // retry policy, attempt state machine, per-service retry budget
 
 // Observation.
 pub mod telemetry; // metric families and handles, tracing, access log, KPIs, event queue
@@ -25,19 +26,19 @@ pub mod telemetry; // metric families and handles, tracing, access log, KPIs, ev
 pub mod redis_client; // Redis connections and bounded, recorded calls
 
 // Per-service and per-route state.
-pub mod policy; // the per-route policy chain: rate limits, header edits, KPIs
+pub mod upstream; // balancers, instances, host-name resolution, health checks, breakers
 pub mod ratelimit; // GCRA limits: local and Redis stores, keys, rules
-pub mod snapshot;
-pub mod upstream; // balancers, instances, host-name resolution, health checks, breakers // compile a configuration (every error), build and hold the one in force
+pub mod policy; // the per-route policy chain: rate limits, header edits, KPIs
+pub mod snapshot; // compile a configuration (every error), build and hold the one in force
 
 // Background services.
-pub mod event_stream;
-pub mod registry; // Redis service registry: protocol, watcher, registrar agent // business events to a Redis Stream
+pub mod registry; // Redis service registry: protocol, watcher, registrar agent
+pub mod event_stream; // business events to a Redis Stream
 
 // Serving.
-pub mod admin; // admin listener: health, readiness, metrics, admin API
-pub mod demo;
-pub mod gateway; // shared state: the snapshot in force, reload, SIGHUP, host-name refresh
 pub mod listener; // client listeners: bind-or-exit, connection limits, head deadline, drain
+pub mod gateway; // shared state: the snapshot in force, reload, SIGHUP, host-name refresh
 pub mod proxy; // the ProxyHttp implementation (thin hooks)
-pub mod server; // Pingora server assembly // `--demo`: embedded config and echo upstreams
+pub mod admin; // admin listener: health, readiness, metrics, admin API
+pub mod server; // Pingora server assembly
+pub mod demo; // `--demo`: embedded config and echo upstreams

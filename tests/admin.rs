@@ -260,6 +260,47 @@ fn validate_prints_every_mistake_with_its_line_and_exits_1() {
 }
 
 #[test]
+fn validate_reports_an_unknown_key_a_bad_reference_address_and_duration_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("four.yaml");
+    // Before one compile step, the unknown key stopped everything else from being seen.
+    std::fs::write(
+        &path,
+        "server:
+  listen: [\"127.0.0.1:8080\"]
+  treads: 2
+routes:
+  - name: orders
+    service: tradng
+services:
+  trading:
+    instances: [\"10.0.0.1:80\", \"nonsense\"]
+    connect_timeout: soon
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{file}:3:3: server.treads: unknown field `treads`, expected one of `listen`, `tls`, `h2c`, `threads`, `work_stealing`, `admin`, `trusted_proxies`, `grace_period`, `shutdown_timeout`, `limits`, `upgrade_sock` (did you mean `threads`?)"),
+            format!("{file}:6:14: routes[0].service: unknown service \"tradng\"; did you mean \"trading\"?"),
+            format!("{file}:9:32: services.trading.instances[1]: bad address \"nonsense\": expected HOST:PORT"),
+            format!("{file}:10:22: services.trading.connect_timeout: invalid duration \"soon\" (expected number at 0); use e.g. \"250ms\", \"10s\", \"2m\""),
+        ],
+        "{err}"
+    );
+}
+
+#[test]
 fn the_demo_serves_both_upstreams_and_counts_requests() {
     let (addr, admin) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))

@@ -12,7 +12,7 @@ use crate::upstream::{Pick, Selection, Upstream};
 use http::Method;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,37 @@ impl Proxy {
         });
         ctx.upstream.last_instance = Some(addr);
         Ok(())
+    }
+
+    /// The connection of an attempt broke or timed out after the request went out: an upstream
+    /// failure counts against the instance and may be retried per the route; otherwise
+    /// Pingora's own policy applies (only an idempotent request that met a stale pooled
+    /// connection is tried again).
+    pub(super) fn transfer_failed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let truncated = session.as_ref().retry_buffer_truncated();
+        let method = &session.req_header().method;
+        if e.esource() == &ErrorSource::Upstream {
+            let failure = Failure::Transfer {
+                error: &e,
+                truncated,
+            };
+            if self.attempt_failed(ctx, failure, method) {
+                e.set_retry(true);
+                return e;
+            }
+        }
+        if !method.is_idempotent() || truncated {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
     }
 
     /// An attempt failed without a response: counts it against the instance and says whether

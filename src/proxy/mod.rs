@@ -142,26 +142,8 @@ impl ProxyHttp for Proxy {
         if is_status_retry(&e) {
             return e;
         }
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let truncated = session.as_ref().retry_buffer_truncated();
-        let method = &session.req_header().method;
-        if e.esource() == &pingora::ErrorSource::Upstream {
-            let failure = Failure::Transfer {
-                error: &e,
-                truncated,
-            };
-            if self.attempt_failed(ctx, failure, method) {
-                e.set_retry(true);
-                return e;
-            }
-        }
-        // pingora's default policy: only idempotent requests on a stale pooled connection retry.
-        if !method.is_idempotent() || truncated {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
-        e
+        let e = e.more_context(format!("Peer: {peer}"));
+        self.transfer_failed(session, ctx, e, client_reused)
     }
 
     async fn connected_to_upstream(
