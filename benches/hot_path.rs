@@ -81,7 +81,7 @@ fn selection(c: &mut Criterion) {
 }
 
 fn metrics(c: &mut Criterion) {
-    portico::telemetry::metrics::init();
+    portico::telemetry::init();
     let m = RouteMetrics::new("bench-route");
     c.bench_function(
         "request metrics (counter + histogram, cached handles)",

@@ -93,7 +93,7 @@ impl BackgroundService for Publisher {
             }
             // Then write full batches until the queue is empty.
             loop {
-                let Some(cfg) = self.current.load().config.events.clone() else {
+                let Some(cfg) = self.current.load().config().events.clone() else {
                     while rx.try_recv().is_ok() {}
                     break;
                 };

@@ -62,22 +62,22 @@ pub struct Gateway {
     current: Arc<Current>,
     source: ConfigSource,
     /// Health state shared by every balancer (one probe loop for all services).
-    pub health: Arc<HealthRegistry>,
-    pub verdicts: Arc<Verdicts>,
+    health: Arc<HealthRegistry>,
+    verdicts: Arc<Verdicts>,
     /// The Redis connection settings in force since start (the section is not reloadable).
-    pub redis: Option<RedisConfig>,
+    redis: Option<RedisConfig>,
     /// State of the Redis service registry watcher.
-    pub registry: Arc<RegistryStatus>,
+    registry: Arc<RegistryStatus>,
     /// The Redis store of `store: redis` rate limits (connects on first use).
     shared_limits: Option<Arc<SharedStore>>,
     /// Queue of business events for the Redis Stream publisher.
-    pub events: Option<EventSink>,
+    events: Option<EventSink>,
     /// OpenTelemetry tracing, when configured at start.
-    pub tracing: Option<Arc<Tracing>>,
+    tracing: Option<Arc<Tracing>>,
     /// The access-log sink (its path is fixed at start; `enabled` and `sample` reload).
-    pub access_log: Option<AccessLog>,
+    access_log: Option<AccessLog>,
     /// The proxy listeners: bound yet, and their open connections.
-    pub listeners: Arc<ListenerState>,
+    listeners: Arc<ListenerState>,
     last_reload: Mutex<Option<ReloadStatus>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -87,7 +87,7 @@ impl Gateway {
     /// Runs before the server starts, on a throwaway runtime: the lookups run on its blocking
     /// pool and balancer updates only read memory.
     pub fn new(plan: Plan, source: ConfigSource) -> std::io::Result<Arc<Self>> {
-        metrics::init();
+        crate::telemetry::init();
         let verdicts = Arc::new(Verdicts::default());
         let health = health::registry(verdicts.clone());
         let config = plan.config.clone();
@@ -118,18 +118,18 @@ impl Gateway {
             .enable_all()
             .build()?
             .block_on(async {
-                for upstream in snapshot.services.values() {
+                for upstream in snapshot.services().values() {
                     upstream.resolve_hosts().await;
                     if let Err(e) = upstream.refresh().await {
                         log::error!(
                             "service {}: initial balancer update failed: {e}",
-                            upstream.name
+                            upstream.name()
                         );
                     }
                 }
             });
-        metrics::set_config_hash(None, &snapshot.hash);
-        metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(snapshot.loaded_at));
+        metrics::set_config_hash(None, snapshot.hash());
+        metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(snapshot.loaded_at()));
         Ok(Arc::new(Self {
             current: Arc::new(Current::new(snapshot)),
             source,
@@ -145,6 +145,46 @@ impl Gateway {
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The health registry every balancer reports into (one probe loop for all services).
+    pub fn health(&self) -> &Arc<HealthRegistry> {
+        &self.health
+    }
+
+    /// The latest health-check verdicts, for the admin API and the services that forget them.
+    pub fn verdicts(&self) -> &Arc<Verdicts> {
+        &self.verdicts
+    }
+
+    /// The Redis settings in force since start.
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        self.redis.as_ref()
+    }
+
+    /// State of the Redis service registry watcher.
+    pub fn registry(&self) -> &Arc<RegistryStatus> {
+        &self.registry
+    }
+
+    /// The business-event queue, when events are configured.
+    pub fn events(&self) -> Option<&EventSink> {
+        self.events.as_ref()
+    }
+
+    /// Tracing, when configured at start.
+    pub fn tracing(&self) -> Option<&Arc<Tracing>> {
+        self.tracing.as_ref()
+    }
+
+    /// The access-log sink, when it could be opened.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// The proxy listeners: bound yet, and their open connections.
+    pub fn listeners(&self) -> &Arc<ListenerState> {
+        &self.listeners
     }
 
     /// The snapshot in force; callers keep the `Arc` for the whole request.
@@ -215,15 +255,15 @@ impl Gateway {
                 .refresh()
                 .await
                 .map_err(|error| ReloadError::Balancer {
-                    service: upstream.name.clone(),
+                    service: upstream.name().to_string(),
                     error,
                 })?;
         }
         old.retire_metrics(&next);
-        crate::telemetry::kpi::retire(&old.config, &next.config);
-        metrics::set_config_hash(Some(&old.hash), &next.hash);
-        metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(next.loaded_at));
-        let hash = next.hash.clone();
+        crate::telemetry::kpi::retire(old.config(), next.config());
+        metrics::set_config_hash(Some(old.hash()), next.hash());
+        metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(next.loaded_at()));
+        let hash = next.hash().to_string();
         self.current.replace(next);
         Ok(hash)
     }
@@ -231,7 +271,7 @@ impl Gateway {
 
 /// Listener, thread, Redis and tracing settings are read at start only.
 fn warn_about_restart_only_changes(old: &Snapshot, plan: &Plan, redis: Option<&RedisConfig>) {
-    let (new, was) = (&plan.config.server, &old.config.server);
+    let (new, was) = (&plan.config.server, &old.config().server);
     if new.listen != was.listen
         || new.tls != was.tls
         || new.admin.listen != was.admin.listen
@@ -245,7 +285,7 @@ fn warn_about_restart_only_changes(old: &Snapshot, plan: &Plan, redis: Option<&R
     if plan.config.redis.as_ref() != redis {
         log::warn!("changes to the redis section take effect only after a restart");
     }
-    if plan.config.tracing != old.config.tracing {
+    if plan.config.tracing != old.config().tracing {
         log::warn!("changes to the tracing section take effect only after a restart");
     }
 }
@@ -287,7 +327,7 @@ impl BackgroundService for ResolveHosts {
                 _ = tokio::time::sleep(RESOLVE_EVERY) => {}
             }
             let snapshot = self.current.load();
-            for upstream in snapshot.services.values() {
+            for upstream in snapshot.services().values() {
                 for gone in upstream.resolve_hosts().await {
                     self.verdicts.forget(&gone);
                 }

@@ -5,8 +5,9 @@
 //! failure means for them (last known good, local fallback, a dropped batch) — Redis being away
 //! never fails a request.
 
+use crate::config::RedisConfig;
 use crate::telemetry::redis as redis_metrics;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -56,6 +57,19 @@ pub async fn connect(
             .await?)
     })
     .await
+}
+
+/// A connection for request-path commands: multiplexed, connecting on first use, reconnecting
+/// by itself (once per call, backing off up to 500 ms), every response bounded by
+/// `command_timeout`. Its driver task runs on the runtime of its first use.
+pub fn request_path(settings: &RedisConfig) -> Result<ConnectionManager, Error> {
+    let client = Client::open(settings.url.as_str())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.command_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 /// Runs `call` within `timeout`, recording its duration and any error under `client`.

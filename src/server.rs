@@ -37,7 +37,7 @@ pub fn build(
     extra: Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Server, String> {
     let snapshot = gateway.snapshot();
-    let cfg = &snapshot.config.server;
+    let cfg = &snapshot.config().server;
     let conf = ServerConf {
         threads: cfg.threads,
         work_stealing: cfg.work_stealing,
@@ -65,7 +65,7 @@ pub fn build(
     let frontend = Frontend::new(
         proxy,
         gateway.current().clone(),
-        gateway.listeners.connections.clone(),
+        gateway.listeners().connections.clone(),
     );
     let mut listening = Service::new("portico proxy".to_string(), frontend);
     // A TLS handshake that does not complete holds a connection like a slow request head.
@@ -86,7 +86,7 @@ pub fn build(
     server.add_service(Bound::new(
         listening,
         addresses,
-        Some(gateway.listeners.clone()),
+        Some(gateway.listeners().clone()),
     ));
 
     let mut admin = Service::new("portico admin".to_string(), Admin::new(gateway.clone()));
@@ -96,28 +96,28 @@ pub fn build(
     server.add_service(background_service(
         "drain",
         Drain {
-            connections: gateway.listeners.connections.clone(),
-            tracing: gateway.tracing.clone(),
+            connections: gateway.listeners().connections.clone(),
+            tracing: gateway.tracing().cloned(),
         },
     ));
 
-    if let Some(redis) = gateway.redis.clone() {
+    if let Some(redis) = gateway.redis().cloned() {
         let watcher = Watcher::new(
             gateway.current().clone(),
-            gateway.verdicts.clone(),
+            gateway.verdicts().clone(),
             redis,
-            gateway.registry.clone(),
+            gateway.registry().clone(),
         );
         server.add_service(background_service("registry watcher", watcher));
     }
-    if let Some(tracing) = gateway.tracing.clone() {
+    if let Some(tracing) = gateway.tracing().cloned() {
         server.add_service(background_service("tracing", TracingService(tracing)));
     }
-    if let (Some(redis), Some(sink)) = (gateway.redis.clone(), gateway.events.as_ref()) {
+    if let (Some(redis), Some(sink)) = (gateway.redis().cloned(), gateway.events()) {
         let publisher = Publisher::new(gateway.current().clone(), sink, redis);
         server.add_service(background_service("business events", publisher));
     }
-    let mut health = HealthCheckService::new(gateway.health.clone());
+    let mut health = HealthCheckService::new(gateway.health().clone());
     health.health_check_frequency = Some(TICK);
     health.parallel_health_check = true;
     server.add_service(background_service("health checks", health));
@@ -125,7 +125,7 @@ pub fn build(
         "resolve host names",
         ResolveHosts {
             current: gateway.current().clone(),
-            verdicts: gateway.verdicts.clone(),
+            verdicts: gateway.verdicts().clone(),
         },
     ));
     server.add_service(background_service(

@@ -40,7 +40,7 @@ impl Admin {
             (&Method::GET, ["healthz"]) => (StatusCode::OK, json!({"status": "ok"})),
             (&Method::GET, ["readyz"]) => {
                 // Ready once every proxy listener is bound: before that nothing is served.
-                let ready = self.gateway.listeners.is_ready();
+                let ready = self.gateway.listeners().is_ready();
                 let status = if ready {
                     StatusCode::OK
                 } else {
@@ -48,7 +48,7 @@ impl Admin {
                 };
                 (
                     status,
-                    readiness(&snapshot, ready, self.gateway.registry.to_json()),
+                    readiness(&snapshot, ready, self.gateway.registry().to_json()),
                 )
             }
             (_, ["admin", ..]) if !authorized => (
@@ -60,18 +60,18 @@ impl Admin {
                 StatusCode::OK,
                 Value::Array(
                     snapshot
-                        .services
+                        .services()
                         .values()
                         .map(|u| self.service(u))
                         .collect(),
                 ),
             ),
-            (&Method::GET, ["admin", "services", name]) => match snapshot.services.get(*name) {
+            (&Method::GET, ["admin", "services", name]) => match snapshot.services().get(*name) {
                 Some(u) => (StatusCode::OK, self.service(u)),
                 None => not_found(),
             },
             (&Method::GET, ["admin", "registry"]) => {
-                (StatusCode::OK, self.gateway.registry.to_json())
+                (StatusCode::OK, self.gateway.registry().to_json())
             }
             (&Method::POST, ["admin", "services", name, "instances"]) => {
                 registry::handle(&self.gateway, name, registry::Operation::Add(body)).await
@@ -87,7 +87,7 @@ impl Admin {
                 Ok(hash) => (StatusCode::OK, json!({"reloaded": true, "hash": hash})),
                 Err(e) => (
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({"reloaded": false, "error": e.to_string(), "hash": snapshot.hash}),
+                    json!({"reloaded": false, "error": e.to_string(), "hash": snapshot.hash()}),
                 ),
             },
             _ => not_found(),
@@ -99,7 +99,7 @@ impl Admin {
             .instances()
             .into_iter()
             .map(|(backend, ready, registration)| {
-                let verdict = self.gateway.verdicts.get(&backend);
+                let verdict = self.gateway.verdicts().get(&backend);
                 let breaker = backend
                     .addr
                     .as_inet()
@@ -124,16 +124,16 @@ impl Admin {
             })
             .collect();
         json!({
-            "name": upstream.name,
-            "balance": upstream.config.balance,
-            "hash_key": upstream.config.hash_key,
-            "health_check": upstream.config.health_check,
+            "name": upstream.name(),
+            "balance": upstream.config().balance,
+            "hash_key": upstream.config().hash_key,
+            "health_check": upstream.config().health_check,
             "instances": instances,
         })
     }
 
     fn config(&self, snapshot: &Snapshot) -> Value {
-        let mut config = serde_json::to_value(&*snapshot.config).unwrap_or(Value::Null);
+        let mut config = serde_json::to_value(&**snapshot.config()).unwrap_or(Value::Null);
         if let Some(token) = config.pointer_mut("/server/admin/token") {
             if token.as_str().is_some_and(|t| !t.is_empty()) {
                 *token = json!("<redacted>");
@@ -144,8 +144,8 @@ impl Admin {
             .last_reload()
             .map(|r| json!({"at": unix_seconds(r.at), "ok": r.ok, "error": r.error}));
         json!({
-            "hash": snapshot.hash,
-            "loaded_at": unix_seconds(snapshot.loaded_at),
+            "hash": snapshot.hash(),
+            "loaded_at": unix_seconds(snapshot.loaded_at()),
             "source": match self.gateway.source() {
                 ConfigSource::File(p) => p.display().to_string(),
                 ConfigSource::Embedded => "embedded demo".to_string(),
@@ -168,16 +168,16 @@ fn readiness(snapshot: &Snapshot, ready: bool, registry: Value) -> Value {
     json!({
         "ready": ready,
         "registry": registry,
-        "config_hash": snapshot.hash,
-        "routes": snapshot.router.routes().len(),
-        "services": snapshot.services.len(),
+        "config_hash": snapshot.hash(),
+        "routes": snapshot.router().routes().len(),
+        "services": snapshot.services().len(),
     })
 }
 
 fn routes(snapshot: &Snapshot) -> Value {
     Value::Array(
         snapshot
-            .config
+            .config()
             .routes
             .iter()
             .map(|r| {
@@ -213,7 +213,8 @@ impl ServeHttp for Admin {
                 metrics::render(),
             );
         }
-        let token = &self.gateway.snapshot().config.server.admin.token;
+        let snapshot = self.gateway.snapshot();
+        let token = &snapshot.config().server.admin.token;
         let authorized = token.is_empty()
             || req
                 .headers

@@ -48,7 +48,7 @@ pub enum Operation<'a> {
 
 /// Runs `op` on `service`'s registry entries.
 pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (StatusCode, Value) {
-    let Some(redis) = &gateway.redis else {
+    let Some(redis) = gateway.redis() else {
         return error(
             StatusCode::CONFLICT,
             "no_registry",
@@ -56,7 +56,7 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
         );
     };
     let snapshot = gateway.snapshot();
-    match snapshot.services.get(service) {
+    match snapshot.services().get(service) {
         None => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -64,7 +64,7 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
                 format!("no service {service:?}"),
             )
         }
-        Some(u) if u.config.discovery != Discovery::Redis => {
+        Some(u) if u.config().discovery != Discovery::Redis => {
             return error(
                 StatusCode::CONFLICT,
                 "not_discovered",
@@ -73,7 +73,7 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
         }
         Some(_) => {}
     }
-    let timeout = snapshot.config.registry.timeout;
+    let timeout = snapshot.config().registry.timeout;
     let keys = Keys::new(&redis.prefix);
     let mut conn = match store::connect(&redis.url, redis.connect_timeout).await {
         Ok(c) => c,

@@ -119,7 +119,7 @@ where
     ) -> Option<Stream> {
         let (limits, header_timeout, h2c) = {
             let snapshot = self.current.load();
-            let server = &snapshot.config.server;
+            let server = &snapshot.config().server;
             let limits = &server.limits;
             (
                 Limits {
@@ -152,7 +152,7 @@ where
         // The listeners have stopped accepting. Busy connections close after their current
         // response (Pingora sends `Connection: close` once shutdown has begun); idle ones get a
         // moment to send the request that may already be on its way, then are closed.
-        let grace = self.current.load().config.server.grace_period;
+        let grace = self.current.load().config().server.grace_period;
         let _ = tokio::time::timeout(grace.min(DRAIN_IDLE), self.connections.wait_idle()).await;
         self.proxy.http_cleanup().await;
     }

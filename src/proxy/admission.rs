@@ -30,7 +30,7 @@ impl Proxy {
         ctx.in_flight = Some(InFlight::enter());
         let snapshot = self.gateway.snapshot();
         ctx.request = identify(session, &snapshot, ctx.request.start);
-        let limits = &snapshot.config.server.limits;
+        let limits = &snapshot.config().server.limits;
         drop_underscore_headers(session, limits);
         let route = match screen(session, limits) {
             Ok(path) => {
@@ -66,8 +66,8 @@ impl Proxy {
             ..
         } = ctx;
         let snapshot = snapshot.as_ref()?;
-        let route = snapshot.router.route((*route)?);
-        if !route.policies.admits_everything() {
+        let route = snapshot.router().route((*route)?);
+        if !route.policies().admits_everything() {
             let req = session.req_header();
             let view = policy::Request {
                 headers: &req.headers,
@@ -75,22 +75,22 @@ impl Proxy {
                 client_ip: request.client_ip,
             };
             if let Outcome::Refuse(mut refusal) =
-                route.policies.admit(&view, &mut reply.policy).await
+                route.policies().admit(&view, &mut reply.policy).await
             {
                 reply.error = Some(refusal.code);
                 reply.gateway_made = true;
                 refusal
                     .headers
-                    .splice(0..0, super::rate_header_values(reply));
+                    .splice(0..0, super::rate_headers(reply).into_iter().flatten());
                 return Some(refusal);
             }
         }
         *upstream = UpstreamState {
-            attempts: Attempts::new(request.start, route.timeout),
-            budget: Some(route.upstream.budget.enter()),
+            attempts: Attempts::new(request.start, route.timeout()),
+            budget: Some(route.upstream().budget().enter()),
             ..UpstreamState::default()
         };
-        let limits = &snapshot.config.server.limits;
+        let limits = &snapshot.config().server.limits;
         session.set_read_timeout(Some(limits.body_read_timeout));
         // Only a connection still kept alive gets the configured idle time: Pingora turns
         // keep-alive off once shutdown has begun, and that must reach the response as
@@ -121,13 +121,13 @@ impl Proxy {
         snapshot: &Snapshot,
         route: Option<usize>,
     ) {
-        let Some(tracing) = &self.gateway.tracing else {
+        let Some(tracing) = self.gateway.tracing() else {
             return;
         };
         let req = session.req_header();
         ctx.trace = tracing.server_span(req, ctx.request.peer_trusted, ctx.request.client_ip);
         if let (Some(cx), Some(i)) = (&ctx.trace, route) {
-            name_server_span(cx, &req.method, &snapshot.router.route(i).name);
+            name_server_span(cx, &req.method, snapshot.router().route(i).name());
         }
     }
 }
@@ -146,9 +146,9 @@ fn identify(session: &Session, snapshot: &Snapshot, start: std::time::Instant) -
             req.headers.get(request_id::HEADER),
         )),
         peer_ip,
-        peer_trusted: snapshot.trusted.contains(peer_ip),
+        peer_trusted: snapshot.trusted().contains(peer_ip),
         client_ip: snapshot
-            .trusted
+            .trusted()
             .client_ip(peer_ip, req.headers.get("x-forwarded-for")),
         normalized_path: None,
         body_bytes: 0,
@@ -164,7 +164,7 @@ fn find_route(snapshot: &Snapshot, session: &Session, path: &str) -> Option<usiz
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .map(host_without_port)
         .unwrap_or("");
-    snapshot.router.find(&RequestFacts {
+    snapshot.router().find(&RequestFacts {
         host,
         path,
         method: &req.method,

@@ -44,12 +44,13 @@ impl Proxy {
         let (Some(snapshot), Some(index)) = (ctx.snapshot.clone(), ctx.route) else {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
-        let route = snapshot.router.route(index);
-        let upstream = &route.upstream;
+        let route = snapshot.router().route(index);
+        let upstream = &route.upstream();
         let attempts = &mut ctx.upstream.attempts;
-        if let Some((cause, wait)) = attempts.backoff(&route.retry, Instant::now(), fastrand::f64())
+        if let Some((cause, wait)) =
+            attempts.backoff(route.retry(), Instant::now(), fastrand::f64())
         {
-            upstream.metrics.retried(cause);
+            upstream.metrics().retried(cause);
             tokio::time::sleep(wait).await;
         }
         let time_left = match ctx.upstream.attempts.time_left(Instant::now()) {
@@ -97,14 +98,16 @@ impl Proxy {
             return Error::e_explain(ErrorType::InternalError, "instance without an IP address");
         };
         if let Some(span) = ctx.upstream.current.take().and_then(|a| a.span) {
-            end_client_span(span, None, Some("retried"));
+            end_client_span(*span, None, Some("retried"));
         }
         ctx.upstream.attempts.begin();
-        let span = match (&self.gateway.tracing, &ctx.trace) {
+        let span = match (self.gateway.tracing(), &ctx.trace) {
             (Some(tracing), Some(cx)) => {
                 let req = session.req_header();
                 let resend = ctx.upstream.attempts.made() - 1;
-                tracing.client_span(cx, &req.method, addr, req.uri.path(), resend)
+                tracing
+                    .client_span(cx, &req.method, addr, req.uri.path(), resend)
+                    .map(Box::new)
             }
             _ => None,
         };
@@ -178,14 +181,14 @@ impl Proxy {
         });
         let kind = error_kind(error.etype());
         if let Some(span) = state.current.as_mut().and_then(|a| a.span.take()) {
-            end_client_span(span, None, Some(kind));
+            end_client_span(*span, None, Some(kind));
         }
         let (Some(snapshot), Some(index)) = (snapshot.as_ref(), *route) else {
             return false;
         };
-        let route = snapshot.router.route(index);
-        state.report(&route.upstream, false);
-        route.upstream.metrics.attempt_error(kind);
+        let route = snapshot.router().route(index);
+        state.report(route.upstream(), false);
+        route.upstream().metrics().attempt_error(kind);
         match failure {
             Failure::Connect(_) => state.retire(),
             Failure::Transfer {
@@ -198,14 +201,14 @@ impl Proxy {
         };
         match state
             .attempts
-            .after_failure(cause, method, &route.retry, now, budget)
+            .after_failure(cause, method, route.retry(), now, budget)
         {
             Decision::Retry => {
                 state.retire();
                 true
             }
             Decision::GiveUp(Refusal::Budget) => {
-                route.upstream.metrics.retry_budget_exhausted.inc();
+                route.upstream().metrics().count_retry_budget_spent();
                 false
             }
             Decision::GiveUp(_) => false,
@@ -230,19 +233,19 @@ impl Proxy {
         let (Some(snapshot), Some(index)) = (snapshot.as_ref(), *route) else {
             return false;
         };
-        let route = snapshot.router.route(index);
-        let upstream = &route.upstream;
+        let route = snapshot.router().route(index);
+        let upstream = &route.upstream();
         let failed = upstream.is_failure_status(status);
         state.report(upstream, !failed);
         if let Some(attempt) = state.current.as_mut() {
             let took = attempt.started.elapsed();
             state.response_time = Some(took);
-            upstream.metrics.duration.observe(took.as_secs_f64());
+            upstream.metrics().observe_response(took);
             if let Some(span) = attempt.span.take() {
-                end_client_span(span, Some(status), None);
+                end_client_span(*span, Some(status), None);
             }
         }
-        upstream.metrics.attempt_status(status);
+        upstream.metrics().attempt_status(status);
         let another_instance = state.tried.len() + 1 < upstream.instance_count();
         if !(failed && another_instance) {
             return false;
@@ -253,7 +256,7 @@ impl Proxy {
         match state.attempts.after_failure(
             Cause::Status,
             method,
-            &route.retry,
+            route.retry(),
             Instant::now(),
             budget,
         ) {
@@ -262,7 +265,7 @@ impl Proxy {
                 true
             }
             Decision::GiveUp(Refusal::Budget) => {
-                upstream.metrics.retry_budget_exhausted.inc();
+                upstream.metrics().count_retry_budget_spent();
                 false
             }
             Decision::GiveUp(_) => false,

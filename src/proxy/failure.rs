@@ -1,7 +1,7 @@
 //! Answering a request that could not be proxied.
 
 use super::attempt::error_code;
-use super::{rate_header_values, Proxy, RequestCtx};
+use super::{rate_headers, Proxy, RequestCtx};
 use crate::reply::{self, ErrorCode};
 use http::HeaderValue;
 use pingora::proxy::{FailToProxy, Session};
@@ -37,7 +37,7 @@ impl Proxy {
             };
         }
         ctx.answer(code);
-        let mut extra: Vec<_> = rate_header_values(&ctx.reply).collect();
+        let mut extra: Vec<_> = rate_headers(&ctx.reply).into_iter().flatten().collect();
         if let Some(s) = ctx.reply.retry_after.filter(|_| code.status() == 503) {
             extra.push(("Retry-After", HeaderValue::from(s)));
         }

@@ -31,7 +31,7 @@ impl Proxy {
             log::debug!("could not answer a malformed request: {err}");
         }
         let snapshot = self.gateway.snapshot();
-        let metrics = &snapshot.unmatched;
+        let metrics = &snapshot.unmatched();
         // `_OTHER`, the label of every method outside the standard set.
         let method = http::Method::from_bytes(b"_OTHER").unwrap_or_default();
         let status = ErrorCode::BadRequest.status();
@@ -42,8 +42,10 @@ impl Proxy {
             start.elapsed().as_secs_f64(),
         );
         metrics.gateway_response(ErrorCode::BadRequest.as_str());
-        let (Some(log), true) = (&self.gateway.access_log, snapshot.config.access_log.enabled)
-        else {
+        let (Some(log), true) = (
+            self.gateway.access_log(),
+            snapshot.config().access_log.enabled,
+        ) else {
             return;
         };
         let client_ip = session

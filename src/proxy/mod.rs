@@ -103,7 +103,7 @@ impl ProxyHttp for Proxy {
         let limit = ctx
             .snapshot
             .as_ref()
-            .map_or(u64::MAX, |s| s.config.server.limits.max_request_body);
+            .map_or(u64::MAX, |s| s.config().server.limits.max_request_body);
         if ctx.request.body_bytes > limit {
             ctx.reply.error = Some(ErrorCode::PayloadTooLarge);
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
@@ -156,8 +156,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (false, Some(route), Some(a)) = (reused, ctx.route(), &ctx.upstream.current) {
-            let connect = a.started.elapsed().as_secs_f64();
-            route.upstream.metrics.connect_duration.observe(connect);
+            route
+                .upstream()
+                .metrics()
+                .observe_connect(a.started.elapsed());
         }
         Ok(())
     }
@@ -201,11 +203,13 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request.id {
             upstream_response.insert_header(request_id::HEADER, id.clone())?;
         }
-        for (name, value) in rate_header_values(&ctx.reply) {
-            upstream_response.insert_header(name, value)?;
+        if let Some(headers) = rate_headers(&ctx.reply) {
+            for (name, value) in headers {
+                upstream_response.insert_header(name, value)?;
+            }
         }
         match ctx.route() {
-            Some(route) => route.policies.edit_response(upstream_response),
+            Some(route) => route.policies().edit_response(upstream_response),
             None => Ok(()),
         }
     }
@@ -244,14 +248,11 @@ impl ProxyHttp for Proxy {
 }
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds); none when not governed.
-fn rate_header_values(
-    reply: &context::ReplyState,
-) -> impl Iterator<Item = (&'static str, HeaderValue)> {
-    reply.policy.rate_headers.into_iter().flat_map(|h| {
-        [
-            ("RateLimit-Limit", HeaderValue::from(h.limit)),
-            ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
-            ("RateLimit-Reset", HeaderValue::from(h.reset)),
-        ]
-    })
+fn rate_headers(reply: &context::ReplyState) -> Option<[(&'static str, HeaderValue); 3]> {
+    let h = reply.policy.rate_headers?;
+    Some([
+        ("RateLimit-Limit", HeaderValue::from(h.limit)),
+        ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
+        ("RateLimit-Reset", HeaderValue::from(h.reset)),
+    ])
 }

@@ -27,7 +27,7 @@ impl Proxy {
     /// Records a finished request: metrics, spans, KPIs and events, access log.
     pub(super) fn report(&self, session: &Session, ctx: &mut RequestCtx) {
         if let Some(span) = ctx.upstream.current.as_mut().and_then(|a| a.span.take()) {
-            end_client_span(span, None, Some("aborted"));
+            end_client_span(*span, None, Some("aborted"));
         }
         let ctx = &*ctx;
         let Some(snapshot) = &ctx.snapshot else {
@@ -37,7 +37,7 @@ impl Proxy {
         let status = session
             .response_written()
             .map_or(499, |r| r.status.as_u16());
-        let metrics = ctx.route().map_or(&snapshot.unmatched, |r| &r.metrics);
+        let metrics = ctx.route().map_or(snapshot.unmatched(), |r| r.metrics());
         let source = if ctx.reply.gateway_made {
             Source::Gateway
         } else {
@@ -51,8 +51,7 @@ impl Proxy {
             elapsed.as_secs_f64(),
         );
         let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
-        metrics.request_bytes.inc_by(bytes_in as u64);
-        metrics.response_bytes.inc_by(bytes_out as u64);
+        metrics.count_bytes(bytes_in as u64, bytes_out as u64);
         let reason = ctx
             .reply
             .error
@@ -96,13 +95,13 @@ impl Proxy {
             request: &req.headers,
             response: session.response_written().map(|r| &r.headers),
         };
-        route.policies.record(&done, |kpi| {
-            let Some(sink) = &self.gateway.events else {
+        route.policies().record(&done, |kpi| {
+            let Some(sink) = self.gateway.events() else {
                 return;
             };
             sink.publish(Event {
                 kpi: kpi.name.clone(),
-                route: route.name.clone(),
+                route: route.name().to_string(),
                 method: req.method.to_string(),
                 status: report.status,
                 request_id: request_id(ctx).to_string(),
@@ -125,10 +124,10 @@ impl Proxy {
         snapshot: &Snapshot,
         report: &Report,
     ) {
-        let Some(log) = &self.gateway.access_log else {
+        let Some(log) = self.gateway.access_log() else {
             return;
         };
-        let cfg = &snapshot.config.access_log;
+        let cfg = &snapshot.config().access_log;
         let always = report.source == Source::Gateway || report.status >= 500;
         if !cfg.enabled || !(always || cfg.sample >= 1.0 || fastrand::f64() < cfg.sample) {
             return;
@@ -139,9 +138,7 @@ impl Proxy {
             time: std::time::SystemTime::now(),
             request_id: request_id(ctx),
             trace_id: report.trace_id,
-            route: route.map_or(crate::telemetry::metrics::UNMATCHED_ROUTE, |r| {
-                r.name.as_str()
-            }),
+            route: route.map_or(crate::telemetry::metrics::UNMATCHED_ROUTE, |r| r.name()),
             method: req.method.as_str(),
             path: req.uri.path(),
             status: report.status,
@@ -150,7 +147,7 @@ impl Proxy {
                 Source::Gateway => "gateway",
             },
             reason: report.reason,
-            service: route.map(|r| r.service.as_str()),
+            service: route.map(|r| r.service()),
             instance: ctx.upstream.last_instance,
             attempts: ctx.upstream.attempts.made(),
             duration: report.elapsed,

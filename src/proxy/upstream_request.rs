@@ -23,7 +23,7 @@ impl Proxy {
         let normalized = ctx.request.normalized_path.as_ref();
         let uri = &upstream_request.uri;
         let path = normalized.map_or(uri.path(), String::as_str);
-        let rewritten = route.rewrite.apply(path, uri.query()).or_else(|| {
+        let rewritten = route.rewrite().apply(path, uri.query()).or_else(|| {
             normalized.map(|p| match uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.clone(),
@@ -52,7 +52,7 @@ impl Proxy {
             ctx.request.peer_trusted,
             if tls { "https" } else { "http" },
         )?;
-        route.policies.edit_request(upstream_request)?;
+        route.policies().edit_request(upstream_request)?;
         if let Some(id) = &ctx.request.id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
@@ -61,7 +61,7 @@ impl Proxy {
     }
 
     fn inject_trace(&self, upstream_request: &mut RequestHeader, ctx: &RequestCtx) {
-        let Some(tracing) = &self.gateway.tracing else {
+        let Some(tracing) = self.gateway.tracing() else {
             return;
         };
         let span = ctx.upstream.current.as_ref().and_then(|a| a.span.as_ref());

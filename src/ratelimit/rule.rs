@@ -171,7 +171,9 @@ impl Rule {
         let error = match &self.shared {
             Some(store) => {
                 let redis_key = key.redis_key(store.prefix(), &self.spec.name);
-                match store.decide(&self.spec.gcra, &redis_key, 0).await {
+                // Boxed: the Redis call's future is large, and every future that awaits this
+                // one would otherwise carry (and copy) it, local rules included.
+                match Box::pin(store.decide(&self.spec.gcra, &redis_key, 0)).await {
                     Ok(d) => return (Some(d), Store::Redis, self.spec.gcra.capacity),
                     Err(e) => e,
                 }

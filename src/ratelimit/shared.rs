@@ -11,7 +11,7 @@ use crate::config::RedisConfig;
 use crate::redis_client::Error as StoreError;
 use crate::telemetry::redis::{REDIS_COMMAND_DURATION, REDIS_ERRORS, REDIS_UP};
 use prometheus::{Histogram, IntGauge};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
@@ -75,13 +75,7 @@ impl SharedStore {
     fn connection(&self) -> Option<ConnectionManager> {
         self.conn
             .get_or_init(|| {
-                let client = redis::Client::open(self.config.url.as_str()).ok()?;
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.config.connect_timeout))
-                    .set_response_timeout(Some(self.config.command_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(client, cfg)
+                crate::redis_client::request_path(&self.config)
                     .map_err(|e| log::error!("rate limiter: cannot create a Redis client: {e}"))
                     .ok()
             })

@@ -110,11 +110,11 @@ impl Watcher {
         state: &mut PassState,
     ) -> Result<bool, StoreError> {
         let snapshot = self.current.load();
-        let timeout = snapshot.config.registry.timeout;
+        let timeout = snapshot.config().registry.timeout;
         let watched: Vec<(&str, &Arc<Upstream>)> = snapshot
-            .services
+            .services()
             .iter()
-            .filter(|(_, u)| u.config.discovery == Discovery::Redis)
+            .filter(|(_, u)| u.config().discovery == Discovery::Redis)
             .map(|(n, u)| (n.as_str(), u))
             .collect();
         let names: Vec<&str> = watched.iter().map(|(n, _)| *n).collect();
@@ -151,7 +151,7 @@ impl Watcher {
         if grace {
             let longest = watched
                 .iter()
-                .map(|(_, u)| u.config.heartbeat_ttl)
+                .map(|(_, u)| u.config().heartbeat_ttl)
                 .max()
                 .unwrap_or_default();
             state.recovery_until_ms = read.now_ms + longest.as_millis() as f64;
@@ -160,7 +160,7 @@ impl Watcher {
 
         let mut expired_in = Vec::new();
         for ((name, upstream), entries) in watched.iter().zip(read.services) {
-            let ttl_ms = upstream.config.heartbeat_ttl.as_millis() as f64;
+            let ttl_ms = upstream.config().heartbeat_ttl.as_millis() as f64;
             let (mut live, counts) = self.interpret(name, entries, read.now_ms, ttl_ms, state);
             if recovering {
                 for known in upstream.registrations() {
@@ -185,12 +185,12 @@ impl Watcher {
             }
             keep
         });
-        if snapshot.config.registry.janitor && !recovering && !expired_in.is_empty() {
+        if snapshot.config().registry.janitor && !recovering && !expired_in.is_empty() {
             self.janitor(
                 conn,
                 &expired_in,
                 state,
-                snapshot.config.registry.poll_interval,
+                snapshot.config().registry.poll_interval,
                 timeout,
             )
             .await?;
@@ -289,7 +289,7 @@ impl BackgroundService for Watcher {
         let mut state = PassState::default();
         loop {
             self.pass(&mut state).await;
-            let poll = self.current.load().config.registry.poll_interval;
+            let poll = self.current.load().config().registry.poll_interval;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep(poll) => {}

@@ -71,6 +71,11 @@ impl Attempts {
         self.made
     }
 
+    /// Whether the next attempt is a retry (and so waits a backoff first).
+    pub fn retry_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Whether the deadline has passed at `now`.
     pub fn past_deadline(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|d| now >= d)

@@ -54,31 +54,69 @@ impl Current {
 
 /// A route in force: what it does to a request and where it sends it.
 pub struct Route {
-    pub name: String,
-    /// The service's name (the access log's `service`).
-    pub service: String,
-    pub rewrite: PathRewrite,
-    pub retry: RetryPolicy,
-    /// Bound on the whole request, retries included.
-    pub timeout: Option<Duration>,
-    pub upstream: Arc<Upstream>,
-    pub metrics: RouteMetrics,
-    pub policies: Chain,
+    name: String,
+    service: String,
+    rewrite: PathRewrite,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    upstream: Arc<Upstream>,
+    metrics: RouteMetrics,
+    policies: Chain,
 }
 
-/// The configuration in force.
+impl Route {
+    /// The route's name (the `route` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The service's name (the access log's `service`).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// How the upstream path is derived.
+    pub fn rewrite(&self) -> &PathRewrite {
+        &self.rewrite
+    }
+
+    /// Which failed attempts are retried.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Bound on the whole request, retries included.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The service's instances.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// The route's metric handles.
+    pub fn metrics(&self) -> &RouteMetrics {
+        &self.metrics
+    }
+
+    /// The route's policy chain.
+    pub fn policies(&self) -> &Chain {
+        &self.policies
+    }
+}
+
+/// The configuration in force. Only [`Snapshot::build`] makes one, so its routes always lead
+/// to its own services and rules.
 pub struct Snapshot {
-    pub config: Arc<Config>,
-    /// Content hash of the configuration (see [`crate::config::content_hash`]).
-    pub hash: String,
-    pub router: Router<Route>,
-    /// Metrics of requests that matched no route.
-    pub unmatched: RouteMetrics,
-    pub services: BTreeMap<String, Arc<Upstream>>,
-    /// Live rate-limit rules by name.
-    pub rules: BTreeMap<String, Arc<Rule>>,
-    pub trusted: TrustedProxies,
-    pub loaded_at: SystemTime,
+    config: Arc<Config>,
+    hash: String,
+    router: Router<Route>,
+    unmatched: RouteMetrics,
+    services: BTreeMap<String, Arc<Upstream>>,
+    rules: BTreeMap<String, Arc<Rule>>,
+    trusted: TrustedProxies,
+    loaded_at: SystemTime,
 }
 
 /// What a build takes from the gateway besides the plan and the previous snapshot.
@@ -132,6 +170,46 @@ impl Snapshot {
         }
     }
 
+    /// The configuration as written (after `${VAR}` expansion).
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Content hash of the configuration (see [`crate::config::content_hash`]).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The route table.
+    pub fn router(&self) -> &Router<Route> {
+        &self.router
+    }
+
+    /// Metrics of requests that matched no route.
+    pub fn unmatched(&self) -> &RouteMetrics {
+        &self.unmatched
+    }
+
+    /// Upstreams by service name.
+    pub fn services(&self) -> &BTreeMap<String, Arc<Upstream>> {
+        &self.services
+    }
+
+    /// Live rate-limit rules by name.
+    pub fn rules(&self) -> &BTreeMap<String, Arc<Rule>> {
+        &self.rules
+    }
+
+    /// Networks whose forwarding headers are believed.
+    pub fn trusted(&self) -> &TrustedProxies {
+        &self.trusted
+    }
+
+    /// When this snapshot was built.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
     /// Upstreams of `self` that were not carried over from `previous`.
     pub fn fresh_upstreams<'a>(
         &'a self,
@@ -148,20 +226,25 @@ impl Snapshot {
     /// Removes metric series of routes, rules and services that `next` no longer has.
     pub fn retire_metrics(&self, next: &Snapshot) {
         for route in self.router.routes() {
-            if !next.router.routes().iter().any(|r| r.name == route.name) {
-                route.metrics.remove();
-                crate::telemetry::ratelimit::remove_route(&route.name);
-                crate::telemetry::policy::remove_route(&route.name);
+            if !next
+                .router()
+                .routes()
+                .iter()
+                .any(|r| r.name() == route.name())
+            {
+                route.metrics().remove();
+                crate::telemetry::ratelimit::remove_route(route.name());
+                crate::telemetry::policy::remove_route(route.name());
             }
         }
         for name in self.rules.keys() {
-            if !next.rules.contains_key(name) {
+            if !next.rules().contains_key(name) {
                 crate::telemetry::ratelimit::remove_rule(name);
             }
         }
         for (name, upstream) in &self.services {
-            let Some(successor) = next.services.get(name) else {
-                upstream.metrics.remove();
+            let Some(successor) = next.services().get(name) else {
+                upstream.metrics().remove();
                 continue;
             };
             let kept = successor.instance_set().get();
@@ -172,7 +255,7 @@ impl Snapshot {
                 .difference(&kept.backends)
             {
                 if !kept.backends.iter().any(|b| b.addr == gone.addr) {
-                    upstream.metrics.remove_instance(&gone.addr.to_string());
+                    upstream.metrics().remove_instance(&gone.addr.to_string());
                 }
             }
         }
@@ -190,7 +273,7 @@ fn build_services(
         .iter()
         .map(|(name, spec)| {
             let before = previous.and_then(|p| p.services.get(name));
-            if let Some(same) = before.filter(|u| u.config == spec.config) {
+            if let Some(same) = before.filter(|u| *u.config() == spec.config) {
                 return (name.clone(), same.clone());
             }
             let carried = match spec.config.discovery {

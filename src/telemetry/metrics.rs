@@ -179,10 +179,9 @@ impl Drop for InFlight {
     }
 }
 
-/// Touches every family so it is registered, and sets build information.
-pub fn init() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
+/// Registers this file's families and sets build information (see `telemetry::init`).
+pub(super) fn init() {
+    {
         LazyLock::force(&HTTP_REQUESTS);
         LazyLock::force(&HTTP_DURATION);
         LazyLock::force(&HTTP_IN_FLIGHT);
@@ -211,14 +210,7 @@ pub fn init() {
         for result in ["success", "failure"] {
             CONFIG_RELOADS.with_label_values(&[result]);
         }
-        super::redis::init();
-        super::ratelimit::init();
-        super::policy::init();
-        super::kpi::init();
-        super::events::init();
-        super::access_log::init();
-        super::connections::init();
-    });
+    }
 }
 
 /// Renders the default registry in the Prometheus text format.
@@ -271,8 +263,8 @@ impl Source {
 pub struct RouteMetrics {
     route: String,
     duration: [Histogram; 5],
-    pub request_bytes: IntCounter,
-    pub response_bytes: IntCounter,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
     /// Lazily resolved `requests_total` handles: method × cached code × source.
     requests: Box<[OnceLock<IntCounter>]>,
 }
@@ -316,6 +308,12 @@ impl RouteMetrics {
         ])
     }
 
+    /// Counts a request's body bytes read and response body bytes sent.
+    pub fn count_bytes(&self, read: u64, sent: u64) {
+        self.request_bytes.inc_by(read);
+        self.response_bytes.inc_by(sent);
+    }
+
     /// Counts a response Portico produced itself.
     pub fn gateway_response(&self, reason: &str) {
         GATEWAY_RESPONSES
@@ -353,16 +351,16 @@ fn code_str(buf: &mut [u8; 3]) -> &str {
 pub struct ServiceMetrics {
     service: String,
     attempts: [IntCounter; 6],
-    pub duration: Histogram,
-    pub connect_duration: Histogram,
-    pub panic_selections: IntCounter,
+    duration: Histogram,
+    connect_duration: Histogram,
+    panic_selections: IntCounter,
     /// Retries by cause, in `Cause::ALL` order.
     retries: [IntCounter; 3],
-    pub retry_budget_exhausted: IntCounter,
-    pub dns_failures: IntCounter,
-    pub instances: IntGauge,
-    pub short_circuited: IntCounter,
-    pub shadow_short_circuited: IntCounter,
+    retry_budget_exhausted: IntCounter,
+    dns_failures: IntCounter,
+    instances: IntGauge,
+    short_circuited: IntCounter,
+    shadow_short_circuited: IntCounter,
 }
 
 impl ServiceMetrics {
@@ -381,6 +379,46 @@ impl ServiceMetrics {
             instances: SERVICE_INSTANCES.with_label_values(&[service]),
             short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "enforced"]),
             shadow_short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "shadow"]),
+        }
+    }
+
+    /// Observes the time from choosing an instance to its response header.
+    pub fn observe_response(&self, took: std::time::Duration) {
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Observes the time to establish a new upstream connection.
+    pub fn observe_connect(&self, took: std::time::Duration) {
+        self.connect_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a selection made in panic mode (every instance unhealthy).
+    pub fn count_panic_selection(&self) {
+        self.panic_selections.inc();
+    }
+
+    /// Counts a retry not made because the retry budget was spent.
+    pub fn count_retry_budget_spent(&self) {
+        self.retry_budget_exhausted.inc();
+    }
+
+    /// Counts a failed host-name lookup.
+    pub fn count_dns_failure(&self) {
+        self.dns_failures.inc();
+    }
+
+    /// Sets the number of known instances.
+    pub fn set_instances(&self, n: usize) {
+        self.instances.set(n as i64);
+    }
+
+    /// Counts a request refused because every candidate's breaker was open; in shadow mode,
+    /// one that would have been.
+    pub fn count_short_circuit(&self, shadow: bool) {
+        if shadow {
+            self.shadow_short_circuited.inc();
+        } else {
+            self.short_circuited.inc();
         }
     }
 

@@ -13,6 +13,25 @@ pub mod ratelimit;
 pub mod redis;
 pub mod tracing;
 
+use std::sync::OnceLock;
+
+/// Registers every metric family Portico exports (in the default Prometheus registry) and the
+/// label sets alerts rely on, once per process. Families are declared beside what they measure;
+/// registration is here, in one place.
+pub fn init() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        metrics::init();
+        redis::init();
+        ratelimit::init();
+        policy::init();
+        kpi::init();
+        events::init();
+        access_log::init();
+        connections::init();
+    });
+}
+
 /// Seconds since the Unix epoch (metric timestamps, admin views).
 pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::SystemTime::UNIX_EPOCH)

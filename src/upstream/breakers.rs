@@ -103,7 +103,7 @@ impl Breakers {
             Admission::Allowed => Verdict::Send { probe: false },
             Admission::Probe => Verdict::Send { probe: true },
             Admission::Refused { .. } if self.cfg.shadow => {
-                metrics.shadow_short_circuited.inc();
+                metrics.count_short_circuit(true);
                 Verdict::Send { probe: false }
             }
             Admission::Refused { retry_after } => Verdict::Refuse { retry_after },

@@ -93,9 +93,9 @@ pub type Resolved = HashMap<Target, Vec<SocketAddr>>;
 
 /// One service's balancer and everything needed to reach its instances.
 pub struct Upstream {
-    pub name: String,
+    name: String,
     /// The configuration this upstream was built from (reuse test on reload).
-    pub config: ServiceConfig,
+    config: ServiceConfig,
     statics: Vec<StaticInstance>,
     /// Last good addresses of the static host names.
     resolved: Mutex<Resolved>,
@@ -103,10 +103,10 @@ pub struct Upstream {
     instances: Arc<InstanceSet>,
     probe: Arc<ProbeSpec>,
     hash_key: Option<HashKey>,
-    pub metrics: ServiceMetrics,
+    metrics: ServiceMetrics,
     breakers: Breakers,
     /// Limits how many of this service's requests may be retrying at once.
-    pub budget: Arc<RetryBudget>,
+    budget: Arc<RetryBudget>,
     /// Serialises balancer updates: pingora forbids overlapping `update()` on one view.
     update_lock: tokio::sync::Mutex<()>,
     /// Rotation of fail-open (panic mode) picks.
@@ -131,7 +131,7 @@ impl Upstream {
         for b in &members.backends {
             metrics.instance_health(&b.addr.to_string(), true);
         }
-        metrics.instances.set(members.backends.len() as i64);
+        metrics.set_instances(members.backends.len());
         let now = Instant::now();
         let addrs: Vec<SocketAddr> = inet_addrs(&members.backends).collect();
         let breakers = Breakers::new(&config.circuit_breaker, addrs.iter().copied(), now);
@@ -233,7 +233,7 @@ impl Upstream {
     }
 
     fn lookup_failed(&self, target: &Target, error: &str) {
-        self.metrics.dns_failures.inc();
+        self.metrics.count_dns_failure();
         let known = self
             .resolved
             .lock()
@@ -303,12 +303,32 @@ impl Upstream {
                 self.metrics.instance_health(&b.addr.to_string(), true);
             }
         }
-        self.metrics.instances.set(members.backends.len() as i64);
+        self.metrics.set_instances(members.backends.len());
         self.instances.set(members);
         if let Err(e) = self.balancer.update().await {
             log::error!("service {}: balancer update failed: {e}", self.name);
         }
         gone
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The service section this upstream was built from.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The service's metric handles.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
+    }
+
+    /// The service's retry budget.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.budget
     }
 
     /// The registry entries in use (empty for static-only services).
@@ -581,5 +601,43 @@ mod tests {
         assert_eq!(first.0.weight, 2);
         up.apply_registrations(vec![]).await;
         assert_eq!(up.instance_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn host_names_resolve_off_the_build_and_a_failed_lookup_keeps_the_last_answer() {
+        let spec = spec(
+            "dns-test",
+            "instances: [\"localhost:7\", \"no-such-host.invalid:80\"]\n",
+        );
+        let registry = health::registry(Arc::new(Verdicts::default()));
+        let gone = Target::Host {
+            name: "no-such-host.invalid".into(),
+            port: 80,
+        };
+        let known = Resolved::from([(gone, vec!["10.9.9.9:80".parse().unwrap()])]);
+        let up = Upstream::new(&spec, &registry, vec![], known);
+        up.refresh().await.unwrap();
+        let addrs = |up: &Upstream| -> Vec<String> {
+            up.instances()
+                .iter()
+                .map(|(b, _, _)| b.addr.to_string())
+                .collect()
+        };
+        assert_eq!(
+            addrs(&up),
+            ["10.9.9.9:80"],
+            "building looks nothing up; a carried answer is used"
+        );
+        let failures =
+            crate::telemetry::metrics::UPSTREAM_DNS_FAILURES.with_label_values(&["dns-test"]);
+        let before = failures.get();
+        up.resolve_hosts().await;
+        let now = addrs(&up);
+        assert!(now.contains(&"127.0.0.1:7".to_string()), "{now:?}");
+        assert!(
+            now.contains(&"10.9.9.9:80".to_string()),
+            "kept after a failed lookup: {now:?}"
+        );
+        assert_eq!(failures.get(), before + 1);
     }
 }

@@ -53,7 +53,7 @@ impl Upstream {
             let members = self.instances.get();
             let eligible = |b: &Backend| untried(b) && members.is_enabled(b) && admit(b);
             if let Some(backend) = self.select_fail_open(key, budget, eligible) {
-                self.metrics.panic_selections.inc();
+                self.metrics.count_panic_selection();
                 return Pick::Selected(Selection {
                     backend,
                     panic: true,
@@ -63,7 +63,7 @@ impl Upstream {
         }
         match refused.get() {
             Some(retry_after) => {
-                self.metrics.short_circuited.inc();
+                self.metrics.count_short_circuit(false);
                 Pick::CircuitOpen { retry_after }
             }
             None => Pick::Exhausted,
