@@ -693,7 +693,12 @@ def upstreams():
         10, 7)
     L.add(timeseries("Panic selections", targets((
         "sum by (service) (%s)" % rate("portico_upstream_panic_selections_total", S), "{{service}}")),
-        "ops", desc="Selections made in fail-open panic mode (too few healthy instances)."), 24, 7)
+        "ops", desc="Selections made in fail-open panic mode (too few healthy instances)."), 12, 7)
+    L.add(timeseries("Host-name lookup failures", targets((
+        "sum by (service) (%s)" % rate("portico_upstream_dns_failures_total", S, fn="increase"),
+        "{{service}}")), "short", bars=True,
+        desc="Failed lookups of static instances' host names; the last good addresses stay in use."),
+        12, 7)
 
     return dashboard("portico-upstreams", "Portico / Upstreams",
                      "Upstream services: instance health, attempts, errors, latency, retries and circuit "
@@ -740,6 +745,11 @@ def ratelimit_deps():
         "sum by (rule, store) (%s)" % rate("portico_ratelimit_local_evictions_total", RU),
         "{{rule}} ({{store}})")), "ops",
         desc="Active keys evicted under a flood of distinct keys (exactness degrades)."), 12, 7)
+    L.add(timeseries("Policy refusals by route / policy / mode", targets((
+        "sum by (route, policy, mode) (%s)" % rate("portico_policy_refusals_total", 'route=~"$route"'),
+        "{{route}} {{policy}} ({{mode}})")), "reqps", legend_table=True,
+        desc="Requests a route policy refused: enforce = answered by Portico, shadow = counted and let "
+             "through."), 24, 7)
 
     L.row("Redis")
     L.add(stat("Redis up", targets((
