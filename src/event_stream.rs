@@ -33,6 +33,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher draining `sink`'s queue; the `events` section in force says where to.
     pub fn new(current: Arc<Current>, sink: &EventSink, redis: RedisConfig) -> Self {
+        crate::telemetry::redis::client_in_use(CLIENT);
         Self {
             current,
             queue: Mutex::new(sink.take_receiver()),

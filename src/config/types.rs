@@ -1,5 +1,5 @@
-//! The YAML schema as serde types. Defaults live here, in one place; semantic checks live in
-//! `validate.rs`.
+//! The YAML schema as serde types. Defaults live here, in one place; what the values mean (and
+//! whether they make sense) is the compile step's business (`snapshot::compile_file`).
 
 pub use super::limits::*;
 pub use super::observability::*;

@@ -126,8 +126,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = self.attempt_failed(ctx, Failure::Connect(&e), &session.req_header().method);
-        e.set_retry(retry);
+        if self.attempt_failed(ctx, Failure::Connect(&e), &session.req_header().method) {
+            e.set_retry(true);
+        }
         e
     }
 

@@ -73,7 +73,7 @@ impl Proxy {
             bytes_out,
             trace_id,
         };
-        self.record_business_events(session, ctx, snapshot, &report);
+        self.record_business_events(session, ctx, &report);
         self.write_access_log(session, ctx, snapshot, &report);
     }
 
@@ -82,7 +82,6 @@ impl Proxy {
         &self,
         session: &Session,
         ctx: &RequestCtx,
-        _snapshot: &Snapshot,
         report: &Report,
     ) {
         let Some(route) = ctx.route() else {

@@ -117,6 +117,14 @@ impl Rule {
             LimitStore::Local => Store::Local,
             LimitStore::Redis => Store::Fallback,
         };
+        if spec.config.store == LimitStore::Redis {
+            // Shown at 0 before Redis first fails.
+            for kind in ["timeout", "connection", "protocol", "unavailable"] {
+                metrics::STORE_ERRORS.with_label_values(&[&spec.name, kind]);
+            }
+            let policy = policy_label(spec.config.on_store_error);
+            metrics::FALLBACKS.with_label_values(&[&spec.name, policy]);
+        }
         Self {
             local: LocalStore::with_metrics(
                 spec.config.max_keys,

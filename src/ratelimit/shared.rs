@@ -58,6 +58,7 @@ impl SharedStore {
     pub fn new(config: RedisConfig) -> Self {
         let up = REDIS_UP.with_label_values(&[CLIENT]);
         up.set(1);
+        crate::telemetry::redis::client_in_use(CLIENT);
         Self {
             duration: REDIS_COMMAND_DURATION.with_label_values(&[CLIENT, "gcra"]),
             up,

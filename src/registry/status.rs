@@ -28,6 +28,7 @@ impl RegistryStatus {
     /// Marks the registry as configured (a watcher runs).
     pub fn enable(&self) {
         self.lock().enabled = true;
+        crate::telemetry::redis::client_in_use(super::store::CLIENT);
         REDIS_UP.with_label_values(&[super::store::CLIENT]).set(0);
     }
 

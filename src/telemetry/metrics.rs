@@ -366,6 +366,16 @@ pub struct ServiceMetrics {
 impl ServiceMetrics {
     /// Resolves (and so pre-creates) the service's series.
     pub fn new(service: &str) -> Self {
+        // Every transition a breaker can make shows as 0 before it first happens, so
+        // `increase()` over it starts from a value rather than from nothing.
+        for (from, to) in [
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "closed"),
+            ("half_open", "open"),
+        ] {
+            BREAKER_TRANSITIONS.with_label_values(&[service, from, to]);
+        }
         Self {
             service: service.to_string(),
             attempts: ATTEMPT_CLASSES.map(|c| UPSTREAM_ATTEMPTS.with_label_values(&[service, c])),

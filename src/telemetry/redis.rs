@@ -72,6 +72,17 @@ pub fn init() {
     REGISTRY_DATA_LOSS.with_label_values::<&str>(&[]);
 }
 
+/// Error kinds of `portico_redis_errors_total`.
+pub const ERROR_KINDS: [&str; 3] = ["timeout", "connection", "protocol"];
+
+/// Pre-creates the error series of a client that is about to talk to Redis, so each shows 0
+/// before its first error.
+pub fn client_in_use(client: &str) {
+    for kind in ERROR_KINDS {
+        REDIS_ERRORS.with_label_values(&[client, kind]);
+    }
+}
+
 /// Records one Redis call of `client`: its latency, and its error kind if it failed.
 pub fn observe(client: &str, command: &str, elapsed: Duration, error: Option<&str>) {
     REDIS_COMMAND_DURATION
@@ -84,6 +95,7 @@ pub fn observe(client: &str, command: &str, elapsed: Duration, error: Option<&st
 
 /// Sets the registry's per-service instance counts.
 pub fn registry_instances(service: &str, counts: [usize; 4]) {
+    REGISTRY_EXPIRED_REMOVED.with_label_values(&[service]);
     for (state, n) in INSTANCE_STATES.iter().zip(counts) {
         REGISTRY_INSTANCES
             .with_label_values(&[service, state])

@@ -332,17 +332,24 @@ mod tests {
 
     #[test]
     fn old_failures_leave_the_rolling_window() {
+        // Six failures in nine requests, never three in a row: below min_requests, no trip.
+        let nine = |b: &Breaker, t: Instant| {
+            for _ in 0..3 {
+                assert_eq!(fail(b, t), None);
+                assert_eq!(fail(b, t), None);
+                assert_eq!(ok(b, t), None);
+            }
+        };
         let t0 = Instant::now();
+        // Within the 10 s window a tenth request that fails trips on the ratio (7/10)...
         let b = Breaker::new(cfg(), t0);
-        for _ in 0..5 {
-            fail(&b, t0);
-            ok(&b, t0);
-        }
-        // 11 s later the first ten outcomes are outside the 10 s window.
+        nine(&b, t0);
+        let inside = t0 + Duration::from_secs(5);
+        assert_eq!(fail(&b, inside).map(|t| t.to), Some(State::Open));
+        // ...11 s later the first nine have left the window: one failure in one request.
+        let b = Breaker::new(cfg(), t0);
+        nine(&b, t0);
         let later = t0 + Duration::from_secs(11);
-        for _ in 0..4 {
-            ok(&b, later);
-        }
         assert_eq!(fail(&b, later), None);
         assert_eq!(b.state(later), State::Closed);
     }

@@ -253,16 +253,25 @@ impl Gateway {
     }
 
     /// The value of one metric sample, e.g. `portico_http_requests_total{code="200",...}`;
-    /// labels must be given in the exposition's (alphabetical) order. Absent = 0.
+    /// labels must be given in the exposition's (alphabetical) order. A series that is not
+    /// exported fails the test (naming the family's series that are), so a misspelt or missing
+    /// series never reads as zero; [`Gateway::metric_if_exported`] is for series that may
+    /// legitimately be absent.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = self.admin("GET", "/metrics", &[]).body;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        let text = self.metrics_text();
+        sample(&text, series).unwrap_or_else(|| {
+            let family = series.split('{').next().unwrap_or(series);
+            let known: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+                .collect();
+            panic!("{series} is not exported; the family has: {known:#?}")
+        })
+    }
+
+    /// The value of one metric sample, or `None` when the series is not exported.
+    pub fn metric_if_exported(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics_text(), series)
     }
 
     /// Waits up to `timeout` for `cond`, polling.
@@ -291,6 +300,16 @@ impl Gateway {
             .status()
             .expect("kill");
     }
+}
+
+/// The value of `series` in an exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Drop for Gateway {
