@@ -98,6 +98,43 @@ fn head(path: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// Top-level modules reached through `super::` chains long enough to climb to the crate root
+/// from the file's module (`src/m.rs` and `src/m/mod.rs` are one level deep, `src/m/a.rs` two).
+/// Inline modules are not counted, so a chain inside `mod tests` may read one level too high;
+/// that can only add a false alarm, never hide an upward import.
+fn super_references(text: &str, file_depth: usize) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("super::") {
+        let before = rest[..i].chars().last();
+        rest = &rest[i..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            rest = &rest["super::".len()..];
+            continue;
+        }
+        let mut climbs = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            climbs += 1;
+            rest = r;
+        }
+        if climbs >= file_depth {
+            found.extend(head(rest));
+        }
+    }
+    found
+}
+
+/// How deep the module of `file` is below the crate root.
+fn module_depth(file: &Path) -> usize {
+    let relative = file.strip_prefix(src()).unwrap();
+    let parts = relative.components().count();
+    if relative.file_name().is_some_and(|f| f == "mod.rs") {
+        parts - 1
+    } else {
+        parts
+    }
+}
+
 /// `(module, file, import)` for every import of a module declared later in `src/lib.rs`.
 fn upward_imports() -> Vec<(String, String, String)> {
     let order = layer_order();
@@ -105,7 +142,9 @@ fn upward_imports() -> Vec<(String, String, String)> {
     for (rank, module) in order.iter().enumerate() {
         for file in files_of(module) {
             let text = std::fs::read_to_string(&file).unwrap();
-            for used in crate_references(&text) {
+            let mut used_modules = crate_references(&text);
+            used_modules.extend(super_references(&text, module_depth(&file)));
+            for used in used_modules {
                 let Some(used_rank) = order.iter().position(|m| *m == used) else {
                     continue;
                 };
@@ -132,6 +171,15 @@ fn no_module_imports_a_module_declared_after_it_in_lib_rs() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+#[test]
+fn super_chains_that_climb_to_the_crate_root_are_references_too() {
+    let text = "use super::super::gateway::Gateway;\nuse super::sibling;\nlet x = super::*;";
+    let at_depth_2: Vec<String> = super_references(text, 2).into_iter().collect();
+    assert_eq!(at_depth_2, ["gateway"]);
+    let at_depth_1: Vec<String> = super_references(text, 1).into_iter().collect();
+    assert_eq!(at_depth_1, ["gateway", "sibling"]);
 }
 
 #[test]

@@ -17,9 +17,14 @@ fn config(echo: &EchoServer, extra: &str) -> String {
     )
 }
 
-/// Reads every listed series, runs `action`, and returns each series' increase.
+/// Reads every listed series, runs `action`, and returns each series' increase. A series the
+/// action creates counts from zero (a request counter exists once a response with its status
+/// code was counted); after the action every series must exist.
 fn deltas(gw: &Gateway, series: &[&str], action: impl FnOnce()) -> Vec<f64> {
-    let before: Vec<f64> = series.iter().map(|s| gw.metric(s)).collect();
+    let before: Vec<f64> = series
+        .iter()
+        .map(|s| gw.metric_if_exported(s).unwrap_or(0.0))
+        .collect();
     action();
     series
         .iter()

@@ -9,6 +9,7 @@
 //! the same pass they are met (the struct's field list comes with `deserialize_struct`) and
 //! skipped, so they never stop anything. Rounds end when the document deserializes.
 
+use super::scalar;
 use super::tree::{join, Kind, Mark, Node};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use std::cell::RefCell;
@@ -76,6 +77,9 @@ pub struct UnknownKey {
     pub path: String,
     pub mark: Mark,
     pub message: String,
+    /// The path of the known field it is probably a misspelling of: a complaint about that
+    /// field being absent would only repeat this mistake.
+    pub meant: Option<String>,
 }
 
 /// State shared by one round.
@@ -142,8 +146,10 @@ impl<'a, 'f> De<'a, 'f> {
                 let path = join(&self.path, &e.key);
                 if let Some(fields) = fields {
                     if !fields.contains(&e.key.as_str()) {
+                        let near = super::suggest::closest(&e.key, fields.iter().copied());
                         self.round.unknown.borrow_mut().push(UnknownKey {
-                            message: unknown_field(&e.key, fields),
+                            message: unknown_field(&e.key, near, fields),
+                            meant: near.map(|n| join(&self.path, n)),
                             path,
                             mark: e.key_mark,
                         });
@@ -220,9 +226,9 @@ impl<'a, 'f> De<'a, 'f> {
 }
 
 /// serde's wording for an unknown field, with the closest known name when one is near.
-fn unknown_field(key: &str, fields: &'static [&'static str]) -> String {
+fn unknown_field(key: &str, near: Option<&str>, fields: &'static [&'static str]) -> String {
     let base = <Error as de::Error>::unknown_field(key, fields).message;
-    match super::suggest::closest(key, fields.iter().copied()) {
+    match near {
         Some(near) => format!("{base} (did you mean `{near}`?)"),
         None => base,
     }
@@ -292,97 +298,6 @@ impl<'de, 'a, 'f> de::SeqAccess<'de> for SeqAccess<'a, 'f> {
     }
 }
 
-/// An enum written as a one-key mapping: `{variant: value}`.
-struct EnumAccess<'a, 'f> {
-    parent: &'a De<'a, 'f>,
-    slot: Slot<'a>,
-}
-
-impl<'de, 'a, 'f> de::EnumAccess<'de> for EnumAccess<'a, 'f> {
-    type Error = Error;
-    type Variant = De<'a, 'f>;
-
-    fn variant_seed<V: DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, De<'a, 'f>), Error> {
-        let variant = seed
-            .deserialize(self.slot.key.as_str().into_deserializer())
-            .map_err(|e: Error| e.at(&self.slot.path, self.slot.mark))?;
-        Ok((variant, self.parent.child(self.slot)))
-    }
-}
-
-impl<'de> de::VariantAccess<'de> for De<'_, '_> {
-    type Error = Error;
-
-    fn unit_variant(self) -> Result<(), Error> {
-        de::Deserialize::deserialize(self)
-    }
-
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
-        seed.deserialize(self)
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
-        de::Deserializer::deserialize_seq(self, visitor)
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        de::Deserializer::deserialize_struct(self, "", fields, visitor)
-    }
-}
-
-/// A plain integer (`10`, `-3`, `0x1f`, `0o17`, `+5`).
-fn parse_int(text: &str) -> Option<i128> {
-    let (negative, digits) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let value = if let Some(hex) = digits.strip_prefix("0x") {
-        i128::from_str_radix(hex, 16).ok()?
-    } else if let Some(oct) = digits.strip_prefix("0o") {
-        i128::from_str_radix(oct, 8).ok()?
-    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse().ok()?
-    } else {
-        return None;
-    };
-    Some(if negative { -value } else { value })
-}
-
-/// A plain float (`1.5`, `1e3`, `.inf`, `-.inf`, `.nan`).
-fn parse_float(text: &str) -> Option<f64> {
-    match text {
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Some(f64::INFINITY),
-        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
-        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
-        _ => {}
-    }
-    let numeric = text
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-        && text.bytes().any(|b| b.is_ascii_digit());
-    if numeric {
-        text.parse().ok()
-    } else {
-        None
-    }
-}
-
-fn parse_bool(text: &str) -> Option<bool> {
-    match text {
-        "true" | "True" | "TRUE" => Some(true),
-        "false" | "False" | "FALSE" => Some(false),
-        _ => None,
-    }
-}
-
 fn visit_int<'de, V: Visitor<'de>>(n: i128, visitor: V) -> Result<V::Value, Error> {
     if let Ok(u) = u64::try_from(n) {
         visitor.visit_u64(u)
@@ -398,7 +313,7 @@ macro_rules! integer {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
             match self.scalar() {
                 _ if self.node.is_none() => visitor.visit_u64(0),
-                Some((text, true)) => match parse_int(text) {
+                Some((text, true)) => match scalar::integer(text) {
                     Some(n) => visit_int(n, visitor),
                     None => self.deserialize_any(visitor),
                 },
@@ -418,13 +333,13 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
         match &node.kind {
             Kind::Scalar { text, plain: false } => visitor.visit_str(text),
             Kind::Scalar { text, plain: true } => {
-                if node.is_null() {
+                if scalar::is_null(text) {
                     visitor.visit_unit()
-                } else if let Some(b) = parse_bool(text) {
+                } else if let Some(b) = scalar::boolean(text) {
                     visitor.visit_bool(b)
-                } else if let Some(n) = parse_int(text) {
+                } else if let Some(n) = scalar::integer(text) {
                     visit_int(n, visitor)
-                } else if let Some(f) = parse_float(text) {
+                } else if let Some(f) = scalar::float(text) {
                     visitor.visit_f64(f)
                 } else {
                     visitor.visit_str(text)
@@ -451,7 +366,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.scalar() {
             _ if self.node.is_none() => visitor.visit_bool(false),
-            Some((text, true)) => match parse_bool(text) {
+            Some((text, true)) => match scalar::boolean(text) {
                 Some(b) => visitor.visit_bool(b),
                 None => self.deserialize_any(visitor),
             },
@@ -471,10 +386,12 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.scalar() {
             _ if self.node.is_none() => visitor.visit_f64(0.0),
-            Some((text, true)) => match parse_float(text) {
-                Some(f) => visitor.visit_f64(f),
-                None => self.deserialize_any(visitor),
-            },
+            Some((text, true)) => {
+                match scalar::float(text).or_else(|| scalar::integer(text).map(|n| n as f64)) {
+                    Some(f) => visitor.visit_f64(f),
+                    None => self.deserialize_any(visitor),
+                }
+            }
             _ => self.deserialize_any(visitor),
         }
     }
@@ -484,11 +401,9 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        // `key:` with nothing after it is the empty string, as serde_yaml reads it.
         match (self.node, self.scalar()) {
             (None, _) => visitor.visit_str(""),
-            (Some(node), _) if node.is_null() && node_text_is_empty(node) => {
-                Err(self.fail("expected a string, found nothing".into()))
-            }
             (_, Some((text, _))) => visitor.visit_str(text),
             _ => self.deserialize_any(visitor),
         }
@@ -539,6 +454,8 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        // `key:` with nothing after it is an empty list, as serde_yaml reads it.
+        let empty = self.node.is_some_and(node_text_is_empty);
         match self.node.map(|n| &n.kind) {
             None | Some(Kind::Seq(_)) => {
                 let slots = self.items().into_iter();
@@ -547,6 +464,10 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
                     slots,
                 })
             }
+            _ if empty => visitor.visit_seq(SeqAccess {
+                parent: &self,
+                slots: Vec::new().into_iter(),
+            }),
             _ => self.deserialize_any(visitor),
         }
     }
@@ -569,6 +490,8 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        // `key:` with nothing after it is an empty map, as serde_yaml reads it.
+        let empty = self.node.is_some_and(node_text_is_empty);
         match self.node.map(|n| &n.kind) {
             None | Some(Kind::Map(_)) => {
                 let slots = self.entries(None).into_iter();
@@ -578,6 +501,11 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
                     value: None,
                 })
             }
+            _ if empty => visitor.visit_map(MapAccess {
+                parent: &self,
+                slots: Vec::new().into_iter(),
+                value: None,
+            }),
             _ => self.deserialize_any(visitor),
         }
     }
@@ -622,15 +550,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
             Some(Kind::Scalar { text, .. }) => {
                 visitor.visit_enum(text.as_str().into_deserializer())
             }
-            Some(Kind::Map(entries)) if entries.len() == 1 => {
-                let Some(slot) = self.entries(None).into_iter().next() else {
-                    return Err(self.fail("an enum written as a mapping needs one key".into()));
-                };
-                visitor.visit_enum(EnumAccess {
-                    parent: &self,
-                    slot,
-                })
-            }
+            // Every enum of the schema is a plain name; serde_yaml also refuses `{variant: x}`.
             _ => Err(self.fail(format!("expected one of {}", variants.join(", ")))),
         }
     }

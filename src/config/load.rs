@@ -140,6 +140,7 @@ struct Outcome<T> {
 /// Deserializes `T` from `tree`, recording every mistake (see the module doc of `de.rs`).
 fn deserialize_all<T: DeserializeOwned>(tree: &Tree) -> Outcome<T> {
     let mut fixups: HashMap<String, Fixup> = HashMap::new();
+    let mut meant = HashSet::new();
     let mut mistakes = Vec::new();
     let mut seen = HashSet::new();
     let mut record = |path: String, mark: Mark, message: String| {
@@ -151,6 +152,7 @@ fn deserialize_all<T: DeserializeOwned>(tree: &Tree) -> Outcome<T> {
         let round = Round::new(&fixups);
         let result = T::deserialize(De::root(tree.root(), &round));
         for unknown in round.unknown_keys() {
+            meant.extend(unknown.meant);
             record(unknown.path, unknown.mark, unknown.message);
         }
         let error = match result {
@@ -158,7 +160,7 @@ fn deserialize_all<T: DeserializeOwned>(tree: &Tree) -> Outcome<T> {
                 return Outcome {
                     value: Some(value),
                     mistakes,
-                    covered: fixups.into_keys().collect(),
+                    covered: fixups.into_keys().chain(meant).collect(),
                 }
             }
             Err(e) => e,
@@ -338,6 +340,13 @@ mod reference {
              routes:\n  - name: '10'\n    service: 007\n    retry: {attempts: +2, on: [status]}\n\
              services:\n  '007': {instances: [\"127.0.0.1:1 weight=2\"], circuit_breaker: {failure_ratio: .5, max_ejected_ratio: 1}}\n\
              access_log: {sample: 1e-1, enabled: false}\n"
+                .into(),
+        ));
+        texts.push((
+            "empty values".into(),
+            "server:\n  trusted_proxies:\n  admin:\n    token:\nrate_limits:\nkpis:\n\
+             routes:\n  - {name: '0123', service: s, request_headers: {set: {x-v: 0123}}}\n\
+             services:\n  s:\n    instances: [\"127.0.0.1:1\"]\n    sni:\n    hash_key: !!str 10\n"
                 .into(),
         ));
         for (name, text) in texts {

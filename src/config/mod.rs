@@ -1,6 +1,6 @@
 //! Configuration: the YAML schema as serde types, `${VAR}` expansion, and a reader that reports
 //! every mistake of a file at once with its file, line, column and field path (`load.rs`). This
-//! module is the bottom layer: it knows the schema, not what the values mean. Turning a
+//! module uses no other module of the crate: it knows the schema, not what the values mean. Turning a
 //! `Config` into runtime types — and finding every value that makes no sense, like an unknown
 //! service or a bad address — is the compile step (`snapshot::compile_file`), which locates its
 //! problems through the parsed [`Document`].
@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod observability;
 mod rate_limit;
+mod scalar;
 pub mod suggest;
 mod tree;
 mod types;

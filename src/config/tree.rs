@@ -4,17 +4,20 @@
 //! reference that resolves to nothing — can point at the node it is about.
 //!
 //! The parser is driven event by event with an explicit stack (never recursively), and the
-//! tree is bounded in depth and in size (alias expansion included), so hostile input ends in an
-//! error rather than a stack overflow or an exponential blow-up.
+//! tree is bounded in depth, node count and bytes — alias expansion included — so hostile input
+//! ends in an error rather than a stack overflow or an exponential blow-up. Positions are found
+//! by walking the tree, not from an index of every path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Deepest nesting accepted (the configuration schema needs fewer than ten levels).
-const MAX_DEPTH: usize = 100;
+const MAX_DEPTH: usize = 64;
 /// Most nodes a document may expand to, aliases included.
-const MAX_NODES: usize = 200_000;
+const MAX_NODES: usize = 100_000;
+/// Most bytes of scalars and keys a document may expand to, aliases included.
+const MAX_BYTES: usize = 32 << 20;
 
 /// A line and column, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,11 +91,10 @@ pub struct Flaw {
     pub message: String,
 }
 
-/// A parsed document with an index from field paths to positions.
+/// A parsed document.
 #[derive(Debug)]
 pub struct Tree {
     root: Node,
-    positions: HashMap<String, Mark>,
 }
 
 impl Tree {
@@ -116,9 +118,7 @@ impl Tree {
             mark: Mark { line: 1, col: 1 },
             kind: Kind::Map(Vec::new()),
         });
-        let mut positions = HashMap::new();
-        index(&root, String::new(), &mut positions);
-        Ok((Tree { root, positions }, builder.flaws))
+        Ok((Tree { root }, builder.flaws))
     }
 
     /// The document's top node (an empty mapping for an empty document).
@@ -126,22 +126,40 @@ impl Tree {
         &self.root
     }
 
-    /// Where `path` is written, or its nearest written ancestor, or the document start.
+    /// Where `path` is written, or its nearest written ancestor, or the document start. A key
+    /// may itself contain dots (`services.api.v2`): the longest key that fits is followed.
     pub fn locate(&self, path: &str) -> Mark {
-        let mut p = path;
+        let mut node = &self.root;
+        let mut rest = path;
         loop {
-            if let Some(mark) = self.positions.get(p) {
-                return *mark;
+            if rest.is_empty() {
+                return node.mark;
             }
-            match p.rfind(['.', '[']) {
-                Some(i) => p = &p[..i],
-                None => {
-                    return self
-                        .positions
-                        .get("")
-                        .copied()
-                        .unwrap_or(Mark { line: 1, col: 1 })
+            let next = match &node.kind {
+                Kind::Seq(items) => rest
+                    .strip_prefix('[')
+                    .and_then(|r| r.split_once(']'))
+                    .and_then(|(i, r)| Some((items.get(i.parse::<usize>().ok()?)?, r))),
+                Kind::Map(entries) => {
+                    let r = rest.strip_prefix('.').unwrap_or(rest);
+                    entries
+                        .iter()
+                        .filter(|e| {
+                            r.strip_prefix(e.key.as_str()).is_some_and(|after| {
+                                after.is_empty() || after.starts_with(['.', '['])
+                            })
+                        })
+                        .max_by_key(|e| e.key.len())
+                        .map(|e| (&e.value, &r[e.key.len()..]))
                 }
+                Kind::Scalar { .. } => None,
+            };
+            match next {
+                Some((child, r)) => {
+                    node = child;
+                    rest = r;
+                }
+                None => return node.mark,
             }
         }
     }
@@ -153,27 +171,6 @@ pub fn join(parent: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{parent}.{key}")
-    }
-}
-
-/// Records the position of `node` and of everything below it.
-fn index(node: &Node, path: String, out: &mut HashMap<String, Mark>) {
-    let mut stack = vec![(node, path)];
-    while let Some((node, path)) = stack.pop() {
-        match &node.kind {
-            Kind::Scalar { .. } => {}
-            Kind::Seq(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    stack.push((item, format!("{path}[{i}]")));
-                }
-            }
-            Kind::Map(entries) => {
-                for e in entries {
-                    stack.push((&e.value, join(&path, &e.key)));
-                }
-            }
-        }
-        out.insert(path, node.mark);
     }
 }
 
@@ -193,6 +190,8 @@ enum Frame {
         mark: Mark,
         anchor: usize,
         entries: Vec<Entry>,
+        /// The keys so far, for the duplicate check.
+        keys: HashSet<String>,
         key: PendingKey,
     },
 }
@@ -203,8 +202,8 @@ enum PendingKey {
     None,
     /// The value of this key.
     Key(String, Mark),
-    /// The value of a key that was refused; it is dropped.
-    Skip,
+    /// The value of a key that was refused (named, when it was a duplicate); it is dropped.
+    Skip(Option<String>),
 }
 
 #[derive(Default)]
@@ -214,6 +213,7 @@ struct Builder {
     root: Option<Node>,
     documents: usize,
     nodes: usize,
+    bytes: usize,
     flaws: Vec<Flaw>,
 }
 
@@ -231,9 +231,12 @@ impl Builder {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let plain = style == TScalarStyle::Plain
-                    && !tag.is_some_and(|t| t.handle == "!!" && t.suffix == "str");
-                self.count(1, mark)?;
+                // `!!str 10` is the string "10" (yaml-rust2 expands `!!` to the full prefix).
+                let string_tag = tag.is_some_and(|t| {
+                    matches!(t.handle.as_str(), "!!" | "tag:yaml.org,2002:") && t.suffix == "str"
+                });
+                let plain = style == TScalarStyle::Plain && !string_tag;
+                self.count(1, text.len(), mark)?;
                 let node = Node {
                     mark,
                     kind: Kind::Scalar { text, plain },
@@ -255,6 +258,7 @@ impl Builder {
                     mark,
                     anchor,
                     entries: Vec::new(),
+                    keys: HashSet::new(),
                     key: PendingKey::None,
                 });
             }
@@ -293,11 +297,17 @@ impl Builder {
                 self.push(node)?;
             }
             Event::Alias(id) => {
-                let Some(node) = self.anchors.get(&id).cloned() else {
+                // Measured before it is copied: an alias may not carry the tree past a limit.
+                let Some((nodes, bytes, depth)) = self.anchors.get(&id).map(measure) else {
                     return Err(self.fatal(mark, "alias to an unknown anchor"));
                 };
-                self.count(size(&node), mark)?;
-                self.push(node)?;
+                if self.stack.len() + depth > MAX_DEPTH {
+                    return Err(self.fatal(mark, "nested too deeply"));
+                }
+                self.count(nodes, bytes, mark)?;
+                if let Some(node) = self.anchors.get(&id).cloned() {
+                    self.push(node)?;
+                }
             }
             Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
         }
@@ -305,16 +315,17 @@ impl Builder {
     }
 
     fn open(&mut self, mark: Mark) -> Result<(), Flaw> {
-        self.count(1, mark)?;
+        self.count(1, 0, mark)?;
         if self.stack.len() >= MAX_DEPTH {
             return Err(self.fatal(mark, "nested too deeply"));
         }
         Ok(())
     }
 
-    fn count(&mut self, n: usize, mark: Mark) -> Result<(), Flaw> {
-        self.nodes += n;
-        if self.nodes > MAX_NODES {
+    fn count(&mut self, nodes: usize, bytes: usize, mark: Mark) -> Result<(), Flaw> {
+        self.nodes += nodes;
+        self.bytes += bytes;
+        if self.nodes > MAX_NODES || self.bytes > MAX_BYTES {
             return Err(self.fatal(mark, "document too large (aliases expand too far)"));
         }
         Ok(())
@@ -341,7 +352,7 @@ impl Builder {
             match frame {
                 Frame::Seq { items, .. } => path = format!("{path}[{}]", items.len()),
                 Frame::Map {
-                    key: PendingKey::Key(k, _),
+                    key: PendingKey::Key(k, _) | PendingKey::Skip(Some(k)),
                     ..
                 } => path = join(&path, k),
                 Frame::Map { .. } => {}
@@ -359,23 +370,26 @@ impl Builder {
         };
         match top {
             Frame::Seq { items, .. } => items.push(node),
-            Frame::Map { entries, key, .. } => match std::mem::replace(key, PendingKey::None) {
+            Frame::Map {
+                entries, keys, key, ..
+            } => match std::mem::replace(key, PendingKey::None) {
                 PendingKey::Key(k, key_mark) => entries.push(Entry {
                     key: k,
                     key_mark,
                     value: node,
                 }),
-                PendingKey::Skip => {}
+                PendingKey::Skip(_) => {}
                 PendingKey::None => match node.kind {
                     Kind::Scalar { text, .. } => {
-                        if entries.iter().any(|e| e.key == text) {
+                        if keys.contains(&text) {
                             self.flaws.push(Flaw {
                                 mark: node.mark,
                                 path: join(&path, &text),
                                 message: format!("duplicate key {text:?}"),
                             });
-                            *key = PendingKey::Skip;
+                            *key = PendingKey::Skip(Some(text));
                         } else {
+                            keys.insert(text.clone());
                             *key = PendingKey::Key(text, node.mark);
                         }
                     }
@@ -385,7 +399,7 @@ impl Builder {
                             path,
                             message: "mapping keys must be plain names".into(),
                         });
-                        *key = PendingKey::Skip;
+                        *key = PendingKey::Skip(None);
                     }
                 },
             },
@@ -394,19 +408,25 @@ impl Builder {
     }
 }
 
-/// Nodes in `node`'s subtree.
-fn size(node: &Node) -> usize {
-    let mut n = 0;
-    let mut stack = vec![node];
-    while let Some(node) = stack.pop() {
-        n += 1;
+/// Nodes, bytes (scalars and keys) and depth of `node`'s subtree.
+fn measure(node: &Node) -> (usize, usize, usize) {
+    let (mut nodes, mut bytes, mut depth) = (0, 0, 0);
+    let mut stack = vec![(node, 1)];
+    while let Some((node, level)) = stack.pop() {
+        nodes += 1;
+        depth = depth.max(level);
         match &node.kind {
-            Kind::Scalar { .. } => {}
-            Kind::Seq(items) => stack.extend(items),
-            Kind::Map(entries) => stack.extend(entries.iter().map(|e| &e.value)),
+            Kind::Scalar { text, .. } => bytes += text.len(),
+            Kind::Seq(items) => stack.extend(items.iter().map(|n| (n, level + 1))),
+            Kind::Map(entries) => {
+                for e in entries {
+                    bytes += e.key.len();
+                    stack.push((&e.value, level + 1));
+                }
+            }
         }
     }
-    n
+    (nodes, bytes, depth)
 }
 
 #[cfg(test)]
@@ -459,7 +479,8 @@ mod tests {
 
     #[test]
     fn aliases_expand_and_quoting_decides_plainness() {
-        let (t, _) = Tree::parse("base: &b {x: 1}\ncopy: *b\nq: '10'\np: 10\n").unwrap();
+        let (t, _) =
+            Tree::parse("base: &b {x: 1}\ncopy: *b\nq: '10'\np: 10\ns: !!str 10\n").unwrap();
         assert_eq!(
             at(&t, "copy.x"),
             (1, 14),
@@ -473,6 +494,17 @@ mod tests {
             Kind::Scalar { plain: false, .. }
         ));
         assert!(matches!(&e[3].value.kind, Kind::Scalar { plain: true, .. }));
+        assert!(
+            matches!(&e[4].value.kind, Kind::Scalar { plain: false, .. }),
+            "!!str"
+        );
+    }
+
+    #[test]
+    fn a_dotted_key_is_located_as_one_key() {
+        let (t, _) = Tree::parse("services:\n  api:\n    x: 1\n  api.v2:\n    x: 2\n").unwrap();
+        assert_eq!(at(&t, "services.api.v2.x"), (5, 8));
+        assert_eq!(at(&t, "services.api.x"), (3, 8));
     }
 
     #[test]
@@ -493,6 +525,31 @@ mod tests {
             .unwrap_err()
             .message
             .contains("too large"));
+        // Depth through chained aliases, bytes through one long key copied many times.
+        let mut chain = String::from("a0: &a0 [[[[[[[[[[x]]]]]]]]]]\n");
+        for i in 1..10 {
+            chain.push_str(&format!("a{i}: &a{i} [[[[[[[[[[*a{}]]]]]]]]]]\n", i - 1));
+        }
+        assert_eq!(
+            Tree::parse(&chain).unwrap_err().message,
+            "nested too deeply"
+        );
+        let long = format!(
+            "a: &a {{\"{}\": 1}}\nb: [{}]\n",
+            "k".repeat(100_000),
+            vec!["*a"; 400].join(", ")
+        );
+        assert!(Tree::parse(&long)
+            .unwrap_err()
+            .message
+            .contains("too large"));
+        let flat: String = (0..40_000).map(|i| format!("k{i}: 1\n")).collect();
+        let started = std::time::Instant::now();
+        assert!(Tree::parse(&flat).is_ok());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "duplicate check is not quadratic"
+        );
         assert!(Tree::parse("a: 1\n---\nb: 2\n").is_err());
         assert!(Tree::parse("a: [1, 2\n").is_err());
     }

@@ -70,10 +70,17 @@ impl RateLimit {
             Mode::Shadow => Counted::ShadowLimited,
         };
         self.metrics.count(counted, store);
-        let retry_after = decision.retry_after_us.div_ceil(1_000_000).max(1);
+        // A shadow refusal is only counted: no answer is built for it.
+        let headers = match mode {
+            Mode::Enforce => {
+                let retry_after = decision.retry_after_us.div_ceil(1_000_000).max(1);
+                vec![("Retry-After", HeaderValue::from(retry_after))]
+            }
+            Mode::Shadow => Vec::new(),
+        };
         Outcome::Refuse(Refusal {
             code: ErrorCode::RateLimited,
-            headers: vec![("Retry-After", HeaderValue::from(retry_after))],
+            headers,
         })
     }
 }

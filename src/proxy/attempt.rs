@@ -196,9 +196,10 @@ impl Proxy {
             } => return false,
             Failure::Transfer { .. } => {}
         }
-        let Some(budget) = state.budget.as_mut() else {
+        let Some(entry) = state.budget.as_mut() else {
             return false;
         };
+        let budget = (route.upstream().budget(), entry);
         match state
             .attempts
             .after_failure(cause, method, route.retry(), now, budget)
@@ -250,9 +251,10 @@ impl Proxy {
         if !(failed && another_instance) {
             return false;
         }
-        let Some(budget) = state.budget.as_mut() else {
+        let Some(entry) = state.budget.as_mut() else {
             return false;
         };
+        let budget = (upstream.budget(), entry);
         match state.attempts.after_failure(
             Cause::Status,
             method,

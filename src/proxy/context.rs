@@ -1,9 +1,11 @@
 //! Per-request state carried through the proxy hooks, grouped by concern: what the request is
 //! ([`RequestInfo`]), which route it took (the snapshot and the route's index in it), its
 //! upstream attempts ([`UpstreamState`]), what the client will be answered ([`ReplyState`]) and
-//! its trace. Everything acquired for the request is a guard released on drop — the in-flight
-//! gauge, the retry-budget entry, a half-open breaker's probe slot — so no hook has to undo
-//! anything by hand.
+//! its trace. Everything acquired for the request — the in-flight gauge, the retry-budget entry,
+//! a half-open breaker's probe slot — is given back by [`RequestCtx::release`], which `logging`
+//! calls as soon as the request is over (Pingora drops the context only after the client has
+//! read the response and the connection is ready for the next request, which a slow reader can
+//! delay) and `Drop` calls again as the backstop, so no early exit can leak any of it.
 
 use crate::policy;
 use crate::reply::ErrorCode;
@@ -141,6 +143,38 @@ impl UpstreamState {
         if let Some(attempt) = self.current.take() {
             self.tried.push(attempt.addr);
         }
+    }
+}
+
+impl RequestCtx {
+    /// Gives back everything the request holds: the unused probe slot of its last attempt, its
+    /// retry-budget entry, its in-flight count. Safe to call more than once.
+    pub(super) fn release(&mut self) {
+        let RequestCtx {
+            snapshot,
+            route,
+            upstream,
+            in_flight,
+            ..
+        } = self;
+        upstream.current = None;
+        if let Some(entry) = upstream.budget.take() {
+            if let (Some(snapshot), Some(index)) = (snapshot.as_ref(), *route) {
+                snapshot
+                    .router()
+                    .route(index)
+                    .upstream()
+                    .budget()
+                    .leave(entry);
+            }
+        }
+        *in_flight = None;
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

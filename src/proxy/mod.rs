@@ -226,8 +226,8 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.report(session, ctx);
-        // The in-flight gauge, the retry-budget entry and any probe slot are released when
-        // Pingora drops the context.
+        // Now, not when Pingora drops the context (after the client has read everything).
+        ctx.release();
     }
 
     fn suppress_proxy_warn_log(

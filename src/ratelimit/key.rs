@@ -17,7 +17,8 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    /// Parses `client_ip`, `header:NAME`, `route` or `global` (validated at load).
+    /// Parses `client_ip`, `header:NAME`, `route` or `global`; `None` for anything else (the
+    /// compile step reports it).
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "client_ip" => Some(KeyKind::ClientIp),

@@ -8,7 +8,7 @@
 //! instance is chosen; when the attempt fails, [`Attempts::after_failure`] decides whether
 //! there is another.
 
-use super::{BudgetEntry, Cause, RetryPolicy};
+use super::{BudgetEntry, Cause, RetryBudget, RetryPolicy};
 use http::Method;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,7 @@ impl Attempts {
         method: &Method,
         policy: &RetryPolicy,
         now: Instant,
-        budget: &mut BudgetEntry,
+        (budget, entry): (&RetryBudget, &mut BudgetEntry),
     ) -> Decision {
         if !policy.allows(cause, method, self.made) {
             return Decision::GiveUp(Refusal::Policy);
@@ -131,7 +131,7 @@ impl Attempts {
         if self.past_deadline(now) {
             return Decision::GiveUp(Refusal::Deadline);
         }
-        if !budget.take_slot() {
+        if !entry.take_slot(budget) {
             return Decision::GiveUp(Refusal::Budget);
         }
         self.pending = Some(cause);
@@ -143,8 +143,6 @@ impl Attempts {
 mod tests {
     use super::*;
     use crate::config::{RetryConfig, RetryOn};
-    use crate::retry::RetryBudget;
-    use std::sync::Arc;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -161,7 +159,7 @@ mod tests {
     fn a_connect_failure_is_retried_after_a_jittered_doubling_backoff_until_attempts_run_out() {
         let t0 = Instant::now();
         let p = policy(2, vec![RetryOn::ConnectFailure]);
-        let budget = Arc::new(RetryBudget::default());
+        let budget = RetryBudget::default();
         let mut entry = budget.enter();
         let mut a = Attempts::new(t0, None);
         assert_eq!(
@@ -171,7 +169,13 @@ mod tests {
         );
         a.begin();
         let fail = |a: &mut Attempts, entry: &mut BudgetEntry| {
-            a.after_failure(Cause::ConnectFailure, &Method::POST, &p, t0, entry)
+            a.after_failure(
+                Cause::ConnectFailure,
+                &Method::POST,
+                &p,
+                t0,
+                (&budget, entry),
+            )
         };
         assert_eq!(fail(&mut a, &mut entry), Decision::Retry);
         assert_eq!(
@@ -199,7 +203,7 @@ mod tests {
     #[test]
     fn status_and_error_retries_need_an_idempotent_method_and_must_be_enabled() {
         let t0 = Instant::now();
-        let budget = Arc::new(RetryBudget::default());
+        let budget = RetryBudget::default();
         let mut entry = budget.enter();
         let only_connect = policy(3, vec![RetryOn::ConnectFailure]);
         let all = policy(3, vec![RetryOn::Status, RetryOn::Error]);
@@ -207,7 +211,7 @@ mod tests {
         a.begin();
         let mut decide = |p: &RetryPolicy, cause, method: &Method| {
             let mut a = a.clone();
-            a.after_failure(cause, method, p, t0, &mut entry)
+            a.after_failure(cause, method, p, t0, (&budget, &mut entry))
         };
         let no = Decision::GiveUp(Refusal::Policy);
         assert_eq!(decide(&only_connect, Cause::Status, &Method::GET), no);
@@ -221,13 +225,19 @@ mod tests {
     fn the_deadline_caps_the_backoff_and_ends_the_request_when_it_passes() {
         let t0 = Instant::now();
         let p = policy(5, vec![RetryOn::ConnectFailure]);
-        let budget = Arc::new(RetryBudget::default());
+        let budget = RetryBudget::default();
         let mut entry = budget.enter();
         let mut a = Attempts::new(t0, Some(120 * MS));
         assert_eq!(a.time_left(t0), TimeLeft::Left(120 * MS));
         a.begin();
         let at = t0 + 90 * MS;
-        let d = a.after_failure(Cause::ConnectFailure, &Method::GET, &p, at, &mut entry);
+        let d = a.after_failure(
+            Cause::ConnectFailure,
+            &Method::GET,
+            &p,
+            at,
+            (&budget, &mut entry),
+        );
         assert_eq!(d, Decision::Retry);
         assert_eq!(
             a.backoff(&p, at, 1.0),
@@ -241,7 +251,7 @@ mod tests {
                 &Method::GET,
                 &p,
                 t0 + 121 * MS,
-                &mut entry
+                (&budget, &mut entry)
             ),
             Decision::GiveUp(Refusal::Deadline)
         );
@@ -252,21 +262,33 @@ mod tests {
     fn a_spent_budget_refuses_retries_and_a_finished_request_frees_its_slot() {
         let t0 = Instant::now();
         let p = policy(5, vec![RetryOn::ConnectFailure]);
-        let budget = Arc::new(RetryBudget::default());
+        let budget = RetryBudget::default();
         let mut holders: Vec<BudgetEntry> = (0..3).map(|_| budget.enter()).collect();
         for h in &mut holders {
-            assert!(h.take_slot());
+            assert!(h.take_slot(&budget));
         }
         let mut entry = budget.enter();
         let mut a = Attempts::new(t0, None);
         a.begin();
         assert_eq!(
-            a.after_failure(Cause::ConnectFailure, &Method::GET, &p, t0, &mut entry),
+            a.after_failure(
+                Cause::ConnectFailure,
+                &Method::GET,
+                &p,
+                t0,
+                (&budget, &mut entry)
+            ),
             Decision::GiveUp(Refusal::Budget)
         );
-        drop(holders.pop());
+        budget.leave(holders.pop().unwrap());
         assert_eq!(
-            a.after_failure(Cause::ConnectFailure, &Method::GET, &p, t0, &mut entry),
+            a.after_failure(
+                Cause::ConnectFailure,
+                &Method::GET,
+                &p,
+                t0,
+                (&budget, &mut entry)
+            ),
             Decision::Retry
         );
     }

@@ -9,7 +9,6 @@ pub use attempts::{Attempts, Decision, Refusal, TimeLeft};
 use crate::config::{Problems, RetryConfig, RetryOn};
 use http::Method;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Retrying requests always allowed per service, whatever the traffic.
@@ -105,12 +104,17 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A request to the service started; it leaves the budget when the entry is dropped.
-    pub fn enter(self: &Arc<Self>) -> BudgetEntry {
+    /// A request to the service started; it must [`RetryBudget::leave`] with the entry.
+    pub fn enter(&self) -> BudgetEntry {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        BudgetEntry {
-            budget: self.clone(),
-            retrying: false,
+        BudgetEntry { retrying: false }
+    }
+
+    /// The request of `entry` finished: it no longer counts, and its retry slot is free.
+    pub fn leave(&self, entry: BudgetEntry) {
+        self.requests.fetch_sub(1, Ordering::Relaxed);
+        if entry.retrying {
+            self.retrying.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -126,30 +130,23 @@ impl RetryBudget {
     }
 }
 
-/// One request's place in its service's retry budget: counted while it lives, holding a retry
-/// slot once it first retries; both are given back when it is dropped.
+/// One request's place in its service's retry budget: counted until it leaves, holding a retry
+/// slot once it first retries. It holds no reference to the budget (a shared reference count
+/// would be one more contended atomic per request); the request context gives it back in
+/// `logging`, or when it is dropped (`proxy::context`).
 #[derive(Debug)]
+#[must_use = "an entry must leave its budget"]
 pub struct BudgetEntry {
-    budget: Arc<RetryBudget>,
     retrying: bool,
 }
 
 impl BudgetEntry {
-    /// Whether this request may retry: takes a slot on its first retry, keeps it after.
-    pub fn take_slot(&mut self) -> bool {
+    /// Whether this request may retry: takes a slot of `budget` on its first retry, keeps it.
+    pub fn take_slot(&mut self, budget: &RetryBudget) -> bool {
         if !self.retrying {
-            self.retrying = self.budget.try_take();
+            self.retrying = budget.try_take();
         }
         self.retrying
-    }
-}
-
-impl Drop for BudgetEntry {
-    fn drop(&mut self) {
-        self.budget.requests.fetch_sub(1, Ordering::Relaxed);
-        if self.retrying {
-            self.budget.retrying.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -204,33 +201,38 @@ mod tests {
 
     #[test]
     fn the_budget_allows_a_minimum_then_a_share_of_in_flight_requests() {
-        let b = Arc::new(RetryBudget::default());
+        let b = RetryBudget::default();
         let mut retrying: Vec<BudgetEntry> = (0..3).map(|_| b.enter()).collect();
-        assert!(retrying.iter_mut().all(BudgetEntry::take_slot));
+        assert!(retrying.iter_mut().all(|e| e.take_slot(&b)));
         let mut fourth = b.enter();
         assert!(
-            !fourth.take_slot(),
+            !fourth.take_slot(&b),
             "3 retries is the floor while few requests are in flight"
         );
         let waiting: Vec<BudgetEntry> = (0..21).map(|_| b.enter()).collect();
-        assert!(fourth.take_slot(), "20% of 25 in flight is 5");
+        assert!(fourth.take_slot(&b), "20% of 25 in flight is 5");
         assert!(
-            fourth.take_slot(),
+            fourth.take_slot(&b),
             "a request keeps its slot for further retries"
         );
         let mut sixth = b.enter();
-        assert!(sixth.take_slot(), "20% of 26 is 5");
+        assert!(sixth.take_slot(&b), "20% of 26 is 5");
         let mut seventh = b.enter();
-        assert!(!seventh.take_slot());
-        drop(retrying.pop());
-        assert!(seventh.take_slot(), "a finished retry frees its slot");
-        drop(waiting);
-        drop((retrying, fourth, sixth, seventh));
+        assert!(!seventh.take_slot(&b));
+        b.leave(retrying.pop().unwrap());
+        assert!(seventh.take_slot(&b), "a finished retry frees its slot");
+        for e in waiting
+            .into_iter()
+            .chain(retrying)
+            .chain([fourth, sixth, seventh])
+        {
+            b.leave(e);
+        }
         assert_eq!(b.requests.load(Ordering::Relaxed), 0);
         assert_eq!(
             b.retrying.load(Ordering::Relaxed),
             0,
-            "every slot given back on drop"
+            "every slot given back"
         );
     }
 }

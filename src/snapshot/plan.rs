@@ -1,7 +1,8 @@
 //! The compile step: a parsed configuration becomes a [`Plan`] — route matchers, rewrites,
 //! retry policies, header edits, service specs, rate-limit rules, KPI matchers, trusted
 //! networks — or the complete list of what is wrong with it. `portico validate`, start-up and
-//! every reload run exactly this step. It is pure: no DNS, no sockets, no metric series, so a
+//! every reload run exactly this step. It has no effects: no DNS, no sockets, no metric series
+//! (it only reads the TLS files a listener would load), so a
 //! rejected file leaves nothing behind; [`super::Snapshot::build`] then turns a plan into live
 //! state without parsing anything again.
 
@@ -19,7 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A compiled, valid configuration.
+/// A compiled, valid configuration: only [`compile_file`] and [`compile_str`] make one, and only
+/// from a file without a single problem (so [`super::Snapshot::build`] can rely on it).
 pub struct Plan {
     pub config: Arc<Config>,
     /// Content hash of the configuration (see [`crate::config::content_hash`]).
@@ -29,7 +31,13 @@ pub struct Plan {
     pub rules: BTreeMap<String, RuleSpec>,
     pub kpis: Vec<KpiSpec>,
     pub trusted: TrustedProxies,
+    /// Proof that the plan came from the compile step (construction stays in this file).
+    #[allow(dead_code)]
+    checked: Checked,
 }
+
+/// Only this file can make one.
+struct Checked;
 
 /// One compiled route, before it is attached to live upstreams and rules.
 pub struct RoutePlan {
@@ -76,7 +84,7 @@ fn finish(parsed: Parsed) -> Result<Plan, ConfigErrors> {
 
 impl Plan {
     /// Compiles `config`; the plan is only valid when `problems` stays empty.
-    pub fn compile(config: Config, problems: &mut Problems) -> Plan {
+    fn compile(config: Config, problems: &mut Problems) -> Plan {
         sections::server(&config.server, problems);
         sections::redis(&config, problems);
         sections::telemetry(&config, problems);
@@ -127,6 +135,7 @@ impl Plan {
             kpis,
             trusted,
             config: Arc::new(config),
+            checked: Checked,
         }
     }
 }
@@ -310,5 +319,29 @@ services:
             err.contains("registry.poll_interval: must be between 50ms and 60s"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn one_mistake_is_one_error() {
+        let base = "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instances: [\"127.0.0.1:1\"]\n";
+        for (extra, want) in [
+            (
+                "    circuit_breaker: {half_open_probes: -1}\n",
+                "services.s.circuit_breaker.half_open_probes: invalid value: integer `-1`, expected u32",
+            ),
+            (
+                "    health_check: {expect: [70000]}\n",
+                "services.s.health_check.expect[0]: invalid value: integer `70000`, expected u16",
+            ),
+        ] {
+            let errs = load_str("f", &format!("{base}{extra}")).unwrap_err().0;
+            let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert_eq!(shown.len(), 1, "{shown:#?}");
+            assert!(shown[0].contains(want), "{shown:#?}");
+        }
+        let misspelt = "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instancs: [\"127.0.0.1:1\"]\n";
+        let errs = load_str("f", misspelt).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].message.contains("did you mean `instances`?"));
     }
 }

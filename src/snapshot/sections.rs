@@ -76,11 +76,14 @@ pub fn telemetry(config: &Config, problems: &mut Problems) {
         if e.stream.is_empty() {
             problems.push("events.stream", "must not be empty");
         }
-        if e.maxlen == 0 || e.queue == 0 || !(1..=10_000).contains(&e.batch) {
-            problems.push(
-                "events",
-                "maxlen and queue must be positive, batch between 1 and 10000",
-            );
+        if e.maxlen == 0 {
+            problems.push("events.maxlen", "must be positive");
+        }
+        if e.queue == 0 {
+            problems.push("events.queue", "must be positive");
+        }
+        if !(1..=10_000).contains(&e.batch) {
+            problems.push("events.batch", "must be between 1 and 10000");
         }
     }
     if let Some(t) = &config.tracing {

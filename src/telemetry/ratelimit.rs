@@ -92,34 +92,35 @@ pub fn init() {
 
 /// Decision counters of one rule on one route, by outcome and store.
 pub struct RuleMetrics {
-    decisions: [[IntCounter; 3]; 3],
+    /// `None` for the stores the rule never uses (their series are not exported).
+    decisions: [[Option<IntCounter>; 3]; 3],
 }
 
 impl RuleMetrics {
     /// Pre-creates the series the rule can produce on `route` (`redis` and `fallback` only for
-    /// Redis-stored rules).
+    /// Redis-stored rules, `local` only for the others).
     pub fn new(route: &str, rule: &str, redis: bool) -> Self {
-        let handle = |d: Outcome, s: Store| {
-            DECISIONS.with_label_values(&[route, rule, d.as_str(), s.as_str()])
-        };
         let used: &[Store] = if redis {
             &[Store::Redis, Store::Fallback]
         } else {
             &[Store::Local]
         };
-        for d in Outcome::ALL {
-            for s in used {
-                handle(d, *s);
-            }
-        }
         Self {
-            decisions: Outcome::ALL.map(|d| Store::ALL.map(|s| handle(d, s))),
+            decisions: Outcome::ALL.map(|d| {
+                Store::ALL.map(|s| {
+                    used.contains(&s).then(|| {
+                        DECISIONS.with_label_values(&[route, rule, d.as_str(), s.as_str()])
+                    })
+                })
+            }),
         }
     }
 
     /// Counts one decision.
     pub fn count(&self, outcome: Outcome, store: Store) {
-        self.decisions[outcome as usize][store as usize].inc();
+        if let Some(counter) = &self.decisions[outcome as usize][store as usize] {
+            counter.inc();
+        }
     }
 }
 

@@ -106,7 +106,7 @@ pub struct Upstream {
     metrics: ServiceMetrics,
     breakers: Breakers,
     /// Limits how many of this service's requests may be retrying at once.
-    budget: Arc<RetryBudget>,
+    budget: RetryBudget,
     /// Serialises balancer updates: pingora forbids overlapping `update()` on one view.
     update_lock: tokio::sync::Mutex<()>,
     /// Rotation of fail-open (panic mode) picks.
@@ -163,7 +163,7 @@ impl Upstream {
             hash_key: spec.hash_key.clone(),
             metrics,
             breakers,
-            budget: Arc::default(),
+            budget: RetryBudget::default(),
             update_lock: tokio::sync::Mutex::new(()),
             fail_open_cursor: AtomicUsize::new(0),
         }
@@ -192,21 +192,33 @@ impl Upstream {
         if hosts.is_empty() {
             return Vec::new();
         }
-        let mut answers = Vec::with_capacity(hosts.len());
-        for target in hosts {
+        // All names at once: a reload waits for the slowest lookup, not for their sum.
+        let lookups = hosts.into_iter().map(|target| async move {
             let Target::Host { name, port } = target else {
-                continue;
+                return (target, Err("not a host name".to_string()));
             };
             let lookup = tokio::net::lookup_host((name.as_str(), *port));
-            match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+            let answer = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
                 Ok(Ok(addrs)) => {
                     let mut addrs: Vec<SocketAddr> = addrs.collect();
                     addrs.sort();
                     addrs.dedup();
-                    answers.push((target.clone(), addrs));
+                    if addrs.is_empty() {
+                        Err("no address".to_string())
+                    } else {
+                        Ok(addrs)
+                    }
                 }
-                Ok(Err(e)) => self.lookup_failed(target, &e.to_string()),
-                Err(_) => self.lookup_failed(target, "timed out"),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            };
+            (target, answer)
+        });
+        let mut answers = Vec::new();
+        for (target, answer) in futures_util::future::join_all(lookups).await {
+            match answer {
+                Ok(addrs) => answers.push((target.clone(), addrs)),
+                Err(e) => self.lookup_failed(target, &e),
             }
         }
         let _guard = self.update_lock.lock().await;
@@ -214,9 +226,6 @@ impl Upstream {
             let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
             let mut changed = false;
             for (target, addrs) in answers {
-                if addrs.is_empty() {
-                    continue;
-                }
                 if resolved.get(&target) != Some(&addrs) {
                     log::info!("service {}: {target} resolves to {addrs:?}", self.name);
                     resolved.insert(target, addrs);
@@ -327,7 +336,7 @@ impl Upstream {
     }
 
     /// The service's retry budget.
-    pub fn budget(&self) -> &Arc<RetryBudget> {
+    pub fn budget(&self) -> &RetryBudget {
         &self.budget
     }
 

@@ -1,6 +1,6 @@
 //! A service's section compiled: static instances parsed (host names kept for the resolver,
 //! never looked up here), the consistent-hash key, the probe spec, and every check of the
-//! section's values. Compiling is pure: no DNS, no sockets, no metrics, so `portico validate`
+//! section's values. Compiling has no effects: no DNS, no sockets, no metrics, so `portico validate`
 //! and a rejected reload leave nothing behind.
 
 use super::hash_key::HashKey;
@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Ip(SocketAddr),
-    /// A host name, resolved in the background (see `upstream::dns`).
+    /// A host name, resolved off the serving threads ([`super::Upstream::resolve_hosts`]).
     Host {
         name: String,
         port: u16,
@@ -75,12 +75,16 @@ fn parse_target(text: &str) -> Result<Target, String> {
     let bad = || format!("bad address {text:?}: expected HOST:PORT");
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     let port = port.parse::<u16>().map_err(|_| bad())?;
-    let name_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
+    // Names as resolvers take them: letters, digits, `-` and `_` (Docker and /etc/hosts names
+    // use it), and an optional trailing dot (a fully qualified name).
+    let bare = host.strip_suffix('.').unwrap_or(host);
+    let name_ok = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !name_ok {
         return Err(bad());
@@ -195,11 +199,14 @@ fn compile_hash_key(s: &ServiceConfig, at: &str, problems: &mut Problems) -> Opt
 fn check_breaker(s: &ServiceConfig, at: &str, problems: &mut Problems) {
     let cb = &s.circuit_breaker;
     let cp = format!("{at}.circuit_breaker");
-    if cb.consecutive_failures == 0 || cb.min_requests == 0 || cb.half_open_probes == 0 {
-        problems.push(
-            &cp,
-            "consecutive_failures, min_requests and half_open_probes must be at least 1",
-        );
+    for (field, n) in [
+        ("consecutive_failures", cb.consecutive_failures),
+        ("min_requests", cb.min_requests),
+        ("half_open_probes", cb.half_open_probes),
+    ] {
+        if n == 0 {
+            problems.push(format!("{cp}.{field}"), "must be at least 1");
+        }
     }
     if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) {
         problems.push(format!("{cp}.failure_ratio"), "must be in (0, 1]");
@@ -207,11 +214,14 @@ fn check_breaker(s: &ServiceConfig, at: &str, problems: &mut Problems) {
     if !(0.0..=1.0).contains(&cb.max_ejected_ratio) {
         problems.push(format!("{cp}.max_ejected_ratio"), "must be in [0, 1]");
     }
-    if cb.window.as_millis() < 10 || cb.open_for.is_zero() || cb.max_open_for < cb.open_for {
-        problems.push(
-            &cp,
-            "window must be at least 10ms, open_for above zero and max_open_for not below open_for",
-        );
+    if cb.window.as_millis() < 10 {
+        problems.push(format!("{cp}.window"), "must be at least 10ms");
+    }
+    if cb.open_for.is_zero() {
+        problems.push(format!("{cp}.open_for"), "must be above zero");
+    }
+    if cb.max_open_for < cb.open_for {
+        problems.push(format!("{cp}.max_open_for"), "must not be below open_for");
     }
 }
 
@@ -223,11 +233,13 @@ fn check_health(s: &ServiceConfig, at: &str, problems: &mut Problems) {
     if hc.kind == HealthCheckKind::Http && !hc.path.starts_with('/') {
         problems.push(format!("{hp}.path"), "must start with '/'");
     }
-    if hc.expect.is_empty() || hc.expect.iter().any(|c| !(100..=599).contains(c)) {
-        problems.push(
-            format!("{hp}.expect"),
-            "must list status codes between 100 and 599",
-        );
+    if hc.expect.is_empty() {
+        problems.push(format!("{hp}.expect"), "must list at least one status code");
+    }
+    for (i, code) in hc.expect.iter().enumerate() {
+        if !(100..=599).contains(code) {
+            problems.push(format!("{hp}.expect[{i}]"), "must be between 100 and 599");
+        }
     }
     if hc.interval.as_millis() < 100 {
         problems.push(format!("{hp}.interval"), "must be at least 100ms");
@@ -238,8 +250,10 @@ fn check_health(s: &ServiceConfig, at: &str, problems: &mut Problems) {
             "must be greater than zero and not above interval",
         );
     }
-    if hc.rise == 0 || hc.fall == 0 {
-        problems.push(&hp, "rise and fall must be at least 1");
+    for (field, n) in [("rise", hc.rise), ("fall", hc.fall)] {
+        if n == 0 {
+            problems.push(format!("{hp}.{field}"), "must be at least 1");
+        }
     }
 }
 
@@ -265,6 +279,18 @@ mod tests {
     }
 
     #[test]
+    fn host_names_may_have_underscores_and_a_trailing_dot() {
+        for name in ["my_service", "api.internal."] {
+            let parsed = StaticInstance::parse(&format!("{name}:80")).unwrap();
+            let host = Target::Host {
+                name: name.into(),
+                port: 80,
+            };
+            assert_eq!(parsed.target, host);
+        }
+    }
+
+    #[test]
     fn rejects_bad_addresses_and_weights_without_any_lookup() {
         for bad in [
             "127.0.0.1",
@@ -275,6 +301,7 @@ mod tests {
             "bad host:80",
             ":80",
             "a..b:80",
+            ".:80",
         ] {
             assert!(StaticInstance::parse(bad).is_err(), "{bad}");
         }
