@@ -93,11 +93,7 @@ fn shared(c: &mut Criterion) {
     let gcra = Gcra::new(1_000_000_000, 1_000_000, 0);
     c.bench_function("redis decision round trip (loopback)", |b| {
         b.to_async(&rt).iter(|| async {
-            black_box(
-                store
-                    .decide(&gcra, "bench:rl:{rule:ip:203.0.113.7}", 0)
-                    .await,
-            )
+            black_box(store.decide(&gcra, "bench:rl:{rule:ip:203.0.113.7}").await)
         })
     });
 }

@@ -83,14 +83,8 @@ impl SharedStore {
             .clone()
     }
 
-    /// One decision for `key`; `now_us` 0 uses the Redis server clock (shared by replicas),
-    /// anything else is used as is (tests compare stores on one timeline).
-    pub async fn decide(
-        &self,
-        gcra: &Gcra,
-        key: &str,
-        now_us: u64,
-    ) -> Result<Decision, SharedError> {
+    /// One decision for `key`, on the Redis server's clock (the one clock every replica shares).
+    pub async fn decide(&self, gcra: &Gcra, key: &str) -> Result<Decision, SharedError> {
         let clock = EPOCH.elapsed().as_micros() as u64;
         if clock < self.down_until_us.load(Ordering::Relaxed) {
             return Err(SharedError::Unavailable);
@@ -103,7 +97,8 @@ impl SharedStore {
         invocation
             .arg(gcra.interval_us)
             .arg(gcra.capacity)
-            .arg(now_us);
+            // 0: the script reads the server clock (`TIME`).
+            .arg(0);
         let call = invocation.invoke_async::<(u64, u64, u64, u64)>(&mut conn);
         let result = match tokio::time::timeout(self.config.command_timeout, call).await {
             Ok(Ok((allowed, remaining, reset_us, retry_after_us))) => Ok(Decision {
