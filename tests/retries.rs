@@ -32,11 +32,47 @@ fn status_retries_are_opt_in_and_only_for_idempotent_methods() {
     let posts: Vec<u16> = (0..4)
         .map(|_| request(gw.addr, "POST", "/", &[], "x").status)
         .collect();
-    assert!(
-        posts.contains(&503),
+    // Round robin sends two of the four POSTs to the failing instance.
+    assert_eq!(
+        posts.iter().filter(|s| **s == 503).count(),
+        2,
         "a POST answered 503 is passed through, not retried: {posts:?}"
     );
-    assert!(gw.metric("portico_upstream_retries_total{reason=\"status\",service=\"svc\"}") >= 3.0);
+    assert_eq!(
+        gw.metric("portico_upstream_retries_total{reason=\"status\",service=\"svc\"}"),
+        6.0,
+        "each GET was retried exactly once"
+    );
+}
+
+#[test]
+fn a_spent_retry_budget_passes_the_failure_through_and_is_counted() {
+    let [a, b] = echoes(["a", "b"]);
+    // Every request hashes to one instance first; which one depends on the ring, so ask.
+    let gw = Gateway::start(&format!(
+        "routes:\n  - name: all\n    service: svc\n    retry: {{attempts: 1, on: [status], backoff: 1ms}}\nservices:\n  svc:\n    instances: [\"{}\", \"{}\"]\n    balance: consistent_hash\n    hash_key: header:x-k\n    circuit_breaker: {{enabled: false}}\n",
+        a.addr, b.addr
+    ));
+    let owner = get(gw.addr, "/", &[("x-k", "same")]).instance().unwrap();
+    let (first, second) = if owner == "a" { (&a, &b) } else { (&b, &a) };
+    first.state.fail_with.store(503, Ordering::Relaxed);
+    // Eight requests at once: each fails on its first instance after 500 ms and retries on the
+    // other, which also takes 500 ms. The budget allows 3 retries at once (its floor; 20% of
+    // 8 in flight is less), so 5 requests cannot retry and get the 503.
+    let addr = gw.addr;
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(move || get(addr, "/delay/500", &[("x-k", "same")]).status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!((failed, 8 - failed), (5, 3), "{statuses:?}");
+    assert_eq!(
+        gw.metric("portico_upstream_retry_budget_exhausted_total{service=\"svc\"}"),
+        5.0
+    );
+    assert_eq!(second.requests(), 3, "only the three retries reached the other instance");
 }
 
 #[test]

@@ -222,12 +222,22 @@ fn connect_failures_are_retried_on_another_instance_without_client_errors() {
         );
         assert_eq!(r.status, 200, "request {i} failed: {}", r.body);
     }
-    assert!(
-        gw.metric("portico_upstream_retries_total{reason=\"connect_failure\",service=\"svc\"}")
-            >= 5.0
+    // The dead instance's breaker opens at its fifth refused connection (consecutive_failures:
+    // 5) and keeps it out from then on, so exactly five requests needed a retry. (With breakers
+    // off, all twenty do: each retry moves the round-robin cursor back onto the dead one.)
+    assert_eq!(
+        gw.metric("portico_upstream_retries_total{reason=\"connect_failure\",service=\"svc\"}"),
+        5.0
     );
-    assert!(
-        gw.metric("portico_upstream_errors_total{kind=\"connect_refused\",service=\"svc\"}") >= 5.0
+    assert_eq!(
+        gw.metric("portico_upstream_errors_total{kind=\"connect_refused\",service=\"svc\"}"),
+        5.0
+    );
+    assert_eq!(
+        gw.metric(&format!(
+            "portico_circuit_breaker_state{{address=\"{dead}\",service=\"svc\",state=\"open\"}}"
+        )),
+        1.0
     );
     assert_eq!(
         gw.metric("portico_upstream_attempts_total{service=\"svc\",status_class=\"2xx\"}"),
