@@ -2,6 +2,7 @@
 //! check service and the SIGHUP reloader, all over one [`Gateway`].
 
 use crate::admin::Admin;
+use crate::config::ServerConfig;
 use crate::event_stream::Publisher;
 use crate::gateway::{Gateway, ReloadOnHangup, ResolveHosts};
 use crate::listener::drain::Drain;
@@ -30,15 +31,10 @@ pub struct ProcessOptions {
     pub daemon: bool,
 }
 
-/// Builds a ready-to-run server; `extra` background services (e.g. demo upstreams) are added.
-pub fn build(
-    gateway: Arc<Gateway>,
-    options: ProcessOptions,
-    extra: Vec<Box<dyn ServiceWithDependents>>,
-) -> Result<Server, String> {
-    let snapshot = gateway.snapshot();
-    let cfg = &snapshot.config().server;
-    let conf = ServerConf {
+/// Pingora's settings for the `server` section: threads and runtime, shutdown timeline,
+/// upgrade socket.
+pub fn server_conf(cfg: &ServerConfig) -> ServerConf {
+    ServerConf {
         threads: cfg.threads,
         work_stealing: cfg.work_stealing,
         // Whole seconds only; rounded up so `500ms` is not no grace at all. The drain service
@@ -47,7 +43,18 @@ pub fn build(
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
         upgrade_sock: cfg.upgrade_sock.clone(),
         ..ServerConf::default()
-    };
+    }
+}
+
+/// Builds a ready-to-run server; `extra` background services (e.g. demo upstreams) are added.
+pub fn build(
+    gateway: Arc<Gateway>,
+    options: ProcessOptions,
+    extra: Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<Server, String> {
+    let snapshot = gateway.snapshot();
+    let cfg = &snapshot.config().server;
+    let conf = server_conf(cfg);
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -136,4 +143,33 @@ pub fn build(
         server.add_boxed_service(service);
     }
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_server_section_reaches_pingora() {
+        let cfg = ServerConfig {
+            threads: 3,
+            work_stealing: true,
+            grace_period: Duration::from_millis(500),
+            shutdown_timeout: Duration::from_millis(200),
+            upgrade_sock: "/tmp/x.sock".into(),
+            ..ServerConfig::default()
+        };
+        let conf = server_conf(&cfg);
+        assert_eq!((conf.threads, conf.work_stealing), (3, true));
+        assert_eq!(
+            conf.grace_period_seconds,
+            Some(1),
+            "500ms rounds up, never to 0"
+        );
+        assert_eq!(conf.graceful_shutdown_timeout_seconds, Some(1));
+        assert_eq!(conf.upgrade_sock, "/tmp/x.sock");
+        let off = server_conf(&ServerConfig::default());
+        assert_eq!((off.threads, off.work_stealing), (2, false));
+    }
 }

@@ -72,7 +72,11 @@ fn a_spent_retry_budget_passes_the_failure_through_and_is_counted() {
         gw.metric("portico_upstream_retry_budget_exhausted_total{service=\"svc\"}"),
         5.0
     );
-    assert_eq!(second.requests(), 3, "only the three retries reached the other instance");
+    assert_eq!(
+        second.requests(),
+        3,
+        "only the three retries reached the other instance"
+    );
 }
 
 #[test]

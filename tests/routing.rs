@@ -208,7 +208,7 @@ fn the_work_stealing_runtime_serves_concurrent_connections() {
             "routes:\n  - {{name: api, service: echo}}\nservices:\n  echo:\n    instances: [\"{}\"]\n",
             up.addr
         ),
-        "  work_stealing: true",
+        "  threads: 2\n  work_stealing: true",
     );
     let addr = gw.addr;
     let clients: Vec<_> = (0..4)
@@ -223,4 +223,7 @@ fn the_work_stealing_runtime_serves_concurrent_connections() {
     let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert_eq!(ok, 100);
     assert_eq!(up.requests(), 100);
+    // Both workers exist (the harness's default is one); that the flag reaches Pingora is
+    // `server::tests::the_server_section_reaches_pingora`.
+    assert!(gw.threads_named("portico proxy") >= 2);
 }

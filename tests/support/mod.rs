@@ -218,8 +218,13 @@ impl Gateway {
         } else {
             "  grace_period: 0s\n"
         };
+        let threads = if server_extra.contains("threads:") {
+            ""
+        } else {
+            "  threads: 1\n"
+        };
         format!(
-            "server:\n  listen: [\"{addr}\"]\n  threads: 1\n  admin: {{listen: \"{admin}\"}}\n{grace}{server_extra}\n{body}"
+            "server:\n  listen: [\"{addr}\"]\n{threads}  admin: {{listen: \"{admin}\"}}\n{grace}{server_extra}\n{body}"
         )
     }
 
@@ -284,6 +289,24 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         cond()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Threads of the process named `name` (Linux `/proc/PID/task/*/comm`).
+    pub fn threads_named(&self, name: &str) -> usize {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
     }
 
     /// Whether the process is still running.
