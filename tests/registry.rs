@@ -200,18 +200,41 @@ fn redis_outage_keeps_the_last_known_set_and_a_restart_is_followed() {
         "last known set in use"
     );
 
-    // Back, empty: the known set stays while instances re-register, and c joins within 2 s.
+    // Back, empty (restarted without persistence). The gateway sees its epoch token gone and
+    // grants one TTL (5 s) of grace: instances it knew stay in use while registrars return,
+    // and the janitor leaves expired entries alone meanwhile. a and c re-register, b does not,
+    // and d1 shows up with a heartbeat from 1970.
     redis.restart();
     redis.register("svc", "a1", &a.addr.to_string());
     redis.register("svc", "c1", &c.addr.to_string());
+    let _beats = Heartbeats::start(redis.port, &["a1", "c1"]);
+    let stale = "portico:registry:{svc}:instance:d1";
+    redis.cmd(&["HSET", stale, "addr", "127.0.0.1:9", "weight", "1"]);
+    redis.cmd(&["ZADD", "portico:registry:{svc}:instances", "1000", "d1"]);
     let t = Instant::now();
     assert!(
-        gw.eventually(Duration::from_secs(2), || spread(&gw, 6).contains_key("c")),
-        "traffic should reach the re-registered set within 2 s"
+        traffic_goes_to(&gw, Duration::from_secs(2), &["a", "b", "c"]),
+        "b stays during the grace while c joins"
     );
     eprintln!("followed the restarted registry after {:?}", t.elapsed());
     assert_eq!(gw.metric("portico_redis_up{client=\"registry\"}"), 1.0);
     assert_eq!(gw.metric("portico_registry_data_loss_detected_total"), 1.0);
+    let ready = gw.admin("GET", "/readyz", &[]).json();
+    assert_eq!(ready["registry"]["data_loss_recovery"], true);
+    let exists = |key: &str| redis.cmd(&["EXISTS", key]) == ::redis::Value::Int(1);
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(t.elapsed()));
+    assert!(exists(stale), "the janitor pauses during the grace");
+    // After the grace b leaves (it never came back) and the janitor removes d1.
+    assert!(
+        traffic_goes_to(&gw, Duration::from_secs(7), &["a", "c"]),
+        "the grace lasts one TTL"
+    );
+    assert!(
+        gw.eventually(Duration::from_secs(6), || !exists(stale)),
+        "the janitor resumes after the grace"
+    );
+    let ready = gw.admin("GET", "/readyz", &[]).json();
+    assert_eq!(ready["registry"]["data_loss_recovery"], false);
 
     let (ok, failed) = load.finish();
     eprintln!("under load: {ok} ok, {failed} failed");
