@@ -307,17 +307,55 @@ fn ratio_zero_exports_no_new_roots_and_untrusted_parents_are_ignored() {
     }
 }
 
+/// A collector that accepts connections, reads nothing and never answers (for at most 10 s);
+/// returns its port and how many connections it got.
+fn black_hole() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok((stream, _)) = listener.accept() {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                held.push(stream);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    (port, accepted)
+}
+
 #[test]
 fn an_unreachable_collector_never_affects_requests() {
+    let (port, accepted) = black_hole();
     let echo = EchoServer::start("a").unwrap();
     let extra = format!(
-        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{}/v1/traces\", sample_ratio: 1.0, export_timeout: 200ms}}\n",
-        free_port()
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0, export_timeout: 1s}}\n"
     );
     let gw = Gateway::start_with_env(&config(&echo, &extra), &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    let mut slowest = Duration::ZERO;
     for _ in 0..50 {
+        let started = std::time::Instant::now();
         assert_eq!(gw.get("/ok/x").status, 200);
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
     }
+    // The exporter really tried (it connected and is waiting out its 1 s timeout) ...
+    assert!(
+        gw.eventually(Duration::from_secs(3), || accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0),
+        "the exporter never connected"
+    );
+    // ... and no request waited for it.
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest request {slowest:?}"
+    );
 }
 
 #[test]
@@ -390,4 +428,69 @@ fn the_access_log_writes_one_json_line_per_request() {
     assert_eq!(missed["status"], 404);
     assert_eq!(missed["source"], "gateway");
     assert_eq!(missed["reason"], "no_route");
+}
+
+#[test]
+fn spans_name_the_scheme_actually_used_on_each_side() {
+    let (port, spans) = collector();
+    let echo = EchoServer::start("a").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::tls::self_signed(dir.path(), "cert");
+    // A TLS front standing in for a TLS upstream.
+    let front_port = free_port();
+    let _front = Gateway::start_with_server(
+        &format!(
+            "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n",
+            echo.addr
+        ),
+        &format!(
+            "  tls: [{{listen: \"127.0.0.1:{front_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
+        ),
+    );
+    let tls_port = free_port();
+    let gw = Gateway::start_full(
+        &format!(
+            "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0}}\nroutes:\n  - {{name: secure, service: t}}\nservices:\n  t:\n    instances: [\"127.0.0.1:{front_port}\"]\n    tls: true\n    tls_verify: false\n"
+        ),
+        &format!("  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let status = || {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args([
+                "--cacert",
+                &cert,
+                "--resolve",
+                &format!("localhost:{tls_port}:127.0.0.1"),
+            ])
+            .arg(format!("https://localhost:{tls_port}/s?q=1"))
+            .output()
+            .expect("curl must be installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let exported = gw.eventually(Duration::from_secs(10), || {
+        assert_eq!(status(), "200");
+        let s = spans.lock().unwrap();
+        s.iter().any(|s| s.kind == 2) && s.iter().any(|s| s.kind == 3)
+    });
+    assert!(exported, "spans should reach the collector");
+    let spans = spans.lock().unwrap().clone();
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    let client = spans.iter().find(|s| s.kind == 3).unwrap();
+    assert_eq!(attr(server, "url.scheme").as_deref(), Some("https"));
+    let full = attr(client, "url.full").unwrap();
+    assert!(
+        full.starts_with(&format!("https://127.0.0.1:{front_port}/")),
+        "{full}"
+    );
+    drop(gw);
 }

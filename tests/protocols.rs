@@ -91,6 +91,15 @@ fn tls_listeners_speak_http2_and_http1_and_h2c_is_optional() {
     let plain = format!("http://{}/y", tls.gw.addr);
     assert_eq!(curl(&["--http2-prior-knowledge", &plain]), "2 200", "h2c");
     assert_eq!(curl(&[&plain]), "1.1 200");
+    // Without `h2c: true` the HTTP/2 preface is not a request Portico accepts in clear.
+    let no_h2c = Gateway::start(&routes(&echo));
+    let plain = format!("http://{}/y", no_h2c.addr);
+    assert_eq!(
+        curl(&["--http2-prior-knowledge", &plain]),
+        "0 000",
+        "h2c is off"
+    );
+    assert_eq!(curl(&[&plain]), "1.1 200");
 }
 
 #[test]

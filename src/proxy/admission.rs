@@ -125,7 +125,9 @@ impl Proxy {
             return;
         };
         let req = session.req_header();
-        ctx.trace = tracing.server_span(req, ctx.request.peer_trusted, ctx.request.client_ip);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let (trusted, client) = (ctx.request.peer_trusted, ctx.request.client_ip);
+        ctx.trace = tracing.server_span(req, trusted, client, tls);
         if let (Some(cx), Some(i)) = (&ctx.trace, route) {
             name_server_span(cx, &req.method, snapshot.router().route(i).name());
         }

@@ -105,8 +105,9 @@ impl Proxy {
             (Some(tracing), Some(cx)) => {
                 let req = session.req_header();
                 let resend = ctx.upstream.attempts.made() - 1;
+                let tls = upstream.config().tls;
                 tracing
-                    .client_span(cx, &req.method, addr, req.uri.path(), resend)
+                    .client_span(cx, &req.method, addr, req.uri.path(), resend, tls)
                     .map(Box::new)
             }
             _ => None,

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_day_of_four_centuries_matches_humantime() {
-        for day in (0..146_097u64).step_by(13) {
+        for day in 0..146_097u64 {
             let t = UNIX_EPOCH + Duration::from_secs(day * 86_400 + 3_723);
             let mut buf = Vec::new();
             write_rfc3339_millis(&mut buf, t);

@@ -83,6 +83,7 @@ impl Tracing {
         req: &RequestHeader,
         peer_trusted: bool,
         client_ip: IpAddr,
+        tls: bool,
     ) -> Option<Context> {
         let tracer = self.tracer.get()?;
         let trusted = match self.config.trust_incoming {
@@ -105,7 +106,7 @@ impl Tracing {
             span.set_attributes([
                 KeyValue::new("http.request.method", method),
                 KeyValue::new("url.path", req.uri.path().to_string()),
-                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
                 KeyValue::new("client.address", client_ip.to_string()),
             ]);
         }
@@ -121,6 +122,7 @@ impl Tracing {
         addr: SocketAddr,
         path: &str,
         resend_count: u32,
+        tls: bool,
     ) -> Option<Span> {
         let tracer = self.tracer.get()?;
         if !server.span().is_recording() {
@@ -131,7 +133,10 @@ impl Tracing {
             KeyValue::new("http.request.method", method),
             KeyValue::new("server.address", addr.ip().to_string()),
             KeyValue::new("server.port", i64::from(addr.port())),
-            KeyValue::new("url.full", format!("http://{addr}{path}")),
+            KeyValue::new(
+                "url.full",
+                format!("{}://{addr}{path}", if tls { "https" } else { "http" }),
+            ),
         ];
         if resend_count > 0 {
             attributes.push(KeyValue::new(

@@ -179,7 +179,8 @@ impl Gateway {
         Self::start_full(body, "", env)
     }
 
-    fn start_full(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Self {
+    /// With extra `server:` keys and environment variables.
+    pub fn start_full(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = tempfile::tempdir().expect("tempdir");
