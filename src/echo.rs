@@ -21,6 +21,8 @@ pub struct EchoState {
     pub healthy: AtomicBool,
     /// Requests answered, `/health` excluded.
     pub requests: AtomicU64,
+    /// `/delay/MS` requests waiting out their delay now.
+    pub delayed: AtomicU64,
     /// When non-zero, every request except `/health` is answered with this status.
     pub fail_with: AtomicU16,
 }
@@ -32,6 +34,7 @@ impl EchoState {
             name: name.to_string(),
             healthy: AtomicBool::new(true),
             requests: AtomicU64::new(0),
+            delayed: AtomicU64::new(0),
             fail_with: AtomicU16::new(0),
         })
     }
@@ -154,7 +157,9 @@ async fn connection(stream: TcpStream, state: Arc<EchoState>) -> std::io::Result
                 .strip_prefix("/delay/")
                 .and_then(|m| m.parse::<u64>().ok())
             {
+                state.delayed.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+                state.delayed.fetch_sub(1, Ordering::Relaxed);
             }
             let status = path
                 .strip_prefix("/status/")
@@ -242,6 +247,11 @@ impl EchoServer {
     /// Requests answered so far (health probes excluded).
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// `/delay/MS` requests being delayed right now.
+    pub fn requests_in_flight(&self) -> u64 {
+        self.state.delayed.load(Ordering::Relaxed)
     }
 
     /// Stops serving: the port refuses connections afterwards.

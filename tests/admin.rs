@@ -145,12 +145,12 @@ fn admin_api_requires_the_bearer_token_when_configured() {
         format!("server:\n  listen: [\"{addr}\"]\n  admin: {{listen: \"{admin}\", token: \"${{TEST_ADMIN_TOKEN}}\"}}\n{}", config(&up, "r")),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("TEST_ADMIN_TOKEN", "s3cret")
-        .spawn()
-        .unwrap();
+    let _child = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("TEST_ADMIN_TOKEN", "s3cret"),
+    );
     let admin: std::net::SocketAddr = admin.parse().unwrap();
     let mut up_now = false;
     for _ in 0..300 {
@@ -202,8 +202,6 @@ fn admin_api_requires_the_bearer_token_when_configured() {
         200,
         "scrapes need no token"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -303,14 +301,14 @@ services:
 #[test]
 fn the_demo_serves_both_upstreams_and_counts_requests() {
     let (addr, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["run", "--demo"])
-        .env("PORTICO_DEMO_LISTEN", format!("127.0.0.1:{addr}"))
-        .env("PORTICO_DEMO_ADMIN", format!("127.0.0.1:{admin}"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _child = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "--demo"])
+            .env("PORTICO_DEMO_LISTEN", format!("127.0.0.1:{addr}"))
+            .env("PORTICO_DEMO_ADMIN", format!("127.0.0.1:{admin}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null()),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{addr}").parse().unwrap();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let mut instances = std::collections::HashSet::new();
@@ -333,8 +331,6 @@ fn the_demo_serves_both_upstreams_and_counts_requests() {
         "the demo's 5 per 10 s limit"
     );
     let metrics = request(admin, "GET", "/metrics", &[], "").body;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(instances.len(), 2, "both demo upstreams answer in turn");
     assert!(
         metrics.contains("portico_http_requests_total{code=\"200\",method=\"GET\",route=\"demo-api\",source=\"upstream\"} 4"),

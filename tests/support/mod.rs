@@ -153,6 +153,36 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// A child process that is killed and reaped when dropped — also when an assertion fails, so a
+/// failing test never leaves a `portico` behind.
+pub struct Process(pub Child);
+
+impl Process {
+    /// Spawns `command`.
+    pub fn spawn(command: &mut Command) -> Self {
+        Self(command.spawn().expect("spawn"))
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code.
+    pub fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `portico` process on a temporary configuration file.
 pub struct Gateway {
     pub addr: SocketAddr,
