@@ -11,7 +11,17 @@ use support::*;
 
 /// Families per exposition: type and the label names seen on its samples.
 fn parse(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let mut families: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    parse_values(text)
+        .into_iter()
+        .map(|(name, (kind, labels))| (name, (kind, labels.into_keys().collect())))
+        .collect()
+}
+
+/// Families per exposition: type and, per label name, the values seen.
+#[allow(clippy::type_complexity)]
+fn parse_values(text: &str) -> BTreeMap<String, (String, BTreeMap<String, BTreeSet<String>>)> {
+    let mut families: BTreeMap<String, (String, BTreeMap<String, BTreeSet<String>>)> =
+        BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
@@ -36,9 +46,11 @@ fn parse(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
             .split("\",")
             .filter(|p| !p.is_empty())
         {
-            let key = pair.split('=').next().unwrap().trim_start_matches(',');
+            let (key, value) = pair.split_once('=').unwrap();
+            let key = key.trim_start_matches(',');
             if key != "le" {
-                entry.1.insert(key.to_string());
+                let value = value.trim_matches('"').to_string();
+                entry.1.entry(key.to_string()).or_default().insert(value);
             }
         }
     }
@@ -109,6 +121,20 @@ kpis:
             "{name} ({}) is not exported",
             kind.as_str()
         );
+    }
+    // Closed label sets: nothing outside the catalogue's list is ever exported.
+    for (name, (_, labels)) in parse_values(&text) {
+        for (label, values) in labels {
+            let Some(allowed) = catalog::values(&name, &label) else {
+                continue;
+            };
+            for v in values {
+                assert!(
+                    allowed.contains(&v.as_str()),
+                    "{name}{{{label}=\"{v}\"}} is not catalogued"
+                );
+            }
+        }
     }
     for name in catalog::PROCESS {
         assert!(exposed.contains_key(*name), "{name} missing");

@@ -1,11 +1,15 @@
 //! Every PromQL expression in `dashboards/*.json` and `alerts/*.yml` must parse and may only
 //! name metrics and labels Portico exports (`src/telemetry/catalog.rs`), metrics the recording
-//! rules define, or Prometheus' own (`up`, `ALERTS`, `scrape_*`). A misspelt name fails here,
-//! not in front of an on-call engineer.
+//! rules define (with the labels their expressions keep, worked out from the rule), or
+//! Prometheus' own (`up`, `ALERTS`, `scrape_*`); a matcher on a label with a closed set of
+//! values (`state`, `decision`, `reason`...) may only name one of them. A misspelt name or
+//! value fails here, not in front of an on-call engineer.
 
 use portico::telemetry::catalog::{self, Kind};
+use promql_parser::label::MatchOp;
 use promql_parser::label::Matchers;
-use promql_parser::parser::{self, Expr, LabelModifier, VectorSelector};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{self, Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -42,16 +46,129 @@ impl Known {
         for name in ["ALERTS", "ALERTS_FOR_STATE"] {
             metrics.insert(name.to_string(), None);
         }
+        // Recorded series carry the labels their rule's expression keeps; rules may build on
+        // each other, so work them out until nothing changes.
+        let mut pending: Vec<(String, Expr)> = Vec::new();
         for (_, doc) in rule_files(root) {
             for group in doc["groups"].as_sequence().into_iter().flatten() {
                 for rule in group["rules"].as_sequence().into_iter().flatten() {
-                    if let Some(record) = rule["record"].as_str() {
-                        metrics.insert(record.to_string(), None);
+                    if let (Some(record), Some(expr)) =
+                        (rule["record"].as_str(), rule["expr"].as_str())
+                    {
+                        let ast = parser::parse(expr).unwrap_or_else(|e| panic!("{record}: {e}"));
+                        pending.push((record.to_string(), ast));
                     }
                 }
             }
         }
-        Self { metrics }
+        let mut known = Self { metrics };
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|(record, ast)| match known.output_labels(ast) {
+                Some(labels) => {
+                    known.metrics.insert(record.clone(), Some(labels));
+                    false
+                }
+                None => true,
+            });
+            assert!(
+                pending.len() < before,
+                "cannot work out the labels of recorded series {:?}",
+                pending.iter().map(|(r, _)| r).collect::<Vec<_>>()
+            );
+        }
+        known
+    }
+
+    /// The labels of the series `e` evaluates to; `None` while it names a series not known yet.
+    fn output_labels(&self, e: &Expr) -> Option<BTreeSet<String>> {
+        match e {
+            Expr::VectorSelector(vs) => self.metrics.get(&selector_name(vs)?)?.clone(),
+            Expr::MatrixSelector(ms) => self.metrics.get(&selector_name(&ms.vs)?)?.clone(),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Some(BTreeSet::new()),
+            Expr::Paren(p) => self.output_labels(&p.expr),
+            Expr::Unary(u) => self.output_labels(&u.expr),
+            Expr::Subquery(sq) => self.output_labels(&sq.expr),
+            Expr::Aggregate(a) => {
+                let inner = self.output_labels(&a.expr)?;
+                let op = a.op.to_string();
+                if matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio") {
+                    return Some(inner);
+                }
+                let mut out = match &a.modifier {
+                    Some(LabelModifier::Include(l)) => l.labels.iter().cloned().collect(),
+                    Some(LabelModifier::Exclude(l)) => inner
+                        .into_iter()
+                        .filter(|x| !l.labels.contains(x))
+                        .collect(),
+                    None => BTreeSet::new(),
+                };
+                if op == "count_values" {
+                    if let Some(Expr::StringLiteral(s)) = a.param.as_deref() {
+                        out.insert(s.val.clone());
+                    }
+                }
+                Some(out)
+            }
+            Expr::Call(c) => {
+                let vector = c
+                    .args
+                    .args
+                    .iter()
+                    .find(|a| matches!(a.value_type(), ValueType::Vector | ValueType::Matrix));
+                let Some(vector) = vector else {
+                    return Some(BTreeSet::new());
+                };
+                let mut out = self.output_labels(vector)?;
+                match c.func.name {
+                    "histogram_quantile" => {
+                        out.remove("le");
+                    }
+                    "label_replace" | "label_join" => {
+                        if let Some(Expr::StringLiteral(dst)) = c.args.args.get(1).map(|a| &**a) {
+                            out.insert(dst.val.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                Some(out)
+            }
+            Expr::Binary(b) => {
+                let scalar = |x: &Expr| matches!(x.value_type(), ValueType::Scalar);
+                if scalar(&b.lhs) {
+                    return self.output_labels(&b.rhs);
+                }
+                let lhs = self.output_labels(&b.lhs)?;
+                if scalar(&b.rhs) {
+                    return Some(lhs);
+                }
+                let rhs = self.output_labels(&b.rhs)?;
+                let Some(m) = &b.modifier else {
+                    return Some(lhs);
+                };
+                Some(match (&m.card, &m.matching) {
+                    (VectorMatchCardinality::ManyToMany, _) if b.op.to_string() == "or" => {
+                        lhs.union(&rhs).cloned().collect()
+                    }
+                    (VectorMatchCardinality::ManyToMany, _) => lhs,
+                    (VectorMatchCardinality::ManyToOne(extra), _) => lhs
+                        .into_iter()
+                        .chain(extra.labels.iter().cloned())
+                        .collect(),
+                    (VectorMatchCardinality::OneToMany(extra), _) => rhs
+                        .into_iter()
+                        .chain(extra.labels.iter().cloned())
+                        .collect(),
+                    (_, Some(LabelModifier::Include(on))) => on.labels.iter().cloned().collect(),
+                    (_, Some(LabelModifier::Exclude(ign))) => lhs
+                        .into_iter()
+                        .filter(|x| !ign.labels.contains(x))
+                        .collect(),
+                    (_, None) => lhs,
+                })
+            }
+            _ => Some(BTreeSet::new()),
+        }
     }
 
     /// Problems in one expression: parse errors, unknown metrics, unknown labels.
@@ -84,6 +201,7 @@ impl Known {
                     }
                 }
             }
+            problems.extend(value_problems(&name, &vs.matchers));
             if matches!(self.metrics.get(&name), Some(None)) {
                 // Recorded series carry whatever labels their rule keeps.
                 open_labels = true;
@@ -102,6 +220,46 @@ impl Known {
         problems
     }
 }
+
+/// Matchers naming a value outside a closed label set (literal values only; Grafana variables
+/// and regular expressions with metacharacters are not checked).
+fn value_problems(name: &str, m: &Matchers) -> Vec<String> {
+    let family = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .filter(|f| catalog::find(f).is_some())
+        .unwrap_or(name);
+    let mut problems = Vec::new();
+    for matcher in m.matchers.iter().chain(m.or_matchers.iter().flatten()) {
+        let Some(allowed) = catalog::values(family, &matcher.name) else {
+            continue;
+        };
+        if matcher.value.contains(GRAFANA_VAR) || matcher.value.is_empty() {
+            continue;
+        }
+        let literals: Vec<&str> = match &matcher.op {
+            MatchOp::Equal | MatchOp::NotEqual => vec![matcher.value.as_str()],
+            MatchOp::Re(_) | MatchOp::NotRe(_)
+                if matcher
+                    .value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'|') =>
+            {
+                matcher.value.split('|').collect()
+            }
+            _ => continue,
+        };
+        for v in literals {
+            if !allowed.contains(&v) {
+                problems.push(format!("{name}: {} has no value {v:?}", matcher.name));
+            }
+        }
+    }
+    problems
+}
+
+/// What Grafana variables become, so their matchers are recognised and not checked.
+const GRAFANA_VAR: &str = "GRAFANAVAR";
 
 fn selector_name(vs: &VectorSelector) -> Option<String> {
     vs.name.clone().or_else(|| {
@@ -186,7 +344,7 @@ fn grafana_to_promql(expr: &str) -> String {
     let re =
         regex::Regex::new(r"\$\{[A-Za-z0-9_:]+\}|\$[A-Za-z_][A-Za-z0-9_]*|\[\[[A-Za-z0-9_]+\]\]")
             .unwrap();
-    re.replace_all(&s, "x").into_owned()
+    re.replace_all(&s, GRAFANA_VAR).into_owned()
 }
 
 fn rule_files(root: &Path) -> Vec<(String, serde_yaml::Value)> {
@@ -305,6 +463,9 @@ fn a_misspelt_metric_or_label_is_caught() {
         r#"histogram_quantile(0.99, sum by (le) (rate(portico_http_request_duration_second_bucket[5m])))"#,
         r#"sum by (servce) (portico_upstream_instances)"#,
         r#"sum(rate(portico_http_requests_total[5m]"#,
+        r#"sum(portico_circuit_breaker_state{state="halfopen"})"#,
+        r#"sum(rate(portico_ratelimit_decisions_total{decision=~"limited|shadow"}[5m]))"#,
+        r#"sum by (rule) (job_route:portico_http_requests:rate5m)"#,
     ] {
         assert!(!known.check(typo).is_empty(), "not caught: {typo}");
     }

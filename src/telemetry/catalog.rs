@@ -181,6 +181,189 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
 ];
 
+/// Labels whose values are a closed set: (family, label, every value Portico can export).
+/// `tests/metrics_catalog.rs` checks the exposition never shows another value, and
+/// `tests/promql_refs.rs` checks dashboards and rules only match on these.
+pub const VALUES: &[(&str, &str, &[&str])] = &[
+    (
+        "portico_http_requests_total",
+        "source",
+        &["upstream", "gateway"],
+    ),
+    (
+        "portico_http_requests_total",
+        "method",
+        &[
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+            "_OTHER",
+        ],
+    ),
+    (
+        "portico_http_request_duration_seconds",
+        "status_class",
+        &["1xx", "2xx", "3xx", "4xx", "5xx"],
+    ),
+    (
+        "portico_http_gateway_responses_total",
+        "reason",
+        &[
+            "no_route",
+            "rate_limited",
+            "circuit_open",
+            "no_healthy_upstream",
+            "upstream_connect_error",
+            "upstream_timeout",
+            "deadline_exceeded",
+            "bad_request",
+            "payload_too_large",
+            "unauthorized",
+            "headers_too_large",
+            "method_not_allowed",
+        ],
+    ),
+    (
+        "portico_upstream_attempts_total",
+        "status_class",
+        &["1xx", "2xx", "3xx", "4xx", "5xx", "error"],
+    ),
+    (
+        "portico_upstream_errors_total",
+        "kind",
+        &[
+            "connect_timeout",
+            "connect_refused",
+            "connect_error",
+            "tls_handshake",
+            "read_timeout",
+            "write_timeout",
+            "connection_closed",
+            "read_error",
+            "write_error",
+            "invalid_response",
+            "other",
+        ],
+    ),
+    (
+        "portico_upstream_retries_total",
+        "reason",
+        &["connect_failure", "status", "error"],
+    ),
+    (
+        "portico_circuit_breaker_state",
+        "state",
+        &["closed", "open", "half_open"],
+    ),
+    (
+        "portico_circuit_breaker_transitions_total",
+        "from",
+        &["closed", "open", "half_open"],
+    ),
+    (
+        "portico_circuit_breaker_transitions_total",
+        "to",
+        &["closed", "open", "half_open"],
+    ),
+    (
+        "portico_circuit_breaker_short_circuited_total",
+        "mode",
+        &["enforced", "shadow"],
+    ),
+    (
+        "portico_config_reloads_total",
+        "result",
+        &["success", "failure"],
+    ),
+    (
+        "portico_redis_up",
+        "client",
+        &["registry", "ratelimit", "events"],
+    ),
+    (
+        "portico_redis_command_duration_seconds",
+        "client",
+        &["registry", "ratelimit", "events"],
+    ),
+    (
+        "portico_redis_errors_total",
+        "client",
+        &["registry", "ratelimit", "events"],
+    ),
+    (
+        "portico_redis_errors_total",
+        "kind",
+        &["timeout", "connection", "protocol"],
+    ),
+    (
+        "portico_registry_syncs_total",
+        "result",
+        &["success", "failure"],
+    ),
+    (
+        "portico_registry_instances",
+        "state",
+        &["live", "draining", "expired", "invalid"],
+    ),
+    (
+        "portico_ratelimit_decisions_total",
+        "decision",
+        &["allowed", "limited", "shadow_limited"],
+    ),
+    (
+        "portico_ratelimit_decisions_total",
+        "store",
+        &["local", "redis", "fallback"],
+    ),
+    (
+        "portico_ratelimit_store_errors_total",
+        "kind",
+        &["timeout", "connection", "protocol", "unavailable"],
+    ),
+    (
+        "portico_ratelimit_fallback_decisions_total",
+        "policy",
+        &["local_fallback", "allow", "deny"],
+    ),
+    (
+        "portico_ratelimit_local_keys",
+        "store",
+        &["local", "fallback"],
+    ),
+    (
+        "portico_ratelimit_local_evictions_total",
+        "store",
+        &["local", "fallback"],
+    ),
+    ("portico_policy_refusals_total", "policy", &["rate_limit"]),
+    (
+        "portico_policy_refusals_total",
+        "mode",
+        &["enforce", "shadow"],
+    ),
+    (
+        "portico_events_dropped_total",
+        "reason",
+        &["queue_full", "redis_error"],
+    ),
+    (
+        "portico_downstream_connections_refused_total",
+        "reason",
+        &["max_connections", "max_connections_per_ip"],
+    ),
+    (
+        "portico_downstream_slow_client_timeouts_total",
+        "phase",
+        &["request_head", "h2_preface"],
+    ),
+];
+
+/// The closed set of values of `label` on `family`, if it is one.
+pub fn values(family: &str, label: &str) -> Option<&'static [&'static str]> {
+    VALUES
+        .iter()
+        .find(|(f, l, _)| *f == family && *l == label)
+        .map(|(_, _, v)| *v)
+}
+
 /// `process_*` families from the prometheus crate's process collector.
 pub const PROCESS: &[&str] = &[
     "process_cpu_seconds_total",
@@ -198,4 +381,25 @@ pub fn find(name: &str) -> Option<(Kind, &'static [&'static str])> {
         .iter()
         .find(|(n, _, _)| *n == name)
         .map(|(_, k, l)| (*k, *l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gateway_reason_is_catalogued_and_every_closed_label_exists() {
+        let reasons: Vec<&str> = crate::reply::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(
+            values("portico_http_gateway_responses_total", "reason"),
+            Some(&reasons[..])
+        );
+        for (family, label, _) in VALUES {
+            let labels = find(family).map(|(_, l)| l).unwrap_or_default();
+            assert!(labels.contains(label), "{family} has no label {label}");
+        }
+    }
 }
