@@ -22,11 +22,12 @@ pub enum ErrorCode {
     Unauthorized,
     HeadersTooLarge,
     MethodNotAllowed,
+    RequestTimeout,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::NoRoute,
         ErrorCode::RateLimited,
         ErrorCode::CircuitOpen,
@@ -39,6 +40,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::HeadersTooLarge,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
     ];
 
     /// The wire and label name.
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
         }
     }
 
@@ -93,6 +97,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "missing or wrong credentials",
             ErrorCode::HeadersTooLarge => "the request headers are too large",
             ErrorCode::MethodNotAllowed => "no route allows this method",
+            ErrorCode::RequestTimeout => "the request body stopped arriving",
         }
     }
 }
@@ -175,6 +180,6 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.status(), 429);
         assert_eq!(ErrorCode::CircuitOpen.status(), 503);
         assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
-        assert_eq!(ErrorCode::ALL.len(), 12);
+        assert_eq!(ErrorCode::ALL.len(), 13);
     }
 }

@@ -124,3 +124,57 @@ fn a_shadow_breaker_opens_but_never_refuses() {
         1.0
     );
 }
+
+#[test]
+fn a_failure_ratio_over_the_window_opens_the_breaker_without_consecutive_failures() {
+    let a = EchoServer::start("a").unwrap();
+    let gw = gateway(
+        &[&a],
+        "{consecutive_failures: 100, failure_ratio: 0.5, min_requests: 10, window: 30s, open_for: 30s}",
+    );
+    // Alternating 503 and 200: never two failures in a row, half of all outcomes failures.
+    for i in 0..9 {
+        let path = if i % 2 == 0 { "/status/503" } else { "/" };
+        assert!(gw.get(path).status != 0);
+    }
+    let state = format!(
+        "portico_circuit_breaker_state{{address=\"{}\",service=\"svc\",state=\"open\"}}",
+        a.addr
+    );
+    assert_eq!(gw.metric(&state), 0.0, "nine requests: below min_requests");
+    // The tenth outcome is the fifth failure: 5/10 reaches the ratio.
+    assert_eq!(gw.get("/status/503").status, 503);
+    assert_eq!(gw.metric(&state), 1.0);
+    let r = gw.get("/");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("portico-error"), Some("circuit_open"));
+}
+
+#[test]
+fn a_500_counts_as_a_failure_only_with_trip_on_5xx() {
+    let a = EchoServer::start("a").unwrap();
+    let open = |gw: &Gateway| {
+        gw.metric(&format!(
+            "portico_circuit_breaker_state{{address=\"{}\",service=\"svc\",state=\"open\"}}",
+            a.addr
+        ))
+    };
+    let plain = gateway(&[&a], "{consecutive_failures: 3}");
+    for _ in 0..6 {
+        assert_eq!(plain.get("/status/500").status, 500);
+    }
+    assert_eq!(
+        open(&plain),
+        0.0,
+        "a 500 is the application's answer, not a failure"
+    );
+    let strict = gateway(&[&a], "{consecutive_failures: 3, trip_on_5xx: true}");
+    for _ in 0..3 {
+        assert_eq!(strict.get("/status/500").status, 500);
+    }
+    assert_eq!(open(&strict), 1.0);
+    assert_eq!(
+        strict.get("/").header("portico-error"),
+        Some("circuit_open")
+    );
+}

@@ -307,31 +307,10 @@ fn ratio_zero_exports_no_new_roots_and_untrusted_parents_are_ignored() {
     }
 }
 
-/// A collector that accepts connections, reads nothing and never answers (for at most 10 s);
-/// returns its port and how many connections it got.
-fn black_hole() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        listener.set_nonblocking(true).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok((stream, _)) = listener.accept() {
-                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                held.push(stream);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
-    (port, accepted)
-}
-
 #[test]
 fn an_unreachable_collector_never_affects_requests() {
-    let (port, accepted) = black_hole();
+    let (hole, accepted) = black_hole();
+    let port = hole.port();
     let echo = EchoServer::start("a").unwrap();
     let extra = format!(
         "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0, export_timeout: 1s}}\n"
@@ -493,4 +472,48 @@ fn spans_name_the_scheme_actually_used_on_each_side() {
         "{full}"
     );
     drop(gw);
+}
+
+#[test]
+fn only_listed_kpis_are_published_in_batches_and_the_stream_is_trimmed() {
+    let redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let extra = format!(
+        "redis: {{url: \"{}\"}}\nevents: {{stream: \"portico:events\", maxlen: 10, kpis: [orders_placed]}}\n",
+        redis.url()
+    );
+    let body = config(&echo, &extra).replace(
+        "kpis:\n",
+        "kpis:\n  - {name: all_ok, routes: [ok], status: 2xx}\n",
+    );
+    let gw = Gateway::start(&body);
+    for _ in 0..300 {
+        assert_eq!(
+            request(gw.addr, "POST", "/ok/orders", &[], "{}").status,
+            200
+        );
+    }
+    assert!(gw.eventually(Duration::from_secs(5), || {
+        gw.metric("portico_events_published_total") == 300.0
+    }));
+    // Both KPIs count; only the listed one is published.
+    assert_eq!(
+        gw.metric("portico_business_events_total{kpi=\"all_ok\",route=\"ok\"}"),
+        300.0
+    );
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        ::redis::from_redis_value(redis.cmd(&["XRANGE", "portico:events", "-", "+"])).unwrap();
+    assert!(entries
+        .iter()
+        .all(|(_, f)| f.iter().any(|(k, v)| k == "kpi" && v == "orders_placed")));
+    // MAXLEN ~ 10 trims in whole stream nodes (100 entries each by default): far below 300.
+    let len: u64 = ::redis::from_redis_value(redis.cmd(&["XLEN", "portico:events"])).unwrap();
+    assert!((10..=110).contains(&len), "XLEN {len}");
+    // Events leave in pipelined batches, not one round trip each.
+    let batches = gw
+        .metric("portico_redis_command_duration_seconds_count{client=\"events\",command=\"xadd\"}");
+    assert!(
+        (1.0..300.0).contains(&batches),
+        "{batches} batches for 300 events"
+    );
 }

@@ -120,3 +120,60 @@ fn the_route_timeout_bounds_the_request_and_is_sent_upstream() {
         started.elapsed()
     );
 }
+
+/// A gateway over [black hole, echo] hashing on `x-k`, and a key that hashes to the black hole
+/// (the Ketama ring depends only on the instance list, so a probing gateway finds it).
+fn hashed_to_black_hole(echo: &EchoServer, route: &str) -> (Gateway, String) {
+    let (hole, _) = black_hole();
+    let service = format!(
+        "services:\n  svc:\n    instances: [\"{hole}\", \"{}\"]\n    balance: consistent_hash\n    hash_key: header:x-k\n    read_timeout: 300ms\n    circuit_breaker: {{enabled: false}}\n",
+        echo.addr
+    );
+    let probe = Gateway::start(&format!(
+        "routes:\n  - {{name: all, service: svc, retry: {{attempts: 0}}}}\n{service}"
+    ));
+    let key = (0..64)
+        .map(|i| format!("k{i}"))
+        .find(|k| get(probe.addr, "/", &[("x-k", k)]).status == 504)
+        .expect("some key hashes to the black hole");
+    let gw = Gateway::start(&format!(
+        "routes:\n  - name: all\n    service: svc\n{route}\n{service}"
+    ));
+    (gw, key)
+}
+
+#[test]
+fn error_retries_recover_a_timed_out_read_for_idempotent_methods_or_when_allowed() {
+    let echo = EchoServer::start("echo").unwrap();
+    let (gw, key) =
+        hashed_to_black_hole(&echo, "    retry: {attempts: 1, on: [error], backoff: 1ms}");
+    let r = get(gw.addr, "/", &[("x-k", &key)]);
+    assert_eq!(
+        r.status, 200,
+        "the GET timed out on the first instance and was retried"
+    );
+    assert_eq!(r.instance().as_deref(), Some("echo"));
+    let post = request(gw.addr, "POST", "/", &[("x-k", &key)], "x");
+    assert_eq!(post.status, 504, "a POST is not resent by default");
+    assert_eq!(post.header("portico-error"), Some("upstream_timeout"));
+    assert_eq!(
+        gw.metric("portico_upstream_retries_total{reason=\"error\",service=\"svc\"}"),
+        1.0
+    );
+
+    let (gw, key) = hashed_to_black_hole(
+        &echo,
+        "    retry: {attempts: 1, on: [error], non_idempotent: true, backoff: 1ms}",
+    );
+    let post = request(gw.addr, "POST", "/", &[("x-k", &key)], "x");
+    assert_eq!(post.status, 200, "non_idempotent: true resends the POST");
+    // A body past the 64 KiB retry buffer cannot be resent, whatever the route allows.
+    let big = "x".repeat(100 * 1024);
+    let post = request(gw.addr, "POST", "/", &[("x-k", &key)], &big);
+    assert_eq!(post.status, 504, "{}", post.body);
+    assert_eq!(
+        gw.metric("portico_upstream_retries_total{reason=\"error\",service=\"svc\"}"),
+        1.0,
+        "only the small POST was retried"
+    );
+}

@@ -227,3 +227,37 @@ fn the_work_stealing_runtime_serves_concurrent_connections() {
     // `server::tests::the_server_section_reaches_pingora`.
     assert!(gw.threads_named("portico proxy") >= 2);
 }
+
+#[test]
+fn a_request_in_flight_during_a_reload_finishes_on_the_configuration_it_started_with() {
+    let [a, b] = echoes(["a", "b"]);
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{name: all, service: svc}}\nservices:\n  svc:\n    instances: [\"{}\"]\n",
+        a.addr
+    ));
+    let addr = gw.addr;
+    let slow = std::thread::spawn(move || get(addr, "/delay/1000", &[]));
+    assert!(
+        gw.eventually(std::time::Duration::from_secs(2), || a.requests_in_flight()
+            == 1)
+    );
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(
+        &gw.config_path,
+        text.replace(&a.addr.to_string(), &b.addr.to_string()),
+    )
+    .unwrap();
+    assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);
+    assert_eq!(
+        gw.get("/").instance().as_deref(),
+        Some("b"),
+        "new requests see the reload"
+    );
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.instance().as_deref(),
+        Some("a"),
+        "the old request kept its snapshot"
+    );
+}

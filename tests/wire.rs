@@ -232,3 +232,62 @@ fn connections_beyond_the_per_address_limit_are_refused_and_counted() {
     );
     assert_eq!(first.get("/"), Some((200, true)), "existing traffic flows");
 }
+
+/// Reads until the server closes; the time it took and what it sent.
+fn until_closed(mut s: TcpStream) -> (Duration, String) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    (start.elapsed(), String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
+    let up = EchoServer::start("e").unwrap();
+    let gw = Gateway::start_with_server(
+        &format!(
+            "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n",
+            up.addr
+        ),
+        "  limits: {keepalive_timeout: 1s}\n",
+    );
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // The response comes, then the connection idles until the server closes it.
+    let (took, seen) = until_closed(s);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
+fn a_body_that_stops_arriving_is_cut_after_the_body_read_timeout() {
+    let up = EchoServer::start("e").unwrap();
+    let gw = Gateway::start_with_server(
+        &format!(
+            "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n",
+            up.addr
+        ),
+        "  limits: {body_read_timeout: 1s}\n",
+    );
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .unwrap();
+    let (took, seen) = until_closed(s);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}: {seen}"
+    );
+    assert!(seen.starts_with("HTTP/1.1 408"), "{seen}");
+    assert!(seen.contains("\"code\":\"request_timeout\""), "{seen}");
+    assert!(seen.contains("Connection: close"), "{seen}");
+}

@@ -19,6 +19,8 @@ impl Proxy {
         let code = match e.esource() {
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                // The body stopped arriving for `body_read_timeout`.
+                ErrorType::ReadTimedout => Some(ErrorCode::RequestTimeout),
                 _ => Some(ErrorCode::BadRequest),
             },
             _ => Some(ctx.reply.error.unwrap_or_else(|| error_code(e))),

@@ -219,6 +219,7 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
             "unauthorized",
             "headers_too_large",
             "method_not_allowed",
+            "request_timeout",
         ],
     ),
     (

@@ -153,6 +153,28 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// An upstream that accepts connections and never answers (nor reads) for at most 30 s:
+/// every attempt on it ends in a read timeout. Returns its address and its accept count.
+pub fn black_hole() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((stream, _)) = listener.accept() {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(stream);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    (addr, accepted)
+}
+
 /// A child process that is killed and reaped when dropped — also when an assertion fails, so a
 /// failing test never leaves a `portico` behind.
 pub struct Process(pub Child);
