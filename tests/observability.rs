@@ -517,3 +517,94 @@ fn only_listed_kpis_are_published_in_batches_and_the_stream_is_trimmed() {
         "{batches} batches for 300 events"
     );
 }
+
+#[test]
+fn a_retried_request_exports_a_client_span_per_attempt_and_errors_carry_their_type() {
+    let (port, spans) = collector();
+    let echo = EchoServer::start("a").unwrap();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let service = format!(
+        "services:\n  svc:\n    instances: [\"{dead}\", \"{}\"]\n    balance: consistent_hash\n    hash_key: header:x-k\n  gone:\n    instances: [\"{dead}\"]\n",
+        echo.addr
+    );
+    // A key the ring gives to the dead instance, found by a gateway that does not retry.
+    let probe = Gateway::start(&format!(
+        "routes:\n  - {{name: all, service: svc, retry: {{attempts: 0}}}}\n{service}"
+    ));
+    let key = (0..64)
+        .map(|i| format!("k{i}"))
+        .find(|k| get(probe.addr, "/", &[("x-k", k)]).status == 502)
+        .expect("a key on the dead instance");
+    let gw = Gateway::start_full(
+        &format!(
+            "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0, trust_incoming: all}}\nroutes:\n  - {{name: down, match: {{path_prefix: /down}}, service: gone}}\n  - {{name: all, service: svc}}\n{service}"
+        ),
+        "",
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let headers = [
+        ("x-k", key.as_str()),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "vendor=abc"),
+    ];
+    let mut seen = serde_json::Value::Null;
+    let exported = gw.eventually(Duration::from_secs(10), || {
+        seen = get(gw.addr, "/x", &headers).json();
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.kind == 3 && hex(&s.trace_id) == trace)
+            .count()
+            >= 2
+    });
+    assert!(exported, "two CLIENT spans reach the collector");
+    assert_eq!(
+        seen["headers"]["tracestate"], "vendor=abc",
+        "tracestate continues upstream"
+    );
+    let spans_now = spans.lock().unwrap().clone();
+    let server = spans_now
+        .iter()
+        .find(|s| s.kind == 2 && hex(&s.trace_id) == trace)
+        .unwrap();
+    let clients: Vec<_> = spans_now
+        .iter()
+        .filter(|s| s.kind == 3 && s.parent_span_id == server.span_id)
+        .collect();
+    assert_eq!(clients.len(), 2, "one CLIENT span per attempt");
+    let failed = clients
+        .iter()
+        .find(|s| attr(s, "error.type").is_some())
+        .unwrap();
+    assert_eq!(
+        attr(failed, "error.type").as_deref(),
+        Some("connect_refused")
+    );
+    let retried = clients
+        .iter()
+        .find(|s| attr(s, "error.type").is_none())
+        .unwrap();
+    assert_eq!(
+        attr(retried, "http.request.resend_count").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        attr(retried, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    // A 502 Portico answers: the SERVER span names why.
+    assert_eq!(get(gw.addr, "/down", &[]).status, 502);
+    let typed = gw.eventually(Duration::from_secs(5), || {
+        spans.lock().unwrap().iter().any(|s| {
+            s.kind == 2
+                && attr(s, "http.response.status_code").as_deref() == Some("502")
+                && attr(s, "error.type").as_deref() == Some("upstream_connect_error")
+        })
+    });
+    assert!(typed, "the 502's SERVER span carries error.type");
+}

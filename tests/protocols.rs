@@ -260,3 +260,99 @@ fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
         "an idle h2 connection lived {took:?}"
     );
 }
+
+/// An h2c (prior-knowledge HTTP/2) upstream answering like a gRPC server: 200, a body, then
+/// trailers with `grpc-status: 0`. Serves for at most 30 s.
+fn grpc_upstream(rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let serve = async {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, mut respond))) = conn.accept().await {
+                        let response = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .header("x-upstream-version", format!("{:?}", request.version()))
+                            .body(())
+                            .unwrap();
+                        let Ok(mut body) = respond.send_response(response, false) else {
+                            continue;
+                        };
+                        let _ =
+                            body.send_data(bytes::Bytes::from_static(b"\0\0\0\0\x05hello"), false);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let _ = body.send_trailers(trailers);
+                    }
+                });
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), serve).await;
+    });
+    addr
+}
+
+#[test]
+fn grpc_passes_through_over_http2_on_both_sides_with_its_trailers() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = grpc_upstream(&rt);
+    let gw = Gateway::start_with_server(
+        &format!(
+            "routes:\n  - {{name: grpc, service: g}}\nservices:\n  g:\n    instances: [\"{upstream}\"]\n    http2: true\n"
+        ),
+        "  h2c: true\n",
+    );
+    let addr = gw.addr;
+    let (status, version, body, trailers) = rt.block_on(async move {
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(socket).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/pkg.Service/Method"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        send.send_data(bytes::Bytes::from_static(b"\0\0\0\0\x02hi"), true)
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("a response in time")
+            .unwrap();
+        let status = response.status().as_u16();
+        let version = response
+            .headers()
+            .get("x-upstream-version")
+            .map(|v| v.to_str().unwrap().to_string());
+        let mut body = response.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            data.extend_from_slice(&chunk.unwrap());
+        }
+        let trailers = body.trailers().await.unwrap();
+        (status, version, data, trailers)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(
+        version.as_deref(),
+        Some("HTTP/2.0"),
+        "the upstream was spoken to in HTTP/2"
+    );
+    assert_eq!(&body[5..], b"hello");
+    let trailers = trailers.expect("the gRPC trailers reach the client");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+}
