@@ -9,6 +9,7 @@ use portico::config::RedisConfig;
 use portico::ratelimit::gcra::Gcra;
 use portico::ratelimit::local::LocalStore;
 use portico::ratelimit::shared::SharedStore;
+use portico::redis_client::Topology;
 use std::hint::black_box;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -84,11 +85,12 @@ fn shared(c: &mut Criterion) {
         .build()
         .unwrap();
     let store = rt.block_on(async {
-        SharedStore::new(RedisConfig {
-            url: format!("redis://127.0.0.1:{port}/0"),
+        let topology = Topology::from_config(&RedisConfig {
             command_timeout: Duration::from_secs(1),
-            ..RedisConfig::default()
+            ..RedisConfig::single(&format!("redis://127.0.0.1:{port}/0"))
         })
+        .expect("a valid Redis section");
+        SharedStore::new(std::sync::Arc::new(topology), Default::default())
     });
     let gcra = Gcra::new(1_000_000_000, 1_000_000, 0);
     c.bench_function("redis decision round trip (loopback)", |b| {

@@ -3,15 +3,14 @@
 //! of pipelined `XADD stream MAXLEN ~ N * ...`. Redis being down drops the batch and counts it
 //! (`portico_events_dropped_total{reason="redis_error"}`); nothing waits on Redis for a request.
 
-use crate::config::{EventsConfig, RedisConfig};
-use crate::redis_client;
+use crate::config::EventsConfig;
+use crate::redis_client::{self, Redis, Topology};
 use crate::snapshot::Current;
 use crate::telemetry::events::{Event, EventSink, EVENTS_DROPPED, EVENTS_PUBLISHED};
 use crate::telemetry::redis::REDIS_UP;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use redis::aio::MultiplexedConnection;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -27,34 +26,26 @@ const BACKOFF: Duration = Duration::from_millis(500);
 pub struct Publisher {
     current: Arc<Current>,
     queue: Mutex<Option<mpsc::Receiver<Event>>>,
-    redis: RedisConfig,
+    redis: Redis,
 }
 
 impl Publisher {
     /// A publisher draining `sink`'s queue; the `events` section in force says where to.
-    pub fn new(current: Arc<Current>, sink: &EventSink, redis: RedisConfig) -> Self {
-        crate::telemetry::redis::client_in_use(CLIENT);
+    pub fn new(current: Arc<Current>, sink: &EventSink, topology: Arc<Topology>) -> Self {
+        let timeout = topology
+            .config()
+            .command_timeout
+            .max(Duration::from_millis(500));
         Self {
             current,
             queue: Mutex::new(sink.take_receiver()),
-            redis,
+            redis: Redis::new(CLIENT, topology, timeout),
         }
     }
 
-    async fn write(
-        &self,
-        conn: &mut Option<MultiplexedConnection>,
-        cfg: &EventsConfig,
-        batch: &[Event],
-    ) -> Result<(), redis_client::Error> {
-        if conn.is_none() {
-            *conn = Some(
-                redis_client::connect(CLIENT, &self.redis.url, self.redis.connect_timeout).await?,
-            );
-        }
-        let Some(c) = conn.as_mut() else {
-            unreachable!("connection set above");
-        };
+    /// Writes one batch (one pipeline on the stream's node; at least once: a cluster
+    /// redirect or reconnect re-sends the whole pipeline).
+    async fn write(&self, cfg: &EventsConfig, batch: &[Event]) -> Result<(), redis_client::Error> {
         let mut pipe = redis::pipe();
         for e in batch {
             pipe.cmd("XADD")
@@ -66,11 +57,17 @@ impl Publisher {
                 .arg(e.fields())
                 .ignore();
         }
-        let timeout = self.redis.command_timeout.max(Duration::from_millis(500));
-        redis_client::bounded(CLIENT, "xadd", timeout, async {
-            Ok(pipe.query_async::<()>(c).await?)
-        })
-        .await
+        let timeout = self
+            .redis
+            .topology()
+            .config()
+            .command_timeout
+            .max(Duration::from_millis(500));
+        self.redis
+            .call("xadd", timeout, |mut conn| async move {
+                Ok(pipe.query_async::<()>(&mut conn).await?)
+            })
+            .await
     }
 }
 
@@ -81,7 +78,6 @@ impl BackgroundService for Publisher {
             return;
         };
         let up = REDIS_UP.with_label_values(&[CLIENT]);
-        let mut conn = None;
         let mut batch = Vec::new();
         let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,14 +104,13 @@ impl BackgroundService for Publisher {
                 if batch.is_empty() {
                     break;
                 }
-                match self.write(&mut conn, &cfg, &batch).await {
+                match self.write(&cfg, &batch).await {
                     Ok(()) => {
                         up.set(1);
                         EVENTS_PUBLISHED.inc_by(batch.len() as u64);
                     }
                     Err(e) => {
                         up.set(0);
-                        conn = None;
                         log::debug!("events: dropping {} event(s): {e}", batch.len());
                         EVENTS_DROPPED
                             .with_label_values(&["redis_error"])

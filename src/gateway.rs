@@ -5,7 +5,10 @@
 
 use crate::config::{ConfigErrors, RedisConfig};
 use crate::listener::ListenerState;
+use crate::membership::Membership;
+use crate::ratelimit::peers::Peers;
 use crate::ratelimit::shared::SharedStore;
+use crate::redis_client::{Redis, Topology};
 use crate::registry::RegistryStatus;
 use crate::snapshot::{self, Current, Plan, Shared, Snapshot};
 use crate::telemetry::access_log::AccessLog;
@@ -64,8 +67,12 @@ pub struct Gateway {
     /// Health state shared by every balancer (one probe loop for all services).
     health: Arc<HealthRegistry>,
     verdicts: Arc<Verdicts>,
-    /// The Redis connection settings in force since start (the section is not reloadable).
-    redis: Option<RedisConfig>,
+    /// Where Redis is, since start (the section is not reloadable).
+    redis: Option<Arc<Topology>>,
+    /// The admin API's own Redis link (registrar operations, the membership list).
+    admin_redis: Option<Redis>,
+    /// This gateway's entry in the membership list.
+    membership: Option<Arc<Membership>>,
     /// State of the Redis service registry watcher.
     registry: Arc<RegistryStatus>,
     /// The Redis store of `store: redis` rate limits (connects on first use).
@@ -91,7 +98,7 @@ impl Gateway {
         let verdicts = Arc::new(Verdicts::default());
         let health = health::registry(verdicts.clone());
         let config = plan.config.clone();
-        let redis = config.redis.clone();
+        let redis = plan.redis.clone();
         let events = config
             .events
             .as_ref()
@@ -108,7 +115,21 @@ impl Gateway {
                 None
             }
         };
-        let shared_limits = redis.clone().map(|r| Arc::new(SharedStore::new(r)));
+        let peers = Arc::new(Peers::default());
+        let shared_limits = redis
+            .clone()
+            .map(|r| Arc::new(SharedStore::new(r, peers.clone())));
+        let membership = redis
+            .clone()
+            .map(|r| Arc::new(Membership::new(r, peers.clone())));
+        let admin_redis = redis.clone().map(|r| {
+            let timeout = config.registry.timeout;
+            Redis::new("admin", r, timeout)
+        });
+        if let Some(r) = &redis {
+            crate::telemetry::redis::topology(r.kind(), r.uses_tls());
+            log::info!("redis: {} ({})", r.describe(), r.kind());
+        }
         let shared = Shared {
             health: &health,
             limiter: shared_limits.as_ref(),
@@ -141,6 +162,8 @@ impl Gateway {
             access_log,
             listeners: Arc::default(),
             redis,
+            admin_redis,
+            membership,
             registry: Arc::new(RegistryStatus::default()),
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -159,7 +182,22 @@ impl Gateway {
 
     /// The Redis settings in force since start.
     pub fn redis(&self) -> Option<&RedisConfig> {
+        self.redis.as_deref().map(Topology::config)
+    }
+
+    /// Where Redis is, since start.
+    pub fn redis_topology(&self) -> Option<&Arc<Topology>> {
         self.redis.as_ref()
+    }
+
+    /// The admin API's Redis link.
+    pub fn admin_redis(&self) -> Option<&Redis> {
+        self.admin_redis.as_ref()
+    }
+
+    /// This gateway's membership, when Redis is configured.
+    pub fn membership(&self) -> Option<&Arc<Membership>> {
+        self.membership.as_ref()
     }
 
     /// State of the Redis service registry watcher.
@@ -243,7 +281,7 @@ impl Gateway {
             .await
             .map_err(|e| ReloadError::Task(e.to_string()))??;
         let old = self.snapshot();
-        warn_about_restart_only_changes(&old, &plan, self.redis.as_ref());
+        warn_about_restart_only_changes(&old, &plan, self.redis());
         let shared = Shared {
             health: &self.health,
             limiter: self.shared_limits.as_ref(),

@@ -23,7 +23,7 @@ pub mod retry; // retry policy, attempt state machine, per-service retry budget
 pub mod telemetry; // metric families and handles, tracing, access log, KPIs, event queue
 
 // Shared infrastructure.
-pub mod redis_client; // Redis connections and bounded, recorded calls
+pub mod redis_client; // Redis topologies (one node, cluster, sentinel; TLS), links, bounded calls
 
 // Per-service and per-route state.
 pub mod upstream; // balancers, instances, host-name resolution, health checks, breakers
@@ -34,6 +34,7 @@ pub mod snapshot; // compile a configuration (every error), build and hold the o
 // Background services.
 pub mod registry; // Redis service registry: protocol, watcher, registrar agent
 pub mod event_stream; // business events to a Redis Stream
+pub mod membership; // gateways heartbeating into a Redis list; the live count
 
 // Serving.
 pub mod listener; // client listeners: bind-or-exit, connection limits, head deadline, drain

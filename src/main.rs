@@ -48,10 +48,15 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["redis", "config"])))]
 struct RegisterArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    /// One Redis node: redis://[user:pass@]host:port/db, or rediss:// for TLS.
     #[arg(long)]
-    redis: String,
+    redis: Option<String>,
+    /// The gateway's configuration file: its `redis` section (one node, cluster or sentinel;
+    /// TLS, password and prefix) says where Redis is.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Service name (as in the gateway's `services` section).
     #[arg(long)]
     service: String,
@@ -73,9 +78,9 @@ struct RegisterArgs {
     /// Metadata as key=value, repeatable (stored as meta.KEY).
     #[arg(long, value_parser = parse_meta)]
     meta: Vec<(String, String)>,
-    /// Key prefix (the gateway's redis.prefix).
-    #[arg(long, default_value = "portico:")]
-    prefix: String,
+    /// Key prefix (the gateway's redis.prefix); overrides the configuration's.
+    #[arg(long)]
+    prefix: Option<String>,
 }
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
@@ -189,9 +194,23 @@ fn register(args: RegisterArgs) -> anyhow::Result<()> {
     if !(1..=portico::config::MAX_WEIGHT).contains(&args.weight) {
         anyhow::bail!("--weight must be in 1..={}", portico::config::MAX_WEIGHT);
     }
+    let mut redis = match (&args.redis, &args.config) {
+        (_, Some(path)) => {
+            match portico::snapshot::compile_redis_file(path).map_err(|e| anyhow::anyhow!("{e}"))? {
+                Some(topology) => topology.config().clone(),
+                None => anyhow::bail!("{} has no redis section", path.display()),
+            }
+        }
+        (Some(url), None) => portico::config::RedisConfig::single(url),
+        (None, None) => unreachable!("clap requires --redis or --config"),
+    };
+    if let Some(prefix) = args.prefix {
+        redis.prefix = prefix;
+    }
+    let topology = portico::redis_client::Topology::from_config(&redis)
+        .map_err(|e| anyhow::anyhow!("cannot use this Redis:\n{e}"))?;
     let opts = portico::registry::agent::AgentOptions {
-        redis_url: args.redis,
-        prefix: args.prefix,
+        redis: std::sync::Arc::new(topology),
         service: args.service,
         addr: args.addr,
         id: args.id,

@@ -8,7 +8,9 @@ use crate::gateway::{Gateway, ReloadOnHangup, ResolveHosts};
 use crate::listener::drain::Drain;
 use crate::listener::frontend::Frontend;
 use crate::listener::Bound;
+use crate::membership::Heartbeat;
 use crate::proxy::Proxy;
+use crate::redis_client::sentinel::SentinelWatch;
 use crate::registry::watcher::Watcher;
 use crate::telemetry::tracing::TracingService;
 use crate::upstream::health::TICK;
@@ -108,19 +110,28 @@ pub fn build(
         },
     ));
 
-    if let Some(redis) = gateway.redis().cloned() {
+    if let Some(redis) = gateway.redis_topology().cloned() {
         let watcher = Watcher::new(
             gateway.current().clone(),
             gateway.verdicts().clone(),
-            redis,
+            redis.clone(),
             gateway.registry().clone(),
         );
         server.add_service(background_service("registry watcher", watcher));
+        if redis.sentinels().is_some() {
+            server.add_service(background_service(
+                "redis sentinel watch",
+                SentinelWatch(redis),
+            ));
+        }
+    }
+    if let Some(membership) = gateway.membership().cloned() {
+        server.add_service(background_service("membership", Heartbeat(membership)));
     }
     if let Some(tracing) = gateway.tracing().cloned() {
         server.add_service(background_service("tracing", TracingService(tracing)));
     }
-    if let (Some(redis), Some(sink)) = (gateway.redis().cloned(), gateway.events()) {
+    if let (Some(redis), Some(sink)) = (gateway.redis_topology().cloned(), gateway.events()) {
         let publisher = Publisher::new(gateway.current().clone(), sink, redis);
         server.add_service(background_service("business events", publisher));
     }

@@ -204,18 +204,19 @@ fn kubernetes_deployment_reads_config_and_secret() {
 }
 
 #[test]
-fn kubernetes_configuration_loads_and_matches_the_replica_count() {
+fn kubernetes_configuration_loads_and_lets_membership_divide_limits() {
     let objects = kubernetes_objects();
     let config = configmap_config(&objects);
     let redis = config
         .redis
         .expect("the ConfigMap's portico.yaml has a redis section");
-    let deployment = find_kind(&objects, "Deployment");
-    let replicas = as_u64(at(deployment, "spec.replicas"), "spec.replicas");
     assert_eq!(
-        u64::from(redis.replicas),
-        replicas,
-        "redis.replicas must match the Deployment's replicas (the local fallback share)"
+        redis.replicas, None,
+        "a fixed redis.replicas would stop the fallback share from following the autoscaler"
+    );
+    assert!(
+        redis.gateway_ttl <= std::time::Duration::from_secs(30),
+        "a dead pod should stop counting within the HPA's reaction time"
     );
     assert_eq!(config.server.listen, ["0.0.0.0:8080"]);
     assert_eq!(config.server.admin.listen, "0.0.0.0:9901");

@@ -272,13 +272,16 @@ async fn the_redis_store_on_the_server_clock_decides_as_the_local_store() {
     use portico::ratelimit::gcra::Gcra;
     use portico::ratelimit::local::LocalStore;
     use portico::ratelimit::shared::{local_now_us, SharedStore};
+    use portico::redis_client::Topology;
+    use std::sync::Arc;
 
     let redis = RedisServer::start();
-    let shared = SharedStore::new(RedisConfig {
-        url: redis.url(),
+    let topology = Topology::from_config(&RedisConfig {
         command_timeout: Duration::from_secs(2),
-        ..RedisConfig::default()
-    });
+        ..RedisConfig::single(&redis.url())
+    })
+    .unwrap();
+    let shared = SharedStore::new(Arc::new(topology), Arc::default());
     let local = LocalStore::new(10_000);
     let rules = [
         Gcra::new(5, 3_600_000_000, 0),

@@ -70,6 +70,7 @@ impl Admin {
                 Some(u) => (StatusCode::OK, self.service(u)),
                 None => not_found(),
             },
+            (&Method::GET, ["admin", "gateways"]) => self.gateways().await,
             (&Method::GET, ["admin", "registry"]) => {
                 (StatusCode::OK, self.gateway.registry().to_json())
             }
@@ -132,13 +133,28 @@ impl Admin {
         })
     }
 
+    /// The membership list: every gateway sharing this Redis.
+    async fn gateways(&self) -> (StatusCode, Value) {
+        let Some(membership) = self.gateway.membership() else {
+            return (
+                StatusCode::CONFLICT,
+                json!({"error": {"code": "no_redis", "message": "no redis section is configured; this gateway is alone"}}),
+            );
+        };
+        match membership.to_json().await {
+            Ok(list) => (StatusCode::OK, list),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": {"code": "redis_unavailable", "message": e.to_string()},
+                       "self": membership.id(),
+                       "live_last_known": crate::telemetry::redis::GATEWAYS_LIVE.get()}),
+            ),
+        }
+    }
+
     fn config(&self, snapshot: &Snapshot) -> Value {
         let mut config = serde_json::to_value(&**snapshot.config()).unwrap_or(Value::Null);
-        if let Some(token) = config.pointer_mut("/server/admin/token") {
-            if token.as_str().is_some_and(|t| !t.is_empty()) {
-                *token = json!("<redacted>");
-            }
-        }
+        redact_secrets(&mut config);
         let last = self
             .gateway
             .last_reload()
@@ -153,6 +169,51 @@ impl Admin {
             "last_reload": last,
             "config": config,
         })
+    }
+}
+
+/// Hides the admin token and Redis credentials (passwords and the password part of URLs) of a
+/// configuration shown by `/admin/config`.
+fn redact_secrets(config: &mut Value) {
+    for pointer in [
+        "/server/admin/token",
+        "/redis/password",
+        "/redis/sentinel/password",
+    ] {
+        if let Some(secret) = config.pointer_mut(pointer) {
+            if secret.as_str().is_some_and(|t| !t.is_empty()) {
+                *secret = json!("<redacted>");
+            }
+        }
+    }
+    let urls = ["/redis/url", "/redis/cluster", "/redis/sentinel/nodes"];
+    for pointer in urls {
+        match config.pointer_mut(pointer) {
+            Some(Value::String(url)) => *url = redact_url(url),
+            Some(Value::Array(list)) => {
+                for url in list.iter_mut() {
+                    if let Value::String(u) = url {
+                        *u = redact_url(u);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
+fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':').map(|i| start + i) {
+        Some(colon) => format!("{}:<redacted>{}", &url[..colon], &url[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -269,4 +330,33 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     }
     headers.insert(http::header::CONTENT_LENGTH, len.into());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_leave_through_the_config_view() {
+        assert_eq!(
+            redact_url("rediss://app:s3cret@10.0.0.1:6380/0"),
+            "rediss://app:<redacted>@10.0.0.1:6380/0"
+        );
+        assert_eq!(redact_url("redis://:s3cret@h:1"), "redis://:<redacted>@h:1");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(
+            redact_url("unix:///run/redis.sock"),
+            "unix:///run/redis.sock"
+        );
+        let mut config = json!({
+            "server": {"admin": {"token": "t0k"}},
+            "redis": {"password": "pw", "cluster": ["redis://u:p@a:1", "redis://b:2"],
+                      "sentinel": {"password": "spw", "nodes": ["redis://:x@s:26379"]}},
+        });
+        redact_secrets(&mut config);
+        let text = config.to_string();
+        for secret in ["t0k", "\"pw\"", "spw", "u:p@", ":x@"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
 }

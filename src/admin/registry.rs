@@ -48,7 +48,7 @@ pub enum Operation<'a> {
 
 /// Runs `op` on `service`'s registry entries.
 pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (StatusCode, Value) {
-    let Some(redis) = gateway.redis() else {
+    let (Some(redis), Some(link)) = (gateway.redis(), gateway.admin_redis()) else {
         return error(
             StatusCode::CONFLICT,
             "no_registry",
@@ -75,10 +75,6 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
     }
     let timeout = snapshot.config().registry.timeout;
     let keys = Keys::new(&redis.prefix);
-    let mut conn = match store::connect(&redis.url, redis.connect_timeout).await {
-        Ok(c) => c,
-        Err(e) => return unavailable(e),
-    };
     match op {
         Operation::Add(body) => {
             let req: NewInstance = match serde_json::from_slice(body) {
@@ -95,7 +91,10 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
             let heartbeat_ms = match req.ttl.as_deref().map(humantime::parse_duration) {
                 None => f64::INFINITY,
                 Some(Ok(_)) => {
-                    match store::bounded("time", timeout, store::server_time_ms(&mut conn)).await {
+                    let time = link.call("time", timeout, |mut conn| async move {
+                        store::server_time_ms(&mut conn).await
+                    });
+                    match time.await {
                         Ok(t) => t,
                         Err(e) => return unavailable(e),
                     }
@@ -114,13 +113,11 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
                 version: req.version,
                 meta: req.meta,
             };
-            match store::bounded(
-                "register",
-                timeout,
-                store::register(&mut conn, &keys, service, &reg),
-            )
-            .await
-            {
+            let (keys, reg) = (&keys, &reg);
+            let register = link.call("register", timeout, |mut conn| async move {
+                store::register(&mut conn, keys, service, reg).await
+            });
+            match register.await {
                 Ok(()) => (
                     StatusCode::CREATED,
                     json!({"service": service, "id": reg.id, "addr": reg.addr.to_string(),
@@ -130,8 +127,12 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
             }
         }
         Operation::Remove(id) => {
-            let call = store::deregister(&mut conn, &keys, service, id);
-            let done = store::bounded("deregister", timeout, call).await;
+            let keys = &keys;
+            let done = link
+                .call("deregister", timeout, |mut conn| async move {
+                    store::deregister(&mut conn, keys, service, id).await
+                })
+                .await;
             found(
                 done,
                 id,
@@ -139,8 +140,12 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
             )
         }
         Operation::Drain(id) => {
-            let call = store::drain(&mut conn, &keys, service, id);
-            let done = store::bounded("drain", timeout, call).await;
+            let keys = &keys;
+            let done = link
+                .call("drain", timeout, |mut conn| async move {
+                    store::drain(&mut conn, keys, service, id).await
+                })
+                .await;
             found(
                 done,
                 id,

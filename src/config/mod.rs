@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod observability;
 mod rate_limit;
+mod redis;
 mod scalar;
 pub mod suggest;
 mod tree;

@@ -4,6 +4,7 @@
 pub use super::limits::*;
 pub use super::observability::*;
 pub use super::rate_limit::*;
+pub use super::redis::*;
 pub use super::units::{byte_size, duration, opt_duration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,8 +16,9 @@ use std::time::Duration;
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
-    /// Optional Redis connection shared by the service registry (and later rate limits and
-    /// events). Read at start only: changing it needs a restart.
+    /// Optional Redis (one node, a Cluster or a Sentinel-managed primary) shared by the
+    /// service registry, Redis-stored rate limits, events and gateway membership. Read at start
+    /// only: changing it needs a restart.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
     #[serde(default)]
@@ -108,36 +110,6 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:9901".into(),
             token: String::new(),
-        }
-    }
-}
-
-/// Where Redis is and how long Portico waits for it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://[user:pass@]host:port[/db]` or `unix:///path`.
-    pub url: String,
-    /// Prepended to every key and channel Portico uses.
-    pub prefix: String,
-    /// Bound on one request-path command (rate limits); the registry uses `registry.timeout`.
-    #[serde(with = "duration")]
-    pub command_timeout: Duration,
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    /// Gateway replicas sharing this Redis: while Redis is unreachable, each enforces
-    /// `limit / replicas` of a Redis-stored rule locally.
-    pub replicas: u32,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379/0".into(),
-            prefix: "portico:".into(),
-            command_timeout: Duration::from_millis(50),
-            connect_timeout: Duration::from_secs(1),
-            replicas: 1,
         }
     }
 }

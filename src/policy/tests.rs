@@ -12,7 +12,7 @@ use std::sync::Arc;
 fn rule(name: &str, yaml: &str) -> Arc<Rule> {
     let cfg: RateLimitConfig = serde_yaml::from_str(yaml).unwrap();
     let mut problems = Problems::default();
-    let spec = RuleSpec::compile(name, &cfg, false, 1, &mut problems);
+    let spec = RuleSpec::compile(name, &cfg, false, None, &mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     Arc::new(Rule::new(spec, None))
 }

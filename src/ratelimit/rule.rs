@@ -20,12 +20,11 @@ const MAX_WINDOW_US: u128 = 1 << 50;
 pub struct RuleSpec {
     pub name: String,
     pub config: RateLimitConfig,
-    /// `redis.replicas`: the share of the limit enforced locally while Redis is away.
-    replicas: u32,
+    /// `redis.replicas`: gateways sharing the limit, fixed by the operator; absent = the live
+    /// gateway count ([`super::peers::Peers`]).
+    replicas: Option<u32>,
     kind: KeyKind,
     gcra: Gcra,
-    /// `limit / replicas` (rounded up), enforced locally while Redis cannot decide.
-    fallback: Gcra,
 }
 
 impl RuleSpec {
@@ -35,7 +34,7 @@ impl RuleSpec {
         name: &str,
         r: &RateLimitConfig,
         redis: bool,
-        replicas: u32,
+        replicas: Option<u32>,
         problems: &mut Problems,
     ) -> Self {
         let at = format!("rate_limits.{name}");
@@ -79,15 +78,25 @@ impl RuleSpec {
             problems.push(format!("{at}.max_keys"), "must be at least 1000");
         }
         let per_us = r.per.as_micros() as u64;
-        let share = |n: u64| n.div_ceil(u64::from(replicas.max(1)));
         Self {
             name: name.to_string(),
             config: r.clone(),
             replicas,
             kind,
             gcra: Gcra::new(r.limit, per_us, r.burst),
-            fallback: Gcra::new(share(r.limit), per_us, share(r.burst)),
         }
+    }
+
+    /// `limit / gateways` (rounded up, burst likewise): what one gateway enforces locally
+    /// while Redis cannot decide.
+    pub fn fallback(&self, gateways: u32) -> Gcra {
+        let gateways = u64::from(self.replicas.unwrap_or(gateways).max(1));
+        let share = |n: u64| n.div_ceil(gateways);
+        Gcra::new(
+            share(self.config.limit),
+            self.config.per.as_micros() as u64,
+            share(self.config.burst),
+        )
     }
 
     /// What the rule counts by.
@@ -195,12 +204,12 @@ impl Rule {
         metrics::FALLBACKS
             .with_label_values(&[&self.spec.name, policy_label(policy)])
             .inc();
+        let gateways = self.shared.as_ref().map_or(1, |s| s.peers().live());
+        let fallback = self.spec.fallback(gateways);
         let decision = match policy {
-            StoreErrorPolicy::LocalFallback => Some(self.local.decide(
-                &self.spec.fallback,
-                local_key(),
-                local_now_us(),
-            )),
+            StoreErrorPolicy::LocalFallback => {
+                Some(self.local.decide(&fallback, local_key(), local_now_us()))
+            }
             StoreErrorPolicy::Allow => None,
             StoreErrorPolicy::Deny => Some(Decision {
                 allowed: false,
@@ -209,7 +218,7 @@ impl Rule {
                 retry_after_us: 1_000_000,
             }),
         };
-        (decision, Store::Fallback, self.spec.fallback.capacity)
+        (decision, Store::Fallback, fallback.capacity)
     }
 }
 

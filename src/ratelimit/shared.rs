@@ -1,19 +1,19 @@
-//! The Redis store: one `EVALSHA` of the GCRA script per decision (NOSCRIPT reloads it), on one
-//! multiplexed connection shared by every request, bounded by `redis.command_timeout`.
+//! The Redis store: one `EVALSHA` of the GCRA script per decision (NOSCRIPT reloads it), on the
+//! rate limiter's own Redis link (one multiplexed connection, or a cluster connection routing
+//! each bucket to its hash slot's primary), bounded by `redis.command_timeout`.
 //!
-//! The connection is created on first use, from the proxy's own runtime, so its driver task
-//! runs beside the requests that use it. After a failure the store is marked down for
-//! [`RETRY_AFTER`]: requests meanwhile go straight to their rule's `on_store_error` policy
-//! instead of each waiting for a timeout, and the first request after it probes Redis again.
+//! The link dials on first use, from the proxy's own runtime, so its driver task runs beside
+//! the requests that use it. After a failure the store is marked down for [`RETRY_AFTER`]:
+//! requests meanwhile go straight to their rule's `on_store_error` policy instead of each
+//! waiting for a timeout, and the first request after it probes Redis again.
 
 use super::gcra::{Decision, Gcra, REDIS_SCRIPT};
-use crate::config::RedisConfig;
-use crate::redis_client::Error as StoreError;
+use super::peers::Peers;
+use crate::redis_client::{Error as StoreError, Redis, Topology};
 use crate::telemetry::redis::{REDIS_COMMAND_DURATION, REDIS_ERRORS, REDIS_UP};
 use prometheus::{Histogram, IntGauge};
-use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// How long a failed Redis store is skipped before it is tried again.
@@ -45,8 +45,10 @@ impl SharedError {
 
 /// The shared (Redis) rate-limit store of one gateway.
 pub struct SharedStore {
-    config: RedisConfig,
-    conn: OnceLock<Option<ConnectionManager>>,
+    redis: Redis,
+    prefix: String,
+    timeout: Duration,
+    peers: Arc<Peers>,
     /// Microseconds since [`EPOCH`] until which Redis is not tried; 0 = up.
     down_until_us: AtomicU64,
     duration: Histogram,
@@ -54,33 +56,31 @@ pub struct SharedStore {
 }
 
 impl SharedStore {
-    /// A store for `config`; nothing connects until the first decision.
-    pub fn new(config: RedisConfig) -> Self {
+    /// A store on `topology`; nothing connects until the first decision. `peers` divides a
+    /// rule's local fallback.
+    pub fn new(topology: Arc<Topology>, peers: Arc<Peers>) -> Self {
         let up = REDIS_UP.with_label_values(&[CLIENT]);
         up.set(1);
-        crate::telemetry::redis::client_in_use(CLIENT);
+        let config = topology.config();
         Self {
             duration: REDIS_COMMAND_DURATION.with_label_values(&[CLIENT, "gcra"]),
             up,
-            config,
-            conn: OnceLock::new(),
+            prefix: config.prefix.clone(),
+            timeout: config.command_timeout,
+            redis: Redis::new(CLIENT, topology.clone(), config.command_timeout),
+            peers,
             down_until_us: AtomicU64::new(0),
         }
     }
 
     /// The key prefix.
     pub fn prefix(&self) -> &str {
-        &self.config.prefix
+        &self.prefix
     }
 
-    fn connection(&self) -> Option<ConnectionManager> {
-        self.conn
-            .get_or_init(|| {
-                crate::redis_client::request_path(&self.config)
-                    .map_err(|e| log::error!("rate limiter: cannot create a Redis client: {e}"))
-                    .ok()
-            })
-            .clone()
+    /// The gateways sharing this store.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// One decision for `key`, on the Redis server's clock (the one clock every replica shares).
@@ -89,27 +89,27 @@ impl SharedStore {
         if clock < self.down_until_us.load(Ordering::Relaxed) {
             return Err(SharedError::Unavailable);
         }
-        let Some(mut conn) = self.connection() else {
-            return Err(SharedError::Unavailable);
-        };
         let started = Instant::now();
-        let mut invocation = SCRIPT.key(key);
-        invocation
-            .arg(gcra.interval_us)
-            .arg(gcra.capacity)
-            // 0: the script reads the server clock (`TIME`).
-            .arg(0);
-        let call = invocation.invoke_async::<(u64, u64, u64, u64)>(&mut conn);
-        let result = match tokio::time::timeout(self.config.command_timeout, call).await {
-            Ok(Ok((allowed, remaining, reset_us, retry_after_us))) => Ok(Decision {
-                allowed: allowed == 1,
-                remaining,
-                reset_us,
-                retry_after_us,
-            }),
-            Ok(Err(e)) => Err(StoreError::Redis(e)),
-            Err(_) => Err(StoreError::Timeout(self.config.command_timeout)),
-        };
+        let result = self
+            .redis
+            .attempt(self.timeout, |mut conn| async move {
+                let mut invocation = SCRIPT.key(key);
+                invocation
+                    .arg(gcra.interval_us)
+                    .arg(gcra.capacity)
+                    // 0: the script reads the server clock (`TIME`).
+                    .arg(0);
+                let (allowed, remaining, reset_us, retry_after_us) = invocation
+                    .invoke_async::<(u64, u64, u64, u64)>(&mut conn)
+                    .await?;
+                Ok(Decision {
+                    allowed: allowed == 1,
+                    remaining,
+                    reset_us,
+                    retry_after_us,
+                })
+            })
+            .await;
         self.duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(d) => {

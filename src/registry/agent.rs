@@ -1,21 +1,24 @@
 //! `portico register`: the registrar side of the protocol for services that cannot speak it
 //! themselves (a sidecar or a wrapper script). Registers, heartbeats every `ttl / 3`,
 //! re-registers when Redis lost the entry, and deregisters on SIGTERM or SIGINT. Redis being
-//! down is retried, never fatal: the instance appears once Redis is back.
+//! down is retried, never fatal: the instance appears once Redis is back. Works on every
+//! topology the gateway does (one node, cluster, sentinel; TLS), and follows a sentinel
+//! failover like the gateway.
 
 use super::keys::Keys;
 use super::store::{self, StoreError};
+use crate::redis_client::{Redis, Topology};
 use crate::upstream::Registration;
-use redis::aio::MultiplexedConnection;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// What to register.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    pub redis_url: String,
-    pub prefix: String,
+    /// Where Redis is; its `prefix` is the registry's key prefix.
+    pub redis: Arc<Topology>,
     pub service: String,
     /// `HOST:PORT`; a host name is resolved once at start (the registry stores IP:PORT).
     pub addr: String,
@@ -36,7 +39,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .await?
         .next()
         .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", opts.addr))?;
-    let keys = Keys::new(&opts.prefix);
+    let keys = Keys::new(&opts.redis.config().prefix);
+    let redis = Redis::new(store::CLIENT, opts.redis.clone(), CALL_TIMEOUT);
+    let follow = tokio::spawn(crate::redis_client::sentinel::follow(opts.redis.clone()));
     let mut reg = Registration {
         id: opts.id.clone().unwrap_or_else(|| addr.to_string()),
         addr,
@@ -50,10 +55,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let every = (opts.ttl / 3).max(Duration::from_millis(100));
-    let mut conn: Option<MultiplexedConnection> = None;
     let mut registered = false;
     loop {
-        match beat(&opts, &keys, &mut reg, &mut conn, registered).await {
+        match beat(&redis, &opts, &keys, &mut reg, registered).await {
             Ok(()) => {
                 if !registered {
                     log::info!(
@@ -67,7 +71,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             }
             Err(e) => {
                 log::warn!("heartbeat failed, retrying in {every:?}: {e}");
-                conn = None;
                 registered = false;
             }
         }
@@ -77,17 +80,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             _ = tokio::time::sleep(every) => {}
         }
     }
-    let conn = match conn {
-        Some(c) => c,
-        None => store::connect(&opts.redis_url, CALL_TIMEOUT).await?,
-    };
-    let mut conn = conn;
-    let removed = store::bounded(
-        "deregister",
-        CALL_TIMEOUT,
-        store::deregister(&mut conn, &keys, &opts.service, &reg.id),
-    )
-    .await?;
+    let (keys, service, id) = (&keys, &opts.service, &reg.id);
+    let removed = redis
+        .call("deregister", CALL_TIMEOUT, |mut conn| async move {
+            store::deregister(&mut conn, keys, service, id).await
+        })
+        .await;
+    follow.abort();
+    let removed = removed?;
     log::info!(
         "deregistered {} from service {} ({})",
         reg.id,
@@ -103,38 +103,28 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
 /// One heartbeat, or a full registration when needed.
 async fn beat(
+    redis: &Redis,
     opts: &AgentOptions,
     keys: &Keys,
     reg: &mut Registration,
-    conn: &mut Option<MultiplexedConnection>,
     registered: bool,
 ) -> Result<(), StoreError> {
-    if conn.is_none() {
-        *conn = Some(store::connect(&opts.redis_url, CALL_TIMEOUT).await?);
-    }
-    let Some(c) = conn.as_mut() else {
-        unreachable!("connection set above");
-    };
-    reg.heartbeat_ms = store::bounded("time", CALL_TIMEOUT, store::server_time_ms(c)).await?;
-    if registered {
-        let kept = store::bounded(
-            "heartbeat",
-            CALL_TIMEOUT,
-            store::heartbeat(c, keys, &opts.service, &reg.id, reg.heartbeat_ms),
-        )
-        .await?;
-        if kept {
-            return Ok(());
-        }
-        log::warn!(
-            "registration of {} was gone from Redis; registering again",
-            reg.id
-        );
-    }
-    store::bounded(
-        "register",
-        CALL_TIMEOUT,
-        store::register(c, keys, &opts.service, reg),
-    )
-    .await
+    redis
+        .call("heartbeat", CALL_TIMEOUT, |mut conn| async move {
+            reg.heartbeat_ms = store::server_time_ms(&mut conn).await?;
+            if registered {
+                let kept =
+                    store::heartbeat(&mut conn, keys, &opts.service, &reg.id, reg.heartbeat_ms)
+                        .await?;
+                if kept {
+                    return Ok(());
+                }
+                log::warn!(
+                    "registration of {} was gone from Redis; registering again",
+                    reg.id
+                );
+            }
+            store::register(&mut conn, keys, &opts.service, reg).await
+        })
+        .await
 }

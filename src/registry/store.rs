@@ -6,7 +6,7 @@
 use super::keys::Keys;
 use super::record;
 use crate::upstream::Registration;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::ConnectionLike;
 use redis::Value;
 use std::future::Future;
 use std::time::Duration;
@@ -16,11 +16,6 @@ pub const CLIENT: &str = "registry";
 
 /// A failed registry call.
 pub use crate::redis_client::Error as StoreError;
-
-/// Opens a multiplexed connection for registry traffic.
-pub async fn connect(url: &str, timeout: Duration) -> Result<MultiplexedConnection, StoreError> {
-    crate::redis_client::connect(CLIENT, url, timeout).await
-}
 
 /// Runs `call` within `timeout`, recording it as registry traffic.
 pub async fn bounded<T>(
@@ -35,83 +30,84 @@ pub async fn bounded<T>(
 /// hash is missing.
 pub type Entries = Vec<(String, f64, Vec<(String, String)>)>;
 
-/// Everything one registry pass reads, in two pipelined round trips.
+/// Everything one registry pass reads.
 #[derive(Debug)]
 pub struct Read {
     /// The Redis server's clock, Unix ms: the one clock every replica compares heartbeats to.
     pub now_ms: f64,
     /// The epoch token, if present.
     pub epoch: Option<String>,
-    /// Per requested service, in request order.
-    pub services: Vec<Entries>,
+    /// Per requested service, in request order; a failed read keeps that service as it was.
+    pub services: Vec<Result<Entries, StoreError>>,
 }
 
 /// Reads the server time, the epoch token and every listed service's registrations.
-pub async fn read<C: ConnectionLike + Send>(
-    conn: &mut C,
+///
+/// Each service is read on its own (its sorted set, then its hashes: two round trips), all
+/// services and the clock concurrently on the one multiplexed connection. A pipeline never
+/// spans two services: their keys live in different Redis Cluster hash slots (`{SERVICE}`),
+/// and a cluster refuses a cross-slot pipeline.
+pub async fn read<C: ConnectionLike + Send + Clone>(
+    conn: &C,
     keys: &Keys,
     services: &[&str],
 ) -> Result<Read, StoreError> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("TIME").get(keys.epoch());
-    for s in services {
-        pipe.zrange_withscores(keys.instances(s), 0, -1);
-    }
-    let mut replies: Vec<Value> = pipe.query_async(conn).await?;
-    if replies.len() != services.len() + 2 {
-        return Err(StoreError::Reply(format!(
-            "{} replies to {} commands",
-            replies.len(),
-            services.len() + 2
-        )));
-    }
-    let sets: Vec<Vec<(String, f64)>> = replies
-        .split_off(2)
-        .into_iter()
-        .map(redis::from_redis_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| StoreError::Reply(e.to_string()))?;
-    let mut head = replies.into_iter();
-    let (secs, micros): (u64, u64) = head
-        .next()
-        .map(redis::from_redis_value)
-        .transpose()
-        .map_err(|e| StoreError::Reply(e.to_string()))?
-        .unwrap_or_default();
-    let epoch: Option<String> = head
-        .next()
-        .map(redis::from_redis_value)
-        .transpose()
-        .map_err(|e| StoreError::Reply(e.to_string()))?
-        .flatten();
-
-    let mut hashes = redis::pipe();
-    for (service, set) in services.iter().zip(&sets) {
-        for (id, _) in set {
-            hashes.hgetall(keys.instance(service, id));
-        }
-    }
-    let mut fields: std::vec::IntoIter<Vec<(String, String)>> = if sets.iter().all(Vec::is_empty) {
-        Vec::new().into_iter()
-    } else {
-        hashes
-            .query_async::<Vec<Vec<(String, String)>>>(conn)
-            .await?
-            .into_iter()
+    let clock = async {
+        let mut conn = conn.clone();
+        let ((secs, micros), epoch): ((u64, u64), Option<String>) = redis::pipe()
+            .cmd("TIME")
+            .get(keys.epoch())
+            .query_async(&mut conn)
+            .await?;
+        Ok::<_, StoreError>((secs as f64 * 1000.0 + micros as f64 / 1000.0, epoch))
     };
-    let services = sets
-        .into_iter()
-        .map(|set| {
-            set.into_iter()
-                .map(|(id, score)| (id, score, fields.next().unwrap_or_default()))
-                .collect()
-        })
-        .collect();
+    let each = futures_util::future::join_all(
+        services
+            .iter()
+            .map(|service| read_service(conn.clone(), keys, service)),
+    );
+    let (clock, services) = futures_util::future::join(clock, each).await;
+    let (now_ms, epoch) = clock?;
     Ok(Read {
-        now_ms: secs as f64 * 1000.0 + micros as f64 / 1000.0,
+        now_ms,
         epoch,
         services,
     })
+}
+
+/// One service's registrations: its sorted set, then the hashes of its members.
+async fn read_service<C: ConnectionLike + Send>(
+    mut conn: C,
+    keys: &Keys,
+    service: &str,
+) -> Result<Entries, StoreError> {
+    let set: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(keys.instances(service))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await?;
+    if set.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut hashes = redis::pipe();
+    for (id, _) in &set {
+        hashes.hgetall(keys.instance(service, id));
+    }
+    let fields: Vec<Vec<(String, String)>> = hashes.query_async(&mut conn).await?;
+    if fields.len() != set.len() {
+        return Err(StoreError::Reply(format!(
+            "{} hashes for {} instances",
+            fields.len(),
+            set.len()
+        )));
+    }
+    Ok(set
+        .into_iter()
+        .zip(fields)
+        .map(|((id, score), fields)| (id, score, fields))
+        .collect())
 }
 
 /// Writes a new epoch token unless one exists, and returns the token in force.
@@ -182,8 +178,9 @@ pub async fn server_time_ms<C: ConnectionLike + Send>(conn: &mut C) -> Result<f6
     Ok(secs as f64 * 1000.0 + micros as f64 / 1000.0)
 }
 
-/// Registers (or re-registers) an instance: replaces its hash, sets its heartbeat score and
-/// publishes the service name, in one MULTI.
+/// Registers (or re-registers) an instance: replaces its hash and sets its heartbeat score in
+/// one MULTI, then publishes the service name (a separate command: the channel is not in the
+/// service's cluster hash slot).
 pub async fn register<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keys,
@@ -196,10 +193,9 @@ pub async fn register<C: ConnectionLike + Send>(
         .del(&hash)
         .hset_multiple(&hash, &record::fields(reg))
         .zadd(keys.instances(service), &reg.id, score(reg.heartbeat_ms))
-        .publish(keys.events(), service)
         .query_async(conn)
         .await?;
-    Ok(())
+    announce(conn, keys, service).await
 }
 
 /// Refreshes a heartbeat. Returns false when the member was not in the set (Redis lost its
@@ -226,13 +222,13 @@ pub async fn deregister<C: ConnectionLike + Send>(
     service: &str,
     id: &str,
 ) -> Result<bool, StoreError> {
-    let (removed, _, _): (u64, u64, u64) = redis::pipe()
+    let (removed, _): (u64, u64) = redis::pipe()
         .atomic()
         .zrem(keys.instances(service), id)
         .del(keys.instance(service, id))
-        .publish(keys.events(), service)
         .query_async(conn)
         .await?;
+    announce(conn, keys, service).await?;
     Ok(removed > 0)
 }
 
@@ -248,13 +244,29 @@ pub async fn drain<C: ConnectionLike + Send>(
     if !exists {
         return Ok(false);
     }
-    let _: Value = redis::pipe()
-        .atomic()
-        .hset(&hash, "draining", "1")
-        .publish(keys.events(), service)
+    let _: Value = redis::cmd("HSET")
+        .arg(&hash)
+        .arg("draining")
+        .arg("1")
         .query_async(conn)
         .await?;
+    announce(conn, keys, service).await?;
     Ok(true)
+}
+
+/// Tells watchers that `service` changed. On a Redis Cluster a PUBLISH reaches subscribers on
+/// every node.
+async fn announce<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    service: &str,
+) -> Result<(), StoreError> {
+    let _: Value = redis::cmd("PUBLISH")
+        .arg(keys.events())
+        .arg(service)
+        .query_async(conn)
+        .await?;
+    Ok(())
 }
 
 /// A sorted-set score: Unix ms, or `+inf` for a pinned registration.

@@ -15,7 +15,8 @@ use super::keys::Keys;
 use super::record;
 use super::status::RegistryStatus;
 use super::store::{self, Entries, StoreError};
-use crate::config::{Discovery, RedisConfig};
+use crate::config::Discovery;
+use crate::redis_client::{Conn, Redis, Topology};
 use crate::snapshot::Current;
 use crate::telemetry::redis as redis_metrics;
 use crate::upstream::health::Verdicts;
@@ -24,7 +25,6 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use redis::aio::MultiplexedConnection;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub struct Watcher {
     current: Arc<Current>,
     /// Health verdicts of instances; forgotten when an instance leaves its service.
     verdicts: Arc<Verdicts>,
-    redis: RedisConfig,
+    redis: Redis,
     keys: Keys,
     status: Arc<RegistryStatus>,
     /// Random per process: the epoch token this replica writes, and its janitor-lock value.
@@ -50,7 +50,6 @@ pub struct Watcher {
 /// What one watcher carries from pass to pass.
 #[derive(Default)]
 struct PassState {
-    conn: Option<MultiplexedConnection>,
     epoch: Option<String>,
     /// Until this Redis time (ms), known instances that vanished or expired are kept.
     recovery_until_ms: f64,
@@ -62,37 +61,33 @@ struct PassState {
 }
 
 impl Watcher {
-    /// A watcher over the services of the snapshot in force, using `redis`.
+    /// A watcher over the services of the snapshot in force, reading through `topology`.
     pub fn new(
         current: Arc<Current>,
         verdicts: Arc<Verdicts>,
-        redis: RedisConfig,
+        topology: Arc<Topology>,
         status: Arc<RegistryStatus>,
     ) -> Self {
         status.enable();
+        let timeout = current.load().config().registry.timeout;
         Self {
             current,
             verdicts,
-            keys: Keys::new(&redis.prefix),
-            redis,
+            keys: Keys::new(&topology.config().prefix),
+            redis: Redis::new(store::CLIENT, topology, timeout),
             status,
             token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
         }
     }
 
-    /// One full pass; failures are recorded in the status and leave every service as it was.
+    /// One full pass; failures are recorded in the status and leave the services they concern
+    /// as they were.
     async fn pass(&self, state: &mut PassState) {
-        let conn = match state.conn.take() {
-            Some(c) => Ok(c),
-            None => store::connect(&self.redis.url, self.redis.connect_timeout).await,
-        };
-        let result = match conn {
-            Ok(mut conn) => {
-                let result = self.try_pass(&mut conn, state).await;
-                // A broken or stuck connection is replaced on the next pass.
-                if !matches!(&result, Err(e) if matches!(e.kind(), "connection" | "timeout")) {
-                    state.conn = Some(conn);
-                }
+        let timeout = self.current.load().config().registry.timeout;
+        let result = match store::bounded("connect", timeout, self.redis.link()).await {
+            Ok(link) => {
+                let result = self.try_pass(&link.conn(), state).await;
+                self.redis.settle(&link, &result);
                 result
             }
             Err(e) => Err(e),
@@ -104,11 +99,9 @@ impl Watcher {
         }
     }
 
-    async fn try_pass(
-        &self,
-        conn: &mut MultiplexedConnection,
-        state: &mut PassState,
-    ) -> Result<bool, StoreError> {
+    /// Returns whether the registry is in its grace period; a failed service read fails the
+    /// pass after the other services were applied.
+    async fn try_pass(&self, conn: &Conn, state: &mut PassState) -> Result<bool, StoreError> {
         let snapshot = self.current.load();
         let timeout = snapshot.config().registry.timeout;
         let watched: Vec<(&str, &Arc<Upstream>)> = snapshot
@@ -143,7 +136,7 @@ impl Watcher {
                 state.epoch = store::bounded(
                     "registry_epoch",
                     timeout,
-                    store::claim_epoch(conn, &self.keys, &self.token),
+                    store::claim_epoch(&mut conn.clone(), &self.keys, &self.token),
                 )
                 .await?;
             }
@@ -159,7 +152,16 @@ impl Watcher {
         let recovering = read.now_ms < state.recovery_until_ms;
 
         let mut expired_in = Vec::new();
+        let mut failed = None;
         for ((name, upstream), entries) in watched.iter().zip(read.services) {
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(e) => {
+                    // This service keeps its last known good instances.
+                    failed = Some(StoreError::Reply(format!("service {name}: {e}")));
+                    continue;
+                }
+            };
             let ttl_ms = upstream.config().heartbeat_ttl.as_millis() as f64;
             let (mut live, counts) = self.interpret(name, entries, read.now_ms, ttl_ms, state);
             if recovering {
@@ -187,7 +189,7 @@ impl Watcher {
         });
         if snapshot.config().registry.janitor && !recovering && !expired_in.is_empty() {
             self.janitor(
-                conn,
+                &mut conn.clone(),
                 &expired_in,
                 state,
                 snapshot.config().registry.poll_interval,
@@ -195,7 +197,10 @@ impl Watcher {
             )
             .await?;
         }
-        Ok(recovering)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(recovering),
+        }
     }
 
     /// Splits one service's entries into usable registrations and counts
@@ -242,7 +247,7 @@ impl Watcher {
     /// Removes expired registrations, at most once per period across all replicas.
     async fn janitor(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         expired_in: &[(&str, f64)],
         state: &mut PassState,
         poll: Duration,
@@ -281,7 +286,7 @@ impl BackgroundService for Watcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(
-            self.redis.clone(),
+            self.redis.topology().clone(),
             self.keys.events(),
             wake.clone(),
             shutdown.clone(),
@@ -301,20 +306,25 @@ impl BackgroundService for Watcher {
 }
 
 /// Subscribes to the events channel and wakes the poll loop on every message, and after every
-/// (re)subscription, since events may have been missed while disconnected.
+/// (re)subscription, since events may have been missed while disconnected. On a cluster each
+/// attempt tries the next seed node.
 async fn listen(
-    redis: RedisConfig,
+    topology: Arc<Topology>,
     channel: String,
     wake: Arc<Notify>,
     mut shutdown: ShutdownWatch,
 ) {
-    loop {
+    let bound = topology.config().connect_timeout;
+    for attempt in 0.. {
         let session = async {
-            let client = redis::Client::open(redis.url.as_str())?;
-            let mut pubsub = tokio::time::timeout(redis.connect_timeout, client.get_async_pubsub())
+            let (client, at) = tokio::time::timeout(bound, topology.subscriber(attempt))
                 .await
-                .map_err(|_| StoreError::Timeout(redis.connect_timeout))??;
+                .map_err(|_| StoreError::Timeout(bound))??;
+            let mut pubsub = tokio::time::timeout(bound, client.get_async_pubsub())
+                .await
+                .map_err(|_| StoreError::Timeout(bound))??;
             pubsub.subscribe(&channel).await?;
+            log::debug!("registry: subscribed to {channel} on {at}");
             wake.notify_one();
             let mut messages = pubsub.on_message();
             while messages.next().await.is_some() {

@@ -9,7 +9,7 @@
 mod plan;
 mod sections;
 
-pub use plan::{compile_file, compile_str, Plan, RoutePlan};
+pub use plan::{compile_file, compile_redis_file, compile_str, Plan, RoutePlan};
 
 use crate::config::{Config, Discovery};
 use crate::forwarding::TrustedProxies;

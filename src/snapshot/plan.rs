@@ -11,6 +11,7 @@ use crate::config::{self, Config, ConfigError, ConfigErrors, Parsed, Problems, R
 use crate::forwarding::TrustedProxies;
 use crate::policy::headers::HeaderEdits;
 use crate::ratelimit::RuleSpec;
+use crate::redis_client::Topology;
 use crate::retry::RetryPolicy;
 use crate::router::{Matcher, PathRewrite, Router};
 use crate::telemetry::kpi::{self, KpiSpec};
@@ -31,6 +32,8 @@ pub struct Plan {
     pub rules: BTreeMap<String, RuleSpec>,
     pub kpis: Vec<KpiSpec>,
     pub trusted: TrustedProxies,
+    /// Where Redis is, when there is a `redis` section.
+    pub redis: Option<Arc<Topology>>,
     /// Proof that the plan came from the compile step (construction stays in this file).
     #[allow(dead_code)]
     checked: Checked,
@@ -63,6 +66,30 @@ pub fn compile_str(file: &str, text: &str) -> Result<Plan, ConfigErrors> {
     finish(config::parse_str(file, text)?)
 }
 
+/// Reads a gateway configuration file for where Redis is (`portico register --config`): the
+/// whole file's schema, then its `redis` section compiled; `None` without a `redis` section.
+pub fn compile_redis_file(path: &Path) -> Result<Option<Arc<Topology>>, ConfigErrors> {
+    let parsed = config::parse_file(path)?;
+    let mut problems = Problems::default();
+    let topology = parsed
+        .config
+        .redis
+        .as_ref()
+        .and_then(|r| Topology::compile(r, &mut problems));
+    let mut errors: Vec<ConfigError> = parsed.errors;
+    errors.extend(
+        problems
+            .iter()
+            .filter(|p| !parsed.document.covers(&p.path))
+            .map(|p| parsed.document.locate(p)),
+    );
+    if errors.is_empty() {
+        return Ok(topology.map(Arc::new));
+    }
+    config::sort_errors(&mut errors);
+    Err(ConfigErrors(errors))
+}
+
 /// Compiles a parsed file, adding the compile step's problems to the parse errors (except
 /// where a parse error already speaks for the field).
 fn finish(parsed: Parsed) -> Result<Plan, ConfigErrors> {
@@ -87,9 +114,14 @@ impl Plan {
     fn compile(config: Config, problems: &mut Problems) -> Plan {
         sections::server(&config.server, problems);
         sections::redis(&config, problems);
+        let redis = config
+            .redis
+            .as_ref()
+            .and_then(|r| Topology::compile(r, problems))
+            .map(Arc::new);
         sections::telemetry(&config, problems);
         let has_redis = config.redis.is_some();
-        let replicas = config.redis.as_ref().map_or(1, |r| r.replicas);
+        let replicas = config.redis.as_ref().and_then(|r| r.replicas);
         let services: BTreeMap<String, ServiceSpec> = config
             .services
             .iter()
@@ -134,6 +166,7 @@ impl Plan {
             rules,
             kpis,
             trusted,
+            redis,
             config: Arc::new(config),
             checked: Checked,
         }

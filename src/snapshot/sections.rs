@@ -39,14 +39,14 @@ fn listen_address(text: &str, at: &str, problems: &mut Problems) {
     }
 }
 
-/// `redis` and `registry`.
+/// `redis` (beyond where Redis is: `redis_client::Topology::compile`) and `registry`.
 pub fn redis(config: &Config, problems: &mut Problems) {
     if let Some(r) = &config.redis {
-        if r.replicas == 0 {
+        if r.replicas == Some(0) {
             problems.push("redis.replicas", "must be at least 1");
         }
-        if let Err(e) = redis::Client::open(r.url.as_str()) {
-            problems.push("redis.url", format!("bad Redis URL: {e}"));
+        if r.gateway_ttl < Duration::from_millis(200) {
+            problems.push("redis.gateway_ttl", "must be at least 200ms");
         }
         for (field, d) in [
             ("command_timeout", r.command_timeout),

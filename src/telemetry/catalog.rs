@@ -69,6 +69,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_events_dropped_total", Counter, &["reason"]),
     ("portico_events_published_total", Counter, &[]),
+    ("portico_gateways_live", Gauge, &[]),
     (
         "portico_http_gateway_responses_total",
         Counter,
@@ -122,7 +123,14 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Histogram,
         &["client", "command"],
     ),
+    (
+        "portico_redis_connects_total",
+        Counter,
+        &["client", "result"],
+    ),
     ("portico_redis_errors_total", Counter, &["client", "kind"]),
+    ("portico_redis_primary_switches_total", Counter, &[]),
+    ("portico_redis_topology_info", Gauge, &["tls", "topology"]),
     ("portico_redis_up", Gauge, &["client"]),
     ("portico_registry_data_loss_detected_total", Counter, &[]),
     (
@@ -277,18 +285,34 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
         "portico_redis_up",
         "client",
-        &["registry", "ratelimit", "events"],
+        &["registry", "admin", "ratelimit", "events", "membership"],
     ),
     (
         "portico_redis_command_duration_seconds",
         "client",
-        &["registry", "ratelimit", "events"],
+        &["registry", "admin", "ratelimit", "events", "membership"],
     ),
     (
         "portico_redis_errors_total",
         "client",
-        &["registry", "ratelimit", "events"],
+        &["registry", "admin", "ratelimit", "events", "membership"],
     ),
+    (
+        "portico_redis_connects_total",
+        "client",
+        &["registry", "admin", "ratelimit", "events", "membership"],
+    ),
+    (
+        "portico_redis_connects_total",
+        "result",
+        &["success", "failure"],
+    ),
+    (
+        "portico_redis_topology_info",
+        "topology",
+        &["single", "cluster", "sentinel"],
+    ),
+    ("portico_redis_topology_info", "tls", &["true", "false"]),
     (
         "portico_redis_errors_total",
         "kind",

@@ -1,10 +1,12 @@
-//! Redis and service-registry metric families: connection state, command latency and errors
-//! per logical client (`registry`, later `ratelimit` and `events`), and registry sync results.
+//! Redis and service-registry metric families: connection state, dials, command latency and
+//! errors per logical client (`registry`, `admin`, `ratelimit`, `events`, `membership`), the
+//! sentinels' primary switches, and registry sync results.
 
 use super::metrics::family;
 use prometheus::{
-    register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
-    Gauge, HistogramVec, IntCounterVec, IntGaugeVec,
+    register_gauge, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Gauge, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -29,6 +31,24 @@ family!(REDIS_ERRORS: IntCounterVec = register_int_counter_vec!(
     "portico_redis_errors_total",
     "Failed Redis calls by kind (timeout, connection, protocol).",
     &["client", "kind"]
+));
+family!(REDIS_CONNECTS: IntCounterVec = register_int_counter_vec!(
+    "portico_redis_connects_total",
+    "Connections dialled per client by result; every success after the first is a reconnect.",
+    &["client", "result"]
+));
+family!(PRIMARY_SWITCHES: IntCounter = register_int_counter!(
+    "portico_redis_primary_switches_total",
+    "Times the Redis sentinels named a new primary and every client reconnected to it."
+));
+family!(REDIS_TOPOLOGY: IntGaugeVec = register_int_gauge_vec!(
+    "portico_redis_topology_info",
+    "1 for the Redis topology in use (single, cluster or sentinel) and whether it uses TLS.",
+    &["topology", "tls"]
+));
+family!(GATEWAYS_LIVE: IntGauge = register_int_gauge!(
+    "portico_gateways_live",
+    "Gateways heartbeating into the membership list within its TTL (the last count while Redis is away; 1 without Redis)."
 ));
 family!(REGISTRY_SYNCS: IntCounterVec = register_int_counter_vec!(
     "portico_registry_syncs_total",
@@ -63,6 +83,10 @@ pub fn init() {
     LazyLock::force(&REDIS_UP);
     LazyLock::force(&REDIS_COMMAND_DURATION);
     LazyLock::force(&REDIS_ERRORS);
+    LazyLock::force(&REDIS_CONNECTS);
+    LazyLock::force(&PRIMARY_SWITCHES);
+    LazyLock::force(&REDIS_TOPOLOGY);
+    GATEWAYS_LIVE.set(1);
     for result in ["success", "failure"] {
         REGISTRY_SYNCS.with_label_values(&[result]);
     }
@@ -81,6 +105,22 @@ pub fn client_in_use(client: &str) {
     for kind in ERROR_KINDS {
         REDIS_ERRORS.with_label_values(&[client, kind]);
     }
+    for result in ["success", "failure"] {
+        REDIS_CONNECTS.with_label_values(&[client, result]);
+    }
+}
+
+/// Counts one dial of `client`.
+pub fn connected(client: &str, ok: bool) {
+    let result = if ok { "success" } else { "failure" };
+    REDIS_CONNECTS.with_label_values(&[client, result]).inc();
+}
+
+/// Says which topology is in use.
+pub fn topology(kind: &str, tls: bool) {
+    REDIS_TOPOLOGY
+        .with_label_values(&[kind, if tls { "true" } else { "false" }])
+        .set(1);
 }
 
 /// Records one Redis call of `client`: its latency, and its error kind if it failed.

@@ -5,10 +5,16 @@
 //! failure means for them (last known good, local fallback, a dropped batch) — Redis being away
 //! never fails a request.
 
-use crate::config::RedisConfig;
+mod conn;
+mod link;
+pub mod sentinel;
+mod topology;
+
+pub use conn::Conn;
+pub use link::{Link, Redis, STUCK_AFTER};
+pub use topology::{Opened, Topology};
+
 use crate::telemetry::redis as redis_metrics;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -21,6 +27,9 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("unexpected Redis reply: {0}")]
     Reply(String),
+    /// No connection: the last dial failed and the next waits for its backoff.
+    #[error("Redis unreachable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -30,6 +39,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Redis(e) if e.is_timeout() => "timeout",
             Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
+            Error::Unavailable(_) => "connection",
             Error::Redis(_) | Error::Reply(_) => "protocol",
         }
     }
@@ -38,38 +48,6 @@ impl Error {
     pub fn is_connection_lost(&self) -> bool {
         matches!(self.kind(), "connection" | "timeout")
     }
-}
-
-/// Opens a multiplexed connection whose driver task runs on the current runtime; `client`
-/// labels its metrics.
-pub async fn connect(
-    client: &'static str,
-    url: &str,
-    timeout: Duration,
-) -> Result<MultiplexedConnection, Error> {
-    let redis = Client::open(url)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    bounded(client, "connect", timeout, async {
-        Ok(redis
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    })
-    .await
-}
-
-/// A connection for request-path commands: multiplexed, connecting on first use, reconnecting
-/// by itself (once per call, backing off up to 500 ms), every response bounded by
-/// `command_timeout`. Its driver task runs on the runtime of its first use.
-pub fn request_path(settings: &RedisConfig) -> Result<ConnectionManager, Error> {
-    let client = Client::open(settings.url.as_str())?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(settings.command_timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 /// Runs `call` within `timeout`, recording its duration and any error under `client`.
