@@ -768,6 +768,23 @@ def ratelimit_deps():
     L.add(timeseries("Redis commands", targets((
         "sum by (client, command) (%s)" % rate("portico_redis_command_duration_seconds_count"),
         "{{client}} {{command}}")), "ops", legend_table=True), 24, 7)
+    L.add(stat("Redis topology", targets((
+        "max by (topology, tls) (portico_redis_topology_info%s)" % sel(),
+        "{{topology}} (tls {{tls}})")), "short",
+        desc="single, cluster or sentinel, and whether connections use TLS."), 6, 7)
+    L.add(stat("Gateways live", targets((
+        "max(portico_gateways_live%s)" % sel(), "live")), "short", graph=True,
+        desc="Gateways heartbeating into the membership list; divides the local fallback share "
+             "of Redis-stored limits. Compare with the replica count you expect."), 6, 7)
+    L.add(timeseries("Redis dials by client / result", targets((
+        "sum by (client, result) (%s)" % rate("portico_redis_connects_total"),
+        "{{client}} {{result}}")), "ops", stack=True,
+        desc="Every success after the first per client is a reconnect; failures back off "
+             "100 ms to 1 s."), 6, 7)
+    L.add(timeseries("Sentinel primary switches", targets((
+        "sum(increase(portico_redis_primary_switches_total%s[$__range]))" % sel(), "switches")),
+        "short", bars=True,
+        desc="Times the sentinels named a new primary and every client redialled."), 6, 7)
 
     L.row("Service registry")
     L.add(stat("Registry last-sync age", targets((

@@ -4,7 +4,7 @@
 //!
 //! - A dial runs as its own task, so a caller that gives up (the rate limiter waits 50 ms) does
 //!   not cancel it; the next caller finds the connection ready.
-//! - A failed dial backs off (100 ms doubling to 5 s, with jitter); meanwhile callers fail at
+//! - A failed dial backs off (100 ms doubling to 1 s, with jitter); meanwhile callers fail at
 //!   once instead of each waiting for a timeout. Every dial is counted in
 //!   `portico_redis_connects_total{client, result}`.
 //! - A connection is dropped after an I/O error, a `READONLY` reply (a sentinel demoted the
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 /// Timeouts in a row after which a connection is presumed stuck and dialled again.
 pub const STUCK_AFTER: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+// Short: a dial costs Redis little, and after an outage every second of backoff is a second
+// of local fallback.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One logical client's handle on Redis; clones share the connection.
 #[derive(Clone)]
@@ -67,6 +69,9 @@ struct Dial {
     last_error: String,
     /// Where the last connection went (a sentinel's primary moves).
     last_at: Option<String>,
+    /// The topology generation of the last failed dial: a newer one (a new primary) is
+    /// dialled at once instead of waiting out the backoff.
+    failed_in: u64,
 }
 
 impl Redis {
@@ -196,7 +201,9 @@ impl Redis {
         if let Some(pending) = &dial.pending {
             return Ok(pending.clone());
         }
-        if dial.retry_at.is_some_and(|at| Instant::now() < at) {
+        if dial.retry_at.is_some_and(|at| Instant::now() < at)
+            && dial.failed_in == self.inner.topology.generation()
+        {
             return Err(Error::Unavailable(dial.last_error.clone()));
         }
         let inner = self.inner.clone();
@@ -261,6 +268,7 @@ impl Inner {
                 dial.delay = (dial.delay * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                 let jitter = dial.delay.mul_f64(0.8 + 0.4 * fastrand::f64());
                 dial.retry_at = Some(Instant::now() + jitter);
+                dial.failed_in = generation;
                 dial.last_error = e.clone();
                 Err(e)
             }

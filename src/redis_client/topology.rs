@@ -69,18 +69,20 @@ impl Topology {
         let certs = config.tls.as_ref().map(|t| load_tls(t, problems));
         let tls = certs.is_some();
         let password = config.password.as_deref().filter(|p| !p.is_empty());
-        let chosen = [
-            config.url.is_some(),
-            !config.cluster.is_empty(),
-            config.sentinel.is_some(),
+        let chosen: Vec<&str> = [
+            ("url", config.url.is_some()),
+            ("cluster", !config.cluster.is_empty()),
+            ("sentinel", config.sentinel.is_some()),
         ]
         .into_iter()
-        .filter(|set| *set)
-        .count();
-        if chosen > 1 {
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if let [first, .., last] = chosen.as_slice() {
             problems.push(
-                "redis",
-                "set only one of url (one node), cluster (seed nodes) and sentinel",
+                format!("redis.{last}"),
+                format!(
+                    "set only one of url (one node), cluster (seed nodes) and sentinel; {first} is set too"
+                ),
             );
             return None;
         }
@@ -508,7 +510,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            ["redis: set only one of url (one node), cluster (seed nodes) and sentinel"]
+            ["redis.cluster: set only one of url (one node), cluster (seed nodes) and sentinel; url is set too"]
         );
     }
 

@@ -14,6 +14,8 @@ pub use portico::echo::EchoServer;
 pub mod keepalive;
 pub mod load;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod tls;
 #[allow(unused_imports)]
 pub use self::load::{KeepAliveLoad, SteadyLoad};

@@ -1,21 +1,42 @@
 //! A real `redis-server` on a free loopback port, owned by one test: started empty without
-//! persistence, killable and restartable on the same port.
+//! persistence, killable and restartable on the same port; optionally TLS-only (client
+//! certificates required), password-protected, or with extra arguments (a replica).
 
 use super::free_port;
+use super::tls::Pki;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How a [`RedisServer`] runs.
+#[derive(Default, Clone)]
+pub struct RedisOptions {
+    /// Serve TLS only (on the port), requiring client certificates from this CA.
+    pub tls: Option<Arc<Pki>>,
+    /// `requirepass` (and `masterauth`, for replicas).
+    pub password: Option<String>,
+    /// More `redis-server` arguments.
+    pub extra: Vec<String>,
+}
 
 /// A `redis-server` child process.
 pub struct RedisServer {
     pub port: u16,
+    options: RedisOptions,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a fresh server on a free port.
     pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a fresh server on a free port, run as `options` say.
+    pub fn start_with(options: RedisOptions) -> Self {
         let mut server = Self {
             port: free_port(),
+            options,
             child: None,
         };
         server.restart();
@@ -24,20 +45,51 @@ impl RedisServer {
 
     /// A handle on a server another handle owns (it is not stopped when this one drops).
     pub fn attach(port: u16) -> Self {
-        Self { port, child: None }
+        Self {
+            port,
+            options: RedisOptions::default(),
+            child: None,
+        }
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0` (`rediss://` with TLS; with the password when there is one).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let auth = self
+            .options
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{auth}127.0.0.1:{}/0", self.port)
     }
 
     /// Starts (again) on the same port, with no data.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        match &self.options.tls {
+            None => command.args(["--port", &port]),
+            Some(pki) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .args(["--tls-cert-file", &pki.server_cert])
+                .args(["--tls-key-file", &pki.server_key])
+                .args(["--tls-ca-cert-file", &pki.ca])
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        if let Some(p) = &self.options.password {
+            command.args(["--requirepass", p, "--masterauth", p]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(&self.options.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -72,8 +124,16 @@ impl RedisServer {
         }
     }
 
-    fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(self.url())?;
+    /// The child's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = match &self.options.tls {
+            Some(pki) => redis::Client::build_with_tls(self.url(), pki.redis_certificates())?,
+            None => redis::Client::open(self.url())?,
+        };
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
