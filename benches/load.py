@@ -15,6 +15,7 @@ without them. Targets, each measured once per round in the same order:
               (Redis registry), a local rate limit that never trips, KPIs, full metrics, access log
               to a file, tracing at 1% to a local OTLP/HTTP receiver
   portico-b-redis  the same with the rate limit in the Redis store (one EVALSHA per request)
+  portico-b-cluster  (--cluster) portico-b-redis against a 3-master Redis Cluster
   portico-b-steal  (with --steal) the same on tokio's work-stealing runtime
 
 Per target: requests/s (median and min-max), p50/p99 latency at saturation (median over
@@ -159,6 +160,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--steal", action="store_true",
                     help="also run Portico b with server.work_stealing: true")
+    ap.add_argument("--cluster", action="store_true",
+                    help="also run Portico b against a 3-master Redis Cluster (registry and limit)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is required: apt-get install wrk")
@@ -213,9 +216,30 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
         otlp_port = free_port()
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", otlp_port), Otlp)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        def portico_b(name, store="local", work_stealing=False):
+        cluster_section = None
+        if args.cluster and redis_port:
+            ports = [free_port() for _ in range(3)]
+            for cp in ports:
+                procs.append(start(["redis-server", "--port", str(cp), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no", "--cluster-enabled", "yes",
+                                    "--cluster-port", str(free_port()),
+                                    "--cluster-config-file", os.path.join(tmp, f"nodes-{cp}.conf"),
+                                    "--dir", tmp], cp, 1))
+            subprocess.run(["redis-cli", "--cluster", "create"] + [f"127.0.0.1:{cp}" for cp in ports]
+                           + ["--cluster-yes"], check=True, stdout=subprocess.DEVNULL)
+            seeds = ", ".join(f'"redis://127.0.0.1:{cp}"' for cp in ports)
+            cluster_section = f"redis: {{cluster: [{seeds}]}}\n"
+            with open(os.path.join(tmp, "cluster.yaml"), "w") as f:
+                f.write(cluster_section + "routes: [{name: api, service: origin}]\n"
+                        "services: {origin: {discovery: redis}}\n")
+            time.sleep(2)  # every node reports cluster_state:ok
+            procs.append(subprocess.Popen(pin(1) + [PORTICO, "register", "--config", os.path.join(tmp, "cluster.yaml"),
+                                          "--service", "origin", "--addr", f"127.0.0.1:{origin}"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def portico_b(name, store="local", work_stealing=False, redis_section=None):
             port, admin = free_port(), free_port()
-            discovery = (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
+            discovery = redis_section or (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
             service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
             conf = os.path.join(tmp, f"{name}.yaml")
             with open(conf, "w") as f:
@@ -238,6 +262,8 @@ kpis:
             portico_b("portico-b-steal", work_stealing=True)
         if redis_port:
             portico_b("portico-b-redis", store="redis")
+        if cluster_section:
+            portico_b("portico-b-cluster", store="redis", redis_section=cluster_section)
         time.sleep(2)  # registry first sync, tracing provider up
 
         results = {name: {"rps": [], "cpu": [], "p50": [], "p99": [], "errors": 0} for name in targets}
@@ -300,7 +326,8 @@ kpis:
 
         lines += ["", "Paired per-round ratios (median over rounds):", ""]
         for name, base_name in [("portico-a", "bare"), ("portico-b", "bare"), ("portico-b-steal", "bare"),
-                                ("portico-b-redis", "portico-b"), ("portico-b", "nginx")]:
+                                ("portico-b-redis", "portico-b"), ("portico-b-cluster", "portico-b"),
+                                ("portico-b-cluster", "portico-b-redis"), ("portico-b", "nginx")]:
             if name in results and base_name in results:
                 lines.append(f"- {name} / {base_name}: req/s {paired(name, base_name, 'rps'):.2f}x, "
                              f"CPU per request {paired(name, base_name, 'cpu'):.2f}x")

@@ -187,3 +187,29 @@ fn a_master_killed_under_load_costs_no_client_an_error() {
         "an instance registered after the failover is routable"
     );
 }
+
+#[test]
+fn a_cluster_seed_that_is_not_a_cluster_is_a_counted_run_time_error() {
+    let redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let gw = Gateway::start(&format!(
+        "redis: {{cluster: [\"redis://127.0.0.1:{}\"]}}\n\
+         rate_limits:\n  shared: {{key: global, limit: 5, per: 1m, store: redis}}\n\
+         routes:\n  - {{name: api, service: svc, rate_limits: [shared]}}\n\
+         services:\n  svc:\n    discovery: redis\n    instances: [\"{}\"]\n",
+        redis.port, echo.addr
+    ));
+    let statuses: Vec<u16> = (0..8).map(|_| gw.get("/").status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "never a 5xx: {statuses:?}"
+    );
+    assert!(gw.eventually(Duration::from_secs(3), || {
+        gw.metric("portico_redis_connects_total{client=\"registry\",result=\"failure\"}") >= 1.0
+    }));
+    let registry = gw.admin("GET", "/admin/registry", &[]).json().to_string();
+    assert!(
+        registry.contains("cluster support disabled"),
+        "the reason is shown: {registry}"
+    );
+}
