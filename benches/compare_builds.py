@@ -5,9 +5,10 @@ runtime experiments that change the binary rather than the configuration.
     python3 benches/compare_builds.py OLD_BINARY NEW_BINARY [--rounds 6] [--duration 4]
 
 Both serve Portico a (routing only) and a local-only Portico b (local rate limit, KPIs, access
-log) in front of one echo origin, pinned as in benches/load.py (proxy on core 0, wrk and origin
-on core 1). Prints CPU µs per request, req/s and peak RSS per build, and the paired per-round
-CPU ratio NEW/OLD. Build the second binary from a worktree, e.g.
+log) in front of one echo origin, and with `--redis` Portico r (b with the limit in the Redis
+store of a redis-server on core 1, one EVALSHA per request), pinned as in benches/load.py
+(proxy on core 0, wrk, origin and Redis on core 1). Prints CPU µs per request, req/s and peak
+RSS per build, and the paired per-round CPU ratio NEW/OLD. Build the second binary from a worktree, e.g.
 `git worktree add /tmp/exp && (cd /tmp/exp && <edit> && cargo build --release --bin portico)`.
 """
 
@@ -23,10 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402  (the helpers of the load benchmark)
 
 
-def config(tmp, name, kind, port, admin, origin):
+def config(tmp, name, kind, port, admin, origin, redis_port=None):
+    store = "redis" if kind == "r" else "local"
+    redis = f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if kind == "r" else ""
     extra = ("access_log: {enabled: false}\nroutes: [{name: api, service: origin}]\n" if kind == "a" else
-             f'access_log: {{enabled: true, path: "{tmp}/{name}.log"}}\n'
-             "rate_limits: {never: {limit: 1000000, per: 1s}}\n"
+             f'{redis}access_log: {{enabled: true, path: "{tmp}/{name}.log"}}\n'
+             f"rate_limits: {{never: {{limit: 1000000, per: 1s, store: {store}}}}}\n"
              "routes: [{name: api, service: origin, rate_limits: [never]}]\n"
              "kpis: [{name: reads, routes: [api], methods: [GET], status: 2xx}]\n")
     path = os.path.join(tmp, f"{name}-{kind}.yaml")
@@ -42,6 +45,7 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=4)
+    ap.add_argument("--redis", action="store_true", help="also compare the Redis-store limit")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is required: apt-get install wrk")
@@ -51,10 +55,16 @@ def main():
     try:
         origin = load.free_port()
         procs.append(load.start([args.old, "echo", "--listen", f"127.0.0.1:{origin}"], origin, 1))
+        kinds = ("a", "b", "r") if args.redis else ("a", "b")
+        redis_port = None
+        if args.redis:
+            redis_port = load.free_port()
+            procs.append(load.start(["redis-server", "--port", str(redis_port), "--save", "",
+                                     "--bind", "127.0.0.1"], redis_port, 1))
         for name, binary in builds.items():
-            for kind in ("a", "b"):
+            for kind in kinds:
                 port, admin = load.free_port(), load.free_port()
-                conf = config(tmp, name, kind, port, admin, origin)
+                conf = config(tmp, name, kind, port, admin, origin, redis_port)
                 p = load.start([binary, "run", "-c", conf], port, 0, env={**os.environ, "RUST_LOG": "error"})
                 procs.append(p)
                 targets[f"{name}-{kind}"] = (p, port)
@@ -69,7 +79,7 @@ def main():
             rss = load.peak_rss_kb(load.pids_of(targets[key][0].pid)) / 1024
             print(f"{key:6} CPU µs/req {statistics.median(r[0] for r in rows):5.1f}  "
                   f"req/s {statistics.median(r[1] for r in rows):7.0f}  peak RSS {rss:5.1f} MB")
-        for kind in ("a", "b"):
+        for kind in kinds:
             ratios = [n[0] / o[0] for n, o in zip(results[f"new-{kind}"], results[f"old-{kind}"])]
             print(f"new/old CPU per request, Portico {kind}: median {statistics.median(ratios):.3f} "
                   f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
