@@ -116,24 +116,13 @@ fn two_gateways_share_registry_limits_and_events_through_a_three_master_cluster(
     }
 
     // `portico register --config` with the gateway's own file registers through the cluster.
-    let mut agent = Process::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["register", "--config"])
-            .arg(&one.config_path)
-            .args(["--service", "svc", "--id", "c", "--ttl", "3s"])
-            .args(["--addr", &c.addr.to_string()])
-            .env("RUST_LOG", "warn"),
-    );
+    let agent = start_registrar(&one.config_path, "svc", "c", c.addr);
     assert!(
         two.eventually(Duration::from_secs(3), || two.get("/free").instance()
             == Some("c".into())),
         "the agent's instance is routable"
     );
-    std::process::Command::new("kill")
-        .args(["-TERM", &agent.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(agent.exit_code(Duration::from_secs(5)), Some(0));
+    stop_registrar(agent);
     assert_eq!(
         cluster.cli(&["ZSCORE", "portico:registry:{svc}:instances", "c"]),
         "",

@@ -80,22 +80,11 @@ fn discovery_and_limits_follow_a_sentinel_failover_without_client_errors() {
     );
 
     // `portico register --config` follows the sentinels to the new primary too.
-    let mut agent = Process::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["register", "--config"])
-            .arg(&gw.config_path)
-            .args(["--service", "svc", "--id", "c", "--ttl", "3s"])
-            .args(["--addr", &c.addr.to_string()])
-            .env("RUST_LOG", "warn"),
-    );
+    let agent = start_registrar(&gw.config_path, "svc", "c", c.addr);
     assert!(
         gw.eventually(Duration::from_secs(3), || gw.get("/free").instance()
             == Some("c".into())),
         "the agent's instance is routable"
     );
-    std::process::Command::new("kill")
-        .args(["-TERM", &agent.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(agent.exit_code(Duration::from_secs(5)), Some(0));
+    stop_registrar(agent);
 }

@@ -140,42 +140,34 @@ fn a_wrong_ca_is_a_clear_counted_error_and_never_a_5xx() {
     assert_eq!(gateways.json()["error"]["code"], "redis_unavailable");
 }
 
-#[test]
-fn validate_locates_tls_and_topology_mistakes() {
+/// `portico validate` on `redis` followed by a minimal valid rest; its output.
+fn validate(redis: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("portico.yaml");
-    std::fs::write(
-        &file,
-        "redis:\n  url: \"redis://127.0.0.1:6379/0\"\n  cluster: [\"redis://127.0.0.1:7000\"]\n\
-         routes:\n  - {name: a, service: s}\nservices:\n  s: {instances: [\"127.0.0.1:1\"]}\n",
-    )
-    .unwrap();
+    let rest =
+        "routes:\n  - {name: a, service: s}\nservices:\n  s: {instances: [\"127.0.0.1:1\"]}\n";
+    std::fs::write(&file, format!("{redis}{rest}")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["validate", "-c"])
         .arg(&file)
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "validate accepted:\n{redis}");
+    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+}
+
+#[test]
+fn validate_locates_tls_and_topology_mistakes() {
+    let text = validate(
+        "redis:\n  url: \"redis://127.0.0.1:6379/0\"\n  cluster: [\"redis://127.0.0.1:7000\"]\n",
+    );
     assert!(
         text.contains("portico.yaml:3:12: redis.cluster: set only one of url (one node), cluster (seed nodes) and sentinel; url is set too"),
         "{text}"
     );
-
-    std::fs::write(
-        &file,
-        "redis:\n  url: \"redis://127.0.0.1:6379/0\"\n  tls:\n    ca: /nonexistent/ca.pem\n    cert: /nonexistent/client.pem\n\
-         routes:\n  - {name: a, service: s}\nservices:\n  s: {instances: [\"127.0.0.1:1\"]}\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["validate", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text = validate(
+        "redis:\n  url: \"redis://127.0.0.1:6379/0\"\n  tls:\n    ca: /nonexistent/ca.pem\n    cert: /nonexistent/client.pem\n",
+    );
     for expected in [
         "portico.yaml:2:8: redis.url: redis.tls is set, so this URL must use rediss://",
         "portico.yaml:4:9: redis.tls.ca: cannot read \"/nonexistent/ca.pem\"",

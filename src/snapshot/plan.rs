@@ -76,25 +76,21 @@ pub fn compile_redis_file(path: &Path) -> Result<Option<Arc<Topology>>, ConfigEr
         .redis
         .as_ref()
         .and_then(|r| Topology::compile(r, &mut problems));
-    let mut errors: Vec<ConfigError> = parsed.errors;
-    errors.extend(
-        problems
-            .iter()
-            .filter(|p| !parsed.document.covers(&p.path))
-            .map(|p| parsed.document.locate(p)),
-    );
-    if errors.is_empty() {
-        return Ok(topology.map(Arc::new));
-    }
-    config::sort_errors(&mut errors);
-    Err(ConfigErrors(errors))
+    located(parsed, problems).map(|()| topology.map(Arc::new))
 }
 
 /// Compiles a parsed file, adding the compile step's problems to the parse errors (except
 /// where a parse error already speaks for the field).
-fn finish(parsed: Parsed) -> Result<Plan, ConfigErrors> {
+fn finish(mut parsed: Parsed) -> Result<Plan, ConfigErrors> {
     let mut problems = Problems::default();
-    let plan = Plan::compile(parsed.config, &mut problems);
+    let config = std::mem::take(&mut parsed.config);
+    let plan = Plan::compile(config, &mut problems);
+    located(parsed, problems).map(|()| plan)
+}
+
+/// The parse errors and the compile step's problems, located and in file order; `Ok` when
+/// there are none.
+fn located(parsed: Parsed, problems: Problems) -> Result<(), ConfigErrors> {
     let mut errors: Vec<ConfigError> = parsed.errors;
     errors.extend(
         problems
@@ -103,7 +99,7 @@ fn finish(parsed: Parsed) -> Result<Plan, ConfigErrors> {
             .map(|p| parsed.document.locate(p)),
     );
     if errors.is_empty() {
-        return Ok(plan);
+        return Ok(());
     }
     config::sort_errors(&mut errors);
     Err(ConfigErrors(errors))

@@ -27,6 +27,49 @@ pub fn echoes<const N: usize>(names: [&str; N]) -> [EchoServer; N] {
     names.map(|n| EchoServer::start(n).expect("echo upstream"))
 }
 
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `portico register --config FILE` for `service` as `id` at `addr` (TTL 3 s), running until
+/// [`stop_registrar`].
+pub fn start_registrar(
+    config: &std::path::Path,
+    service: &str,
+    id: &str,
+    addr: SocketAddr,
+) -> Process {
+    Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["register", "--config"])
+            .arg(config)
+            .args(["--service", service, "--id", id, "--ttl", "3s"])
+            .args(["--addr", &addr.to_string()])
+            .env("RUST_LOG", "warn"),
+    )
+}
+
+/// SIGTERMs a registrar and checks that it deregistered and exited 0.
+pub fn stop_registrar(mut agent: Process) {
+    Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(5)),
+        Some(0),
+        "the registrar exits cleanly"
+    );
+}
+
 /// A port nothing listens on right now, for a process the test starts next.
 ///
 /// Taken from 10000-31999, below Linux's ephemeral range (32768+): a port from `bind(0)` is

@@ -2,10 +2,10 @@
 //! replicas each as asked, made with `redis-cli --cluster create`, ready when every node says
 //! `cluster_state:ok` and every replica is linked. Nodes can be killed like a crashed host.
 
-use super::free_port;
+use super::{free_port, wait_until};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One `redis-server --cluster-enabled yes` child.
 pub struct ClusterNode {
@@ -54,7 +54,7 @@ impl RedisCluster {
         }
         let cluster = Self { nodes, _dir: dir };
         for node in &cluster.nodes {
-            cluster.wait(Duration::from_secs(10), "a node to start", || {
+            wait_until(Duration::from_secs(10), "a node to start", || {
                 node_cmd(node.port, &["PING"]).is_ok()
             });
         }
@@ -73,7 +73,7 @@ impl RedisCluster {
             .status()
             .expect("redis-cli must be installed");
         assert!(out.success(), "redis-cli --cluster create failed");
-        cluster.wait(Duration::from_secs(20), "the cluster to form", || {
+        wait_until(Duration::from_secs(20), "the cluster to form", || {
             cluster.live().all(|n| cluster_ok(n.port))
                 && cluster.live().all(|n| {
                     let repl = info(n.port, "replication");
@@ -172,22 +172,11 @@ impl RedisCluster {
     /// Waits until a live node other than `dead` serves `key` and the cluster is ok again.
     pub fn wait_failover(&self, key: &str, dead: u16, timeout: Duration) -> u16 {
         let mut master = dead;
-        self.wait(timeout, "a replica to take over", || {
+        wait_until(timeout, "a replica to take over", || {
             master = self.try_master_of(key).unwrap_or(dead);
             master != dead && self.live().all(|n| cluster_ok(n.port))
         });
         master
-    }
-
-    fn wait(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if done() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}");
     }
 }
 

@@ -2,11 +2,11 @@
 //! one replica, and `count` sentinels (`redis-server conf --sentinel`, each with its own
 //! writable config file) that fail over one second after the primary stops answering.
 
-use super::free_port;
 use super::redis::{RedisOptions, RedisServer};
+use super::{free_port, wait_until};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The monitored primary's name.
 pub const MASTER: &str = "mymaster";
@@ -72,7 +72,7 @@ impl RedisSentinel {
             sentinels,
             _dir: dir,
         };
-        set.wait(Duration::from_secs(20), "the sentinels to agree", || {
+        wait_until(Duration::from_secs(20), "the sentinels to agree", || {
             set.sentinels.iter().all(|(port, _)| {
                 let m = set.master_info(*port);
                 m.get("num-slaves").map(String::as_str) == Some("1")
@@ -122,7 +122,7 @@ impl RedisSentinel {
     /// Waits until the sentinels name a primary other than `old` and it accepts writes.
     pub fn wait_failover(&self, old: u16, timeout: Duration) -> u16 {
         let mut now = old;
-        self.wait(timeout, "the sentinels to promote the replica", || {
+        wait_until(timeout, "the sentinels to promote the replica", || {
             now = self.primary_port().unwrap_or(old);
             now != old
                 && self
@@ -145,17 +145,6 @@ impl RedisSentinel {
             .filter(|kv| kv.len() == 2)
             .map(|kv| (kv[0].clone(), kv[1].clone()))
             .collect()
-    }
-
-    fn wait(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if done() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}");
     }
 }
 
