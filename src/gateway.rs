@@ -6,6 +6,7 @@
 use crate::config::{ConfigErrors, RedisConfig};
 use crate::listener::ListenerState;
 use crate::membership::Membership;
+use crate::policy::ip_rules::SharedDeny;
 use crate::ratelimit::peers::Peers;
 use crate::ratelimit::shared::SharedStore;
 use crate::redis_client::{Redis, Topology};
@@ -77,6 +78,8 @@ pub struct Gateway {
     registry: Arc<RegistryStatus>,
     /// The Redis store of `store: redis` rate limits (connects on first use).
     shared_limits: Option<Arc<SharedStore>>,
+    /// The Redis deny set of IP rules (the last good read; empty without Redis).
+    ip_deny: Arc<SharedDeny>,
     /// Queue of business events for the Redis Stream publisher.
     events: Option<EventSink>,
     /// OpenTelemetry tracing, when configured at start.
@@ -130,9 +133,11 @@ impl Gateway {
             crate::telemetry::redis::topology(r.kind(), r.uses_tls());
             log::info!("redis: {} ({})", r.describe(), r.kind());
         }
+        let ip_deny = Arc::new(SharedDeny::default());
         let shared = Shared {
             health: &health,
             limiter: shared_limits.as_ref(),
+            ip_deny: &ip_deny,
         };
         let snapshot = Snapshot::build(plan, None, shared);
         tokio::runtime::Builder::new_current_thread()
@@ -157,6 +162,7 @@ impl Gateway {
             health,
             verdicts,
             shared_limits,
+            ip_deny,
             events,
             tracing,
             access_log,
@@ -168,6 +174,11 @@ impl Gateway {
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The Redis deny set of IP rules.
+    pub fn ip_deny(&self) -> &Arc<SharedDeny> {
+        &self.ip_deny
     }
 
     /// The health registry every balancer reports into (one probe loop for all services).
@@ -285,6 +296,7 @@ impl Gateway {
         let shared = Shared {
             health: &self.health,
             limiter: self.shared_limits.as_ref(),
+            ip_deny: &self.ip_deny,
         };
         let next = Snapshot::build(plan, Some(&old), shared);
         for upstream in next.fresh_upstreams(Some(&old)) {

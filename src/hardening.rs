@@ -7,13 +7,16 @@ use crate::reply::ErrorCode;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
 
-/// Refuses requests whose framing or size is unacceptable. `raw_head` is the request head as
+/// Refuses requests whose framing or size is unacceptable; a declared body over `max_body`
+/// (the largest limit of any route, which the route's own limit narrows later) is refused
+/// before routing. `raw_head` is the request head as
 /// received (HTTP/1): Pingora drops `Content-Length` when `Transfer-Encoding` is present
 /// (RFC 9112 §6.3), so only the raw bytes still show that conflict.
 pub fn check(
     req: &RequestHeader,
     raw_head: Option<&[u8]>,
     limits: &LimitsConfig,
+    max_body: u64,
 ) -> Result<(), ErrorCode> {
     let h = &req.headers;
     // RFC 9112 §6.1: a message with both is a smuggling vector; we refuse rather than pick one.
@@ -32,7 +35,7 @@ pub fn check(
         if lengths.next().is_some() {
             return Err(ErrorCode::BadRequest);
         }
-        if declared > limits.max_request_body {
+        if declared > max_body {
             return Err(ErrorCode::PayloadTooLarge);
         }
     }
@@ -244,7 +247,7 @@ mod tests {
     }
 
     fn check_(req: &RequestHeader, limits: &LimitsConfig) -> Result<(), ErrorCode> {
-        check(req, None, limits)
+        check(req, None, limits, limits.max_request_body)
     }
 
     #[test]

@@ -7,6 +7,7 @@
 // Vocabulary: no dependency on anything below.
 pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod ip_text; // addresses as text without core::fmt (request path)
+pub mod ip_set; // sets of IP networks as merged ranges (allow and deny lists)
 pub mod config; // YAML schema, env expansion, every mistake located
 pub mod reply; // gateway-made JSON error responses and their codes
 pub mod request_id; // X-Request-Id acceptance and generation
@@ -17,6 +18,7 @@ pub mod echo; // echo HTTP server used by the demo and the tests
 
 // Decision logic without sockets.
 pub mod router; // route matching and path rewrites
+pub mod answer; // routes answered by the gateway: redirects, static responses
 pub mod retry; // retry policy, attempt state machine, per-service retry budget
 
 // Observation.
@@ -34,6 +36,7 @@ pub mod snapshot; // compile a configuration (every error), build and hold the o
 // Background services.
 pub mod registry; // Redis service registry: protocol, watcher, registrar agent
 pub mod event_stream; // business events to a Redis Stream
+pub mod ip_deny; // the Redis IP deny set, read into the IP rules' shared set
 pub mod membership; // gateways heartbeating into a Redis list; the live count
 
 // Serving.

@@ -23,11 +23,13 @@ pub enum ErrorCode {
     HeadersTooLarge,
     MethodNotAllowed,
     RequestTimeout,
+    Forbidden,
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::NoRoute,
         ErrorCode::RateLimited,
         ErrorCode::CircuitOpen,
@@ -41,6 +43,8 @@ impl ErrorCode {
         ErrorCode::HeadersTooLarge,
         ErrorCode::MethodNotAllowed,
         ErrorCode::RequestTimeout,
+        ErrorCode::Forbidden,
+        ErrorCode::Overloaded,
     ];
 
     /// The wire and label name.
@@ -59,6 +63,8 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 
@@ -67,7 +73,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NoRoute => 404,
             ErrorCode::RateLimited => 429,
-            ErrorCode::CircuitOpen | ErrorCode::NoHealthyUpstream => 503,
+            ErrorCode::CircuitOpen | ErrorCode::NoHealthyUpstream | ErrorCode::Overloaded => 503,
             ErrorCode::UpstreamConnectError => 502,
             ErrorCode::UpstreamTimeout | ErrorCode::DeadlineExceeded => 504,
             ErrorCode::BadRequest => 400,
@@ -76,6 +82,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
+            ErrorCode::Forbidden => 403,
         }
     }
 
@@ -98,7 +105,32 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "the request headers are too large",
             ErrorCode::MethodNotAllowed => "no route allows this method",
             ErrorCode::RequestTimeout => "the request body stopped arriving",
+            ErrorCode::Forbidden => "a route policy does not allow this request",
+            ErrorCode::Overloaded => "too many requests are in progress; retry later",
         }
+    }
+}
+
+/// The `reason` of gateway-made responses that answer rather than refuse.
+pub const ANSWER_REASONS: [&str; 3] = ["redirect", "static_response", "cors_preflight"];
+
+/// A response the gateway makes that is not an error: a redirect, a static response, a CORS
+/// preflight's answer.
+pub struct Answer {
+    pub head: Box<ResponseHeader>,
+    pub body: Bytes,
+    /// The `reason` label, one of [`ANSWER_REASONS`].
+    pub reason: &'static str,
+}
+
+impl Answer {
+    /// An answer with `status`, room for `headers` more headers, and no body yet.
+    pub fn new(status: u16, headers: usize, reason: &'static str) -> pingora::Result<Self> {
+        Ok(Self {
+            head: Box::new(ResponseHeader::build(status, Some(headers + 2))?),
+            body: Bytes::new(),
+            reason,
+        })
     }
 }
 
@@ -119,6 +151,27 @@ pub async fn send(
     extra: &[(&'static str, HeaderValue)],
 ) -> pingora::Result<()> {
     let (resp, body) = response(code, request_id, extra)?;
+    write(session, resp, body).await
+}
+
+/// Writes an answer, with the request id.
+pub async fn send_answer(
+    session: &mut Session,
+    mut answer: Answer,
+    request_id: Option<&HeaderValue>,
+) -> pingora::Result<()> {
+    if let Some(id) = request_id {
+        answer.head.insert_header("X-Request-Id", id.clone())?;
+    }
+    answer.head.set_content_length(answer.body.len())?;
+    write(session, answer.head, answer.body).await
+}
+
+async fn write(
+    session: &mut Session,
+    resp: Box<ResponseHeader>,
+    body: Bytes,
+) -> pingora::Result<()> {
     // An unread request body would be taken for the next request: such a connection is
     // closed, and the response says so (`Connection: close`) instead of promising keep-alive.
     if !session.is_body_done() {
@@ -180,6 +233,6 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.status(), 429);
         assert_eq!(ErrorCode::CircuitOpen.status(), 503);
         assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
-        assert_eq!(ErrorCode::ALL.len(), 13);
+        assert_eq!(ErrorCode::ALL.len(), 15);
     }
 }

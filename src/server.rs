@@ -5,6 +5,7 @@ use crate::admin::Admin;
 use crate::config::ServerConfig;
 use crate::event_stream::Publisher;
 use crate::gateway::{Gateway, ReloadOnHangup, ResolveHosts};
+use crate::ip_deny::DenySync;
 use crate::listener::drain::Drain;
 use crate::listener::frontend::Frontend;
 use crate::listener::Bound;
@@ -118,6 +119,12 @@ pub fn build(
             gateway.registry().clone(),
         );
         server.add_service(background_service("registry watcher", watcher));
+        let deny = DenySync::new(
+            gateway.current().clone(),
+            gateway.ip_deny().clone(),
+            redis.clone(),
+        );
+        server.add_service(background_service("ip deny set", deny));
         if redis.sentinels().is_some() {
             server.add_service(background_service(
                 "redis sentinel watch",

@@ -74,6 +74,9 @@ routes:
   - {{name: ok, match: {{path_prefix: /ok}}, service: echo, rate_limits: [local-rule, shared-rule]}}
   - {{name: down, match: {{path_prefix: /down}}, service: dead}}
   - {{name: reg, match: {{path_prefix: /reg}}, service: registered}}
+  - {{name: capped, match: {{path_prefix: /capped}}, service: echo, concurrency: {{max: 10}}, ip: [shared-deny]}}
+ip_rules:
+  shared-deny: {{deny_from_redis: true}}
 services:
   echo:
     instances: ["{echo}"]

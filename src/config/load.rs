@@ -272,7 +272,6 @@ services:
                 "f.yaml:2:12: server.threads: invalid type: string \"many\", expected usize",
                 "f.yaml:3:3: server.listn: unknown field `listn`, expected one of `listen`, `tls`, `h2c`, `threads`, `work_stealing`, `admin`, `trusted_proxies`, `grace_period`, `shutdown_timeout`, `limits`, `upgrade_sock` (did you mean `listen`?)",
                 "f.yaml:7:14: routes[0].timeout: invalid duration \"soon\" (expected number at 0); use e.g. \"250ms\", \"10s\", \"2m\"",
-                "f.yaml:8:5: routes[1]: missing field `service`",
                 "f.yaml:9:23: routes[1].retry.attempts: invalid value: integer `-1`, expected u32",
                 "f.yaml:9:27: routes[1].retry.backof: unknown field `backof`, expected one of `attempts`, `on`, `non_idempotent`, `backoff` (did you mean `backoff`?)",
                 "f.yaml:13:22: services.s.connect_timeout: invalid duration \"2 parsecs\" (unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); use e.g. \"250ms\", \"10s\", \"2m\"",

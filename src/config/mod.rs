@@ -10,6 +10,7 @@
 //! reference a test compares valid files against.
 
 mod de;
+mod edge;
 mod env;
 mod error;
 mod limits;

@@ -1,11 +1,12 @@
 //! The YAML schema as serde types. Defaults live here, in one place; what the values mean (and
 //! whether they make sense) is the compile step's business (`snapshot::compile_file`).
 
+pub use super::edge::*;
 pub use super::limits::*;
 pub use super::observability::*;
 pub use super::rate_limit::*;
 pub use super::redis::*;
-pub use super::units::{byte_size, duration, opt_duration};
+pub use super::units::{byte_size, duration, opt_byte_size, opt_duration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +31,15 @@ pub struct Config {
     /// Named rate-limit rules, attached to routes by name.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// Named CORS policies, attached to routes by name.
+    #[serde(default)]
+    pub cors: BTreeMap<String, CorsConfig>,
+    /// Named IP allow/deny policies, attached to routes by name.
+    #[serde(default)]
+    pub ip_rules: BTreeMap<String, IpRuleConfig>,
+    /// The Redis deny set shared by gateways (used by `ip_rules` with `deny_from_redis`).
+    #[serde(default)]
+    pub ip_deny: IpDenyConfig,
     /// Business KPIs counted from traffic.
     #[serde(default)]
     pub kpis: Vec<KpiConfig>,
@@ -145,7 +155,15 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
-    pub service: String,
+    /// Where requests go; every route has exactly one of `service`, `redirect` and `respond`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The gateway answers with a redirect.
+    #[serde(default)]
+    pub redirect: Option<RedirectConfig>,
+    /// The gateway answers with a fixed response.
+    #[serde(default)]
+    pub respond: Option<RespondConfig>,
     #[serde(default)]
     pub strip_prefix: bool,
     #[serde(default)]
@@ -163,6 +181,19 @@ pub struct RouteConfig {
     pub request_headers: HeaderRules,
     #[serde(default)]
     pub response_headers: HeaderRules,
+    /// Name from `cors`.
+    #[serde(default)]
+    pub cors: Option<String>,
+    /// Names from `ip_rules`; every policy must admit the client.
+    #[serde(default)]
+    pub ip: Vec<String>,
+    /// Overrides `server.limits.max_request_body` for this route.
+    #[serde(default, with = "opt_byte_size")]
+    pub max_request_body: Option<u64>,
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    #[serde(default)]
+    pub compress: Option<CompressConfig>,
 }
 
 /// What a request must carry for a route to match; every present criterion must hold.
@@ -287,6 +318,10 @@ pub struct ServiceConfig {
     /// Speak HTTP/2 to instances (gRPC); over TLS via ALPN, in clear as prior-knowledge h2c.
     #[serde(default)]
     pub http2: bool,
+    /// Requests in flight per instance; a full instance is skipped, and when every instance
+    /// is full the request gets 503 `overloaded`. Absent = no cap.
+    #[serde(default)]
+    pub max_connections_per_instance: Option<u32>,
 }
 
 /// Per-instance circuit breaker settings of a service (on by default).

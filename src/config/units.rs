@@ -39,6 +39,22 @@ pub mod byte_size {
     }
 }
 
+/// Optional byte sizes as strings.
+pub mod opt_byte_size {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        super::byte_size::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: serde::Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match n {
+            Some(n) => super::byte_size::serialize(n, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// Optional durations as human strings.
 pub mod opt_duration {
     use super::*;

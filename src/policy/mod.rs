@@ -5,10 +5,10 @@
 //!
 //! | phase | hook | policies |
 //! |---|---|---|
-//! | access | `request_filter`, after routing | (IP rules, CORS preflight, authentication, ACL) |
-//! | admission | `request_filter`, after access | rate limits |
+//! | access | `request_filter`, after routing | IP rules, CORS (preflight answered here), (authentication, ACL) |
+//! | admission | `request_filter`, after access | rate limits, concurrency limit |
 //! | upstream request | `upstream_request_filter` | request header edits |
-//! | response | `response_filter` | response header edits |
+//! | response | `response_filter` | response header edits, CORS headers |
 //! | log | `logging` | business KPIs |
 //!
 //! **Why an enum per phase, not a trait object.** Each phase has its own signature (an async
@@ -22,7 +22,10 @@
 //! admission) runs in a [`Gate`] with a [`Mode`]; a refusal in shadow mode is counted in
 //! `portico_policy_refusals_total{mode="shadow"}` and the request goes on.
 
+pub mod concurrency;
+pub mod cors;
 pub mod headers;
+pub mod ip_rules;
 pub mod kpis;
 pub mod ratelimit;
 
@@ -61,10 +64,11 @@ impl Mode {
 }
 
 /// What an enforcing policy says about a request.
-#[derive(Debug)]
 pub enum Outcome {
     Continue,
     Refuse(Refusal),
+    /// The gateway answers for the route (a CORS preflight); never counted as a refusal.
+    Answer(Box<crate::reply::Answer>),
 }
 
 /// A gateway-made answer instead of the upstream's.
@@ -73,6 +77,16 @@ pub struct Refusal {
     pub code: ErrorCode,
     /// Headers the answer carries besides the usual ones (e.g. `Retry-After`).
     pub headers: Vec<(&'static str, HeaderValue)>,
+}
+
+impl Refusal {
+    /// A refusal with no extra headers.
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// The request as enforcing policies see it.
@@ -84,41 +98,64 @@ pub struct Request<'a> {
 }
 
 /// What policies learn about a request and later phases use.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct State {
     /// `RateLimit-*` values of the most restrictive rule, for the response.
     pub rate_headers: Option<crate::ratelimit::RateHeaders>,
+    /// The origin CORS allowed, echoed in the response.
+    pub cors_origin: Option<HeaderValue>,
+    /// The request's place in the route's concurrency limit, held until the request ends.
+    pub slot: Option<concurrency::Slot>,
 }
 
-/// Access-phase policies: who may use the route at all. None yet: IP rules, CORS preflight,
-/// authentication and ACLs come here.
-pub enum Access {}
+impl State {
+    /// Gives back what the request holds (its concurrency slot).
+    pub fn release(&mut self) {
+        self.slot = None;
+    }
+}
+
+/// Access-phase policies: who may use the route at all (authentication and ACLs come here
+/// next).
+pub enum Access {
+    Ip(ip_rules::IpRule),
+    Cors(std::sync::Arc<cors::Cors>),
+}
 
 impl Access {
-    async fn check(&self, _req: &Request<'_>, _state: &mut State, _mode: Mode) -> Outcome {
-        match *self {}
+    async fn check(&self, req: &Request<'_>, state: &mut State, _mode: Mode) -> Outcome {
+        match self {
+            Access::Ip(p) => p.check(req),
+            Access::Cors(p) => p.check(req, state),
+        }
     }
 
     fn kind(&self) -> &'static str {
-        match *self {}
+        match self {
+            Access::Ip(_) => "ip",
+            Access::Cors(_) => "cors",
+        }
     }
 }
 
 /// Admission-phase policies: whether the route takes this request now.
 pub enum Admission {
     RateLimit(ratelimit::RateLimit),
+    Concurrency(concurrency::Concurrency),
 }
 
 impl Admission {
     async fn check(&self, req: &Request<'_>, state: &mut State, mode: Mode) -> Outcome {
         match self {
             Admission::RateLimit(p) => p.check(req, state, mode).await,
+            Admission::Concurrency(p) => p.check(req, state),
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
             Admission::RateLimit(_) => "rate_limit",
+            Admission::Concurrency(_) => "concurrency",
         }
     }
 }
@@ -131,6 +168,7 @@ pub enum RequestEdit {
 /// Response-phase policies: edits of the response sent to the client.
 pub enum ResponseEdit {
     Headers(headers::HeaderEdits),
+    Cors(std::sync::Arc<cors::Cors>),
 }
 
 /// Log-phase policies: what a finished request is counted as.
@@ -203,8 +241,7 @@ impl ChainBuilder {
 
     /// Adds a response edit (skipped when it does nothing).
     pub fn response(mut self, edit: ResponseEdit) -> Self {
-        let ResponseEdit::Headers(h) = &edit;
-        if !h.is_empty() {
+        if !matches!(&edit, ResponseEdit::Headers(h) if h.is_empty()) {
             self.chain.response.push(edit);
         }
         self
@@ -226,21 +263,32 @@ impl ChainBuilder {
 }
 
 impl Chain {
-    /// Runs the access then the admission policies; the first enforced refusal ends the run.
+    /// Runs the access then the admission policies; the first enforced refusal or answer
+    /// ends the run.
     pub async fn admit(&self, req: &Request<'_>, state: &mut State) -> Outcome {
         for gate in &self.access {
             let outcome = gate.policy.check(req, state, gate.mode).await;
-            if let Some(refusal) = gate.settle(outcome) {
-                return Outcome::Refuse(refusal);
+            if let Some(end) = gate.settle(outcome) {
+                return end;
             }
         }
         for gate in &self.admission {
             let outcome = gate.policy.check(req, state, gate.mode).await;
-            if let Some(refusal) = gate.settle(outcome) {
-                return Outcome::Refuse(refusal);
+            if let Some(end) = gate.settle(outcome) {
+                return end;
             }
         }
         Outcome::Continue
+    }
+
+    /// Headers a refusal carries for the response-phase policies (CORS, so a script can
+    /// read a 429 or 503 the gateway made).
+    pub fn refusal_headers(&self, state: &State, out: &mut Vec<(&'static str, HeaderValue)>) {
+        for edit in &self.response {
+            if let ResponseEdit::Cors(c) = edit {
+                c.refusal_headers(state, out);
+            }
+        }
     }
 
     /// Whether the access and admission phases have nothing to run.
@@ -259,10 +307,11 @@ impl Chain {
     }
 
     /// Applies the response edits.
-    pub fn edit_response(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    pub fn edit_response(&self, resp: &mut ResponseHeader, state: &State) -> pingora::Result<()> {
         for edit in &self.response {
             match edit {
                 ResponseEdit::Headers(h) => h.apply(resp)?,
+                ResponseEdit::Cors(c) => c.apply(resp, state)?,
             }
         }
         Ok(())
@@ -284,15 +333,16 @@ impl Chain {
 }
 
 impl<P> Gate<P> {
-    /// Counts a refusal and says whether it stands (`None` in shadow mode).
-    fn settle(&self, outcome: Outcome) -> Option<Refusal> {
-        let Outcome::Refuse(refusal) = outcome else {
-            return None;
-        };
-        self.refused.inc();
-        match self.mode {
-            Mode::Enforce => Some(refusal),
-            Mode::Shadow => None,
+    /// Counts a refusal and says whether the run ends here: an answer always, a refusal only
+    /// when enforced.
+    fn settle(&self, outcome: Outcome) -> Option<Outcome> {
+        match outcome {
+            Outcome::Continue => None,
+            Outcome::Answer(_) => Some(outcome),
+            Outcome::Refuse(_) => {
+                self.refused.inc();
+                (self.mode == Mode::Enforce).then_some(outcome)
+            }
         }
     }
 }

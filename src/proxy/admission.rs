@@ -2,15 +2,18 @@
 //! route; then the route's access and admission policies. Anything refused here never costs an
 //! upstream connection.
 
-use super::context::{RequestInfo, UpstreamState};
+use super::context::{ReplyState, RequestInfo, UpstreamState};
 use super::{Proxy, RequestCtx};
+use crate::answer::Facts;
 use crate::config::{LimitsConfig, UnderscoreHeaders};
 use crate::hardening;
 use crate::policy::{self, Outcome, Refusal};
+use crate::reply::Answer;
 use crate::reply::ErrorCode;
 use crate::request_id;
 use crate::retry::Attempts;
 use crate::router::{host_without_port, RequestFacts};
+use crate::snapshot::Route;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::InFlight;
 use crate::telemetry::tracing::name_server_span;
@@ -20,19 +23,31 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// What the gateway answers itself instead of proxying.
+pub(super) enum Verdict {
+    Refuse(Refusal),
+    Answer(Answer),
+}
+
+impl From<Refusal> for Verdict {
+    fn from(refusal: Refusal) -> Self {
+        Verdict::Refuse(refusal)
+    }
+}
+
 impl Proxy {
-    /// Admits a request to its route, or says how to refuse it.
+    /// Admits a request to its route, or says what the gateway answers instead.
     pub(super) async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Option<Refusal> {
+    ) -> Option<Verdict> {
         ctx.in_flight = Some(InFlight::enter());
         let snapshot = self.gateway.snapshot();
         ctx.request = identify(session, &snapshot, ctx.request.start);
         let limits = &snapshot.config().server.limits;
         drop_underscore_headers(session, limits);
-        let route = match screen(session, limits) {
+        let route = match screen(session, limits, snapshot.body_ceiling()) {
             Ok(path) => {
                 if let Cow::Owned(p) = &path {
                     ctx.request.normalized_path = Some(p.clone());
@@ -42,21 +57,21 @@ impl Proxy {
             Err(code) => {
                 // A request that breaks the rules may be desynchronised: close after answering.
                 session.set_keepalive(None);
-                return Some(self.refuse(ctx, snapshot, code));
+                return Some(self.refuse(ctx, snapshot, code).into());
             }
         };
         self.start_trace(session, ctx, &snapshot, route);
         ctx.snapshot = Some(snapshot);
         let Some(index) = route else {
             let code = unrouted(&session.req_header().method);
-            return Some(self.refuse_unrouted(ctx, code));
+            return Some(self.refuse_unrouted(ctx, code).into());
         };
         ctx.route = Some(index);
         self.admit_to_route(session, ctx).await
     }
 
-    /// Runs the route's policies and prepares its attempts.
-    async fn admit_to_route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Refusal> {
+    /// Runs the route's policies, then answers for the route or prepares its attempts.
+    async fn admit_to_route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Verdict> {
         let RequestCtx {
             request,
             snapshot,
@@ -68,26 +83,23 @@ impl Proxy {
         let snapshot = snapshot.as_ref()?;
         let route = snapshot.router().route((*route)?);
         if !route.policies().admits_everything() {
-            let req = session.req_header();
-            let view = policy::Request {
-                headers: &req.headers,
-                method: &req.method,
-                client_ip: request.client_ip,
-            };
-            if let Outcome::Refuse(mut refusal) =
-                route.policies().admit(&view, &mut reply.policy).await
-            {
-                reply.error = Some(refusal.code);
-                reply.gateway_made = true;
-                refusal
-                    .headers
-                    .splice(0..0, super::rate_headers(reply).into_iter().flatten());
-                return Some(refusal);
+            if let Some(verdict) = run_policies(session, request, reply, route).await {
+                return Some(verdict);
             }
+        }
+        if over_body_limit(session.req_header(), route.body_limit()) {
+            return Some(refuse_on_route(
+                reply,
+                route,
+                Refusal::new(ErrorCode::PayloadTooLarge),
+            ));
+        }
+        if let Some(answer) = route.answer() {
+            return Some(answer_for(session, request, reply, route, answer));
         }
         *upstream = UpstreamState {
             attempts: Attempts::new(request.start, route.timeout()),
-            budget: Some(route.upstream().budget().enter()),
+            budget: route.upstream().map(|u| u.budget().enter()),
             ..UpstreamState::default()
         };
         let limits = &snapshot.config().server.limits;
@@ -108,10 +120,7 @@ impl Proxy {
 
     fn refuse_unrouted(&self, ctx: &mut RequestCtx, code: ErrorCode) -> Refusal {
         ctx.answer(code);
-        Refusal {
-            code,
-            headers: Vec::new(),
-        }
+        Refusal::new(code)
     }
 
     fn start_trace(
@@ -132,6 +141,101 @@ impl Proxy {
             name_server_span(cx, &req.method, snapshot.router().route(i).name());
         }
     }
+}
+
+/// The route's access and admission policies; what the gateway answers when they end the run.
+async fn run_policies(
+    session: &Session,
+    request: &RequestInfo,
+    reply: &mut ReplyState,
+    route: &Route,
+) -> Option<Verdict> {
+    let req = session.req_header();
+    let view = policy::Request {
+        headers: &req.headers,
+        method: &req.method,
+        client_ip: request.client_ip,
+    };
+    match route.policies().admit(&view, &mut reply.policy).await {
+        Outcome::Continue => None,
+        Outcome::Refuse(refusal) => Some(refuse_on_route(reply, route, refusal)),
+        Outcome::Answer(answer) => {
+            reply.gateway_made = true;
+            reply.answered = Some(answer.reason);
+            Some(Verdict::Answer(*answer))
+        }
+    }
+}
+
+/// A refusal on a matched route, with the `RateLimit-*` and CORS headers the policies earned.
+fn refuse_on_route(reply: &mut ReplyState, route: &Route, mut refusal: Refusal) -> Verdict {
+    reply.error = Some(refusal.code);
+    reply.gateway_made = true;
+    refusal
+        .headers
+        .splice(0..0, super::rate_headers(reply).into_iter().flatten());
+    route
+        .policies()
+        .refusal_headers(&reply.policy, &mut refusal.headers);
+    Verdict::Refuse(refusal)
+}
+
+/// The route's own answer (redirect or static response), with its response header edits;
+/// a redirect whose `regex` does not match the path is `no_route`.
+fn answer_for(
+    session: &Session,
+    request: &RequestInfo,
+    reply: &mut ReplyState,
+    route: &Route,
+    answer: &crate::answer::Answer,
+) -> Verdict {
+    let req = session.req_header();
+    let facts = Facts {
+        path: request.normalized_path.as_deref().unwrap_or(req.uri.path()),
+        query: req.uri.query(),
+        host: request_host(req),
+    };
+    reply.gateway_made = true;
+    let made = answer.render(&facts).and_then(|mut made| {
+        route
+            .policies()
+            .edit_response(&mut made.head, &reply.policy)
+            .ok()?;
+        Some(made)
+    });
+    match made {
+        Some(made) => {
+            reply.answered = Some(made.reason);
+            Verdict::Answer(made)
+        }
+        None => {
+            reply.error = Some(ErrorCode::NoRoute);
+            Verdict::Refuse(Refusal::new(ErrorCode::NoRoute))
+        }
+    }
+}
+
+/// Whether the declared `Content-Length` is over the route's own limit (the server's limit
+/// was checked before routing; a chunked body is counted as it streams).
+fn over_body_limit(req: &pingora::http::RequestHeader, limit: Option<u64>) -> bool {
+    let Some(limit) = limit else {
+        return false;
+    };
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|declared| declared > limit)
+}
+
+/// The request's host, without the port (`Host`, or the authority of an absolute target).
+fn request_host(req: &pingora::http::RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .map(host_without_port)
+        .unwrap_or("")
 }
 
 /// The request id, the socket peer and the client behind trusted proxies.
@@ -159,15 +263,8 @@ fn identify(session: &Session, snapshot: &Snapshot, start: std::time::Instant) -
 
 fn find_route(snapshot: &Snapshot, session: &Session, path: &str) -> Option<usize> {
     let req = session.req_header();
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .map(host_without_port)
-        .unwrap_or("");
     snapshot.router().find(&RequestFacts {
-        host,
+        host: request_host(req),
         path,
         method: &req.method,
         headers: &req.headers,
@@ -175,7 +272,11 @@ fn find_route(snapshot: &Snapshot, session: &Session, path: &str) -> Option<usiz
 }
 
 /// Refuses unacceptable framing or sizes; otherwise returns the normalised path to route on.
-fn screen<'a>(session: &'a Session, limits: &LimitsConfig) -> Result<Cow<'a, str>, ErrorCode> {
+fn screen<'a>(
+    session: &'a Session,
+    limits: &LimitsConfig,
+    max_body: u64,
+) -> Result<Cow<'a, str>, ErrorCode> {
     let req = session.req_header();
     // Request lines with spaces or control bytes in the target never get here: the frontend
     // makes Pingora's parser refuse them (`set_strict_request_line`).
@@ -192,7 +293,7 @@ fn screen<'a>(session: &'a Session, limits: &LimitsConfig) -> Result<Cow<'a, str
         }
         _ => None,
     };
-    hardening::check(req, raw_head.as_deref(), limits)?;
+    hardening::check(req, raw_head.as_deref(), limits, max_body)?;
     hardening::normalize_path(req.uri.path()).ok_or(ErrorCode::BadRequest)
 }
 

@@ -45,7 +45,9 @@ impl Proxy {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
         let route = snapshot.router().route(index);
-        let upstream = &route.upstream();
+        let Some(upstream) = route.upstream() else {
+            return Error::e_explain(ErrorType::InternalError, "the route has no service");
+        };
         let attempts = &mut ctx.upstream.attempts;
         if let Some((cause, wait)) =
             attempts.backoff(route.retry(), Instant::now(), fastrand::f64())
@@ -188,8 +190,11 @@ impl Proxy {
             return false;
         };
         let route = snapshot.router().route(index);
-        state.report(route.upstream(), false);
-        route.upstream().metrics().attempt_error(kind);
+        let Some(upstream) = route.upstream() else {
+            return false;
+        };
+        state.report(upstream, false);
+        upstream.metrics().attempt_error(kind);
         match failure {
             Failure::Connect(_) => state.retire(),
             Failure::Transfer {
@@ -200,7 +205,7 @@ impl Proxy {
         let Some(entry) = state.budget.as_mut() else {
             return false;
         };
-        let budget = (route.upstream().budget(), entry);
+        let budget = (upstream.budget(), entry);
         match state
             .attempts
             .after_failure(cause, method, route.retry(), now, budget)
@@ -210,7 +215,7 @@ impl Proxy {
                 true
             }
             Decision::GiveUp(Refusal::Budget) => {
-                route.upstream().metrics().count_retry_budget_spent();
+                upstream.metrics().count_retry_budget_spent();
                 false
             }
             Decision::GiveUp(_) => false,
@@ -236,7 +241,9 @@ impl Proxy {
             return false;
         };
         let route = snapshot.router().route(index);
-        let upstream = &route.upstream();
+        let Some(upstream) = route.upstream() else {
+            return false;
+        };
         let failed = upstream.is_failure_status(status);
         state.report(upstream, !failed);
         if let Some(attempt) = state.current.as_mut() {

@@ -2,7 +2,7 @@
 //! ([`RequestInfo`]), which route it took (the snapshot and the route's index in it), its
 //! upstream attempts ([`UpstreamState`]), what the client will be answered ([`ReplyState`]) and
 //! its trace. Everything acquired for the request — the in-flight gauge, the retry-budget entry,
-//! a half-open breaker's probe slot — is given back by [`RequestCtx::release`], which `logging`
+//! a half-open breaker's probe slot, a concurrency-limit slot — is given back by [`RequestCtx::release`], which `logging`
 //! calls as soon as the request is over (Pingora drops the context only after the client has
 //! read the response and the connection is ready for the next request, which a slow reader can
 //! delay) and `Drop` calls again as the backstop, so no early exit can leak any of it.
@@ -83,6 +83,8 @@ pub(super) struct ReplyState {
     /// Set when Portico (not an upstream) decides the response.
     pub error: Option<ErrorCode>,
     pub gateway_made: bool,
+    /// The `reason` of a gateway-made answer that is not an error (a redirect, ...).
+    pub answered: Option<&'static str>,
     /// Seconds for `Retry-After` on a 503 Portico makes.
     pub retry_after: Option<u64>,
     /// What the route's policies learned (e.g. the `RateLimit-*` values).
@@ -114,6 +116,18 @@ impl RequestCtx {
     /// The matched route.
     pub(super) fn route(&self) -> Option<&Route> {
         Some(self.snapshot.as_ref()?.router().route(self.route?))
+    }
+
+    /// The request body limit: the route's own, else the server's.
+    pub(super) fn body_limit(&self) -> u64 {
+        let server = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.config().server.limits.max_request_body);
+        self.route()
+            .and_then(|r| r.body_limit())
+            .or(server)
+            .unwrap_or(u64::MAX)
     }
 
     /// Portico answers with `code` (not an upstream).
@@ -154,18 +168,19 @@ impl RequestCtx {
             snapshot,
             route,
             upstream,
+            reply,
             in_flight,
             ..
         } = self;
         upstream.current = None;
+        reply.policy.release();
         if let Some(entry) = upstream.budget.take() {
-            if let (Some(snapshot), Some(index)) = (snapshot.as_ref(), *route) {
-                snapshot
-                    .router()
-                    .route(index)
-                    .upstream()
-                    .budget()
-                    .leave(entry);
+            let route = snapshot
+                .as_ref()
+                .zip(*route)
+                .map(|(s, i)| s.router().route(i));
+            if let Some(upstream) = route.and_then(|r| r.upstream()) {
+                upstream.budget().leave(entry);
             }
         }
         *in_flight = None;

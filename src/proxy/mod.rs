@@ -23,6 +23,7 @@ use crate::gateway::Gateway;
 use crate::listener::head_deadline::HeadClock;
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
+use admission::Verdict;
 use async_trait::async_trait;
 use attempt::{is_status_retry, Failure};
 use http::HeaderValue;
@@ -76,16 +77,16 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(refusal) = self.admit(session, ctx).await else {
-            return Ok(false);
-        };
-        reply::send(
-            session,
-            refusal.code,
-            ctx.request.id.as_ref(),
-            &refusal.headers,
-        )
-        .await?;
+        match self.admit(session, ctx).await {
+            None => return Ok(false),
+            Some(Verdict::Refuse(refusal)) => {
+                let id = ctx.request.id.as_ref();
+                reply::send(session, refusal.code, id, &refusal.headers).await?
+            }
+            Some(Verdict::Answer(answer)) => {
+                reply::send_answer(session, answer, ctx.request.id.as_ref()).await?
+            }
+        }
         Ok(true)
     }
 
@@ -100,11 +101,7 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         ctx.request.body_bytes += chunk.len() as u64;
-        let limit = ctx
-            .snapshot
-            .as_ref()
-            .map_or(u64::MAX, |s| s.config().server.limits.max_request_body);
-        if ctx.request.body_bytes > limit {
+        if ctx.request.body_bytes > ctx.body_limit() {
             ctx.reply.error = Some(ErrorCode::PayloadTooLarge);
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
         }
@@ -156,11 +153,9 @@ impl ProxyHttp for Proxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (false, Some(route), Some(a)) = (reused, ctx.route(), &ctx.upstream.current) {
-            route
-                .upstream()
-                .metrics()
-                .observe_connect(a.started.elapsed());
+        let upstream = ctx.route().and_then(|r| r.upstream());
+        if let (false, Some(upstream), Some(a)) = (reused, upstream, &ctx.upstream.current) {
+            upstream.metrics().observe_connect(a.started.elapsed());
         }
         Ok(())
     }
@@ -210,7 +205,9 @@ impl ProxyHttp for Proxy {
             }
         }
         match ctx.route() {
-            Some(route) => route.policies().edit_response(upstream_response),
+            Some(route) => route
+                .policies()
+                .edit_response(upstream_response, &ctx.reply.policy),
             None => Ok(()),
         }
     }

@@ -55,8 +55,9 @@ impl Proxy {
         let reason = ctx
             .reply
             .error
-            .filter(|_| ctx.reply.gateway_made)
-            .map(ErrorCode::as_str);
+            .map(ErrorCode::as_str)
+            .or(ctx.reply.answered)
+            .filter(|_| ctx.reply.gateway_made);
         if let Some(code) = reason {
             metrics.gateway_response(code);
         }
@@ -146,7 +147,7 @@ impl Proxy {
                 Source::Gateway => "gateway",
             },
             reason: report.reason,
-            service: route.map(|r| r.service()),
+            service: route.and_then(|r| r.service()),
             instance: ctx.upstream.last_instance,
             attempts: ctx.upstream.attempts.made(),
             duration: report.elapsed,

@@ -11,11 +11,16 @@ mod sections;
 
 pub use plan::{compile_file, compile_redis_file, compile_str, Plan, RoutePlan};
 
+use crate::answer::Answer;
 use crate::config::{Config, Discovery};
 use crate::forwarding::TrustedProxies;
+use crate::policy::concurrency::Concurrency;
+use crate::policy::cors::Cors;
+use crate::policy::ip_rules::IpRuleSpec;
+use crate::policy::ip_rules::{IpRule, SharedDeny};
 use crate::policy::kpis::KpiCounters;
 use crate::policy::ratelimit::RateLimit;
-use crate::policy::{Admission, Chain, ChainBuilder, Log, RequestEdit, ResponseEdit};
+use crate::policy::{Access, Admission, Chain, ChainBuilder, Log, Mode, RequestEdit, ResponseEdit};
 use crate::ratelimit::shared::SharedStore;
 use crate::ratelimit::Rule;
 use crate::retry::RetryPolicy;
@@ -55,13 +60,22 @@ impl Current {
 /// A route in force: what it does to a request and where it sends it.
 pub struct Route {
     name: String,
-    service: String,
+    target: Target,
     rewrite: PathRewrite,
     retry: RetryPolicy,
     timeout: Option<Duration>,
-    upstream: Arc<Upstream>,
+    body_limit: Option<u64>,
     metrics: RouteMetrics,
     policies: Chain,
+}
+
+/// Where a route's requests end: a service's instances, or an answer the gateway makes.
+enum Target {
+    Service {
+        name: String,
+        upstream: Arc<Upstream>,
+    },
+    Answer(Answer),
 }
 
 impl Route {
@@ -70,9 +84,12 @@ impl Route {
         &self.name
     }
 
-    /// The service's name (the access log's `service`).
-    pub fn service(&self) -> &str {
-        &self.service
+    /// The service's name (the access log's `service`); `None` when the gateway answers.
+    pub fn service(&self) -> Option<&str> {
+        match &self.target {
+            Target::Service { name, .. } => Some(name),
+            Target::Answer(_) => None,
+        }
     }
 
     /// How the upstream path is derived.
@@ -90,9 +107,25 @@ impl Route {
         self.timeout
     }
 
-    /// The service's instances.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
+    /// The service's instances; `None` when the gateway answers.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match &self.target {
+            Target::Service { upstream, .. } => Some(upstream),
+            Target::Answer(_) => None,
+        }
+    }
+
+    /// What the gateway answers instead of a service.
+    pub fn answer(&self) -> Option<&Answer> {
+        match &self.target {
+            Target::Answer(answer) => Some(answer),
+            Target::Service { .. } => None,
+        }
+    }
+
+    /// The route's own request body limit, when it overrides the server's.
+    pub fn body_limit(&self) -> Option<u64> {
+        self.body_limit
     }
 
     /// The route's metric handles.
@@ -116,6 +149,10 @@ pub struct Snapshot {
     services: BTreeMap<String, Arc<Upstream>>,
     rules: BTreeMap<String, Arc<Rule>>,
     trusted: TrustedProxies,
+    /// The largest request body any route accepts (checked before routing).
+    body_ceiling: u64,
+    /// Some IP rule reads the Redis deny set.
+    uses_redis_deny: bool,
     loaded_at: SystemTime,
 }
 
@@ -126,6 +163,8 @@ pub struct Shared<'a> {
     pub health: &'a Arc<HealthRegistry>,
     /// The Redis store of `store: redis` rate limits.
     pub limiter: Option<&'a Arc<SharedStore>>,
+    /// The deny set read from Redis, for IP rules with `deny_from_redis`.
+    pub ip_deny: &'a Arc<SharedDeny>,
 }
 
 impl Snapshot {
@@ -154,11 +193,26 @@ impl Snapshot {
             .map(|r| r.name.as_str())
             .collect();
         let mut kpis = crate::telemetry::kpi::counters(&plan.kpis, &names).into_iter();
+        let policies = Policies {
+            rules: &rules,
+            ip_rules: &plan.ip_rules,
+            cors: &plan.cors,
+            ip_deny: shared.ip_deny,
+        };
+        let uses_redis_deny = plan.ip_rules.values().any(|r| r.deny_from_redis);
         let router = plan.router.map(|route| {
             let kpis = kpis.next().unwrap_or_default();
-            build_route(route, &services, &rules, kpis)
+            build_route(route, &services, &policies, kpis)
         });
+        let server_limit = plan.config.server.limits.max_request_body;
+        let body_ceiling = router
+            .routes()
+            .iter()
+            .filter_map(Route::body_limit)
+            .fold(server_limit, u64::max);
         Self {
+            body_ceiling,
+            uses_redis_deny,
             hash: plan.hash,
             router,
             unmatched: RouteMetrics::new(UNMATCHED_ROUTE),
@@ -203,6 +257,16 @@ impl Snapshot {
     /// Networks whose forwarding headers are believed.
     pub fn trusted(&self) -> &TrustedProxies {
         &self.trusted
+    }
+
+    /// Whether some IP rule reads the Redis deny set (else it is not polled).
+    pub fn uses_redis_deny(&self) -> bool {
+        self.uses_redis_deny
+    }
+
+    /// The largest request body any route accepts.
+    pub fn body_ceiling(&self) -> u64 {
+        self.body_ceiling
     }
 
     /// When this snapshot was built.
@@ -287,31 +351,63 @@ fn build_services(
         .collect()
 }
 
+/// What routes' policies are built from.
+struct Policies<'a> {
+    rules: &'a BTreeMap<String, Arc<Rule>>,
+    ip_rules: &'a BTreeMap<String, Arc<IpRuleSpec>>,
+    cors: &'a BTreeMap<String, Arc<Cors>>,
+    ip_deny: &'a Arc<SharedDeny>,
+}
+
 fn build_route(
-    plan: RoutePlan,
+    mut plan: RoutePlan,
     services: &BTreeMap<String, Arc<Upstream>>,
-    rules: &BTreeMap<String, Arc<Rule>>,
+    p: &Policies<'_>,
     kpis: Vec<(Arc<Kpi>, IntCounter)>,
 ) -> Route {
     let mut chain = ChainBuilder::new(&plan.name);
-    for rule in plan.rate_limits.iter().filter_map(|n| rules.get(n)) {
+    // IP rules first: a blocked client gets nothing, not even a CORS preflight answer.
+    for spec in plan.ip.iter().filter_map(|n| p.ip_rules.get(n)) {
+        let mode = Mode::shadow_if(spec.shadow);
+        chain = chain.access(Access::Ip(IpRule::new(spec.clone(), p.ip_deny)), mode);
+    }
+    let cors = plan.cors.as_ref().and_then(|n| p.cors.get(n));
+    if let Some(cors) = cors {
+        chain = chain.access(Access::Cors(cors.clone()), Mode::shadow_if(cors.shadow()));
+    }
+    for rule in plan.rate_limits.iter().filter_map(|n| p.rules.get(n)) {
         let policy = RateLimit::new(&plan.name, rule.clone());
         let mode = policy.mode();
         chain = chain.admission(Admission::RateLimit(policy), mode);
     }
-    let policies = chain
+    if let Some(spec) = plan.concurrency.take() {
+        let policy = Concurrency::new(&plan.name, spec);
+        let mode = Mode::shadow_if(policy.shadow());
+        chain = chain.admission(Admission::Concurrency(policy), mode);
+    }
+    chain = chain
         .upstream_request(RequestEdit::Headers(plan.request_headers))
-        .response(ResponseEdit::Headers(plan.response_headers))
-        .log(Log::Kpis(KpiCounters::new(kpis)))
-        .build();
+        .response(ResponseEdit::Headers(plan.response_headers));
+    if let Some(cors) = cors {
+        chain = chain.response(ResponseEdit::Cors(cors.clone()));
+    }
+    let policies = chain.log(Log::Kpis(KpiCounters::new(kpis))).build();
+    let target = match (plan.service, plan.answer) {
+        (Some(name), _) => Target::Service {
+            upstream: services
+                .get(&name)
+                .cloned()
+                .expect("the compile step checked that every route's service exists"),
+            name,
+        },
+        (None, Some(answer)) => Target::Answer(answer),
+        (None, None) => unreachable!("the compile step checked that every route has a target"),
+    };
     Route {
-        upstream: services
-            .get(&plan.service)
-            .cloned()
-            .expect("the compile step checked that every route's service exists"),
+        target,
+        body_limit: plan.max_request_body,
         metrics: RouteMetrics::new(&plan.name),
         name: plan.name,
-        service: plan.service,
         rewrite: plan.rewrite,
         retry: plan.retry,
         timeout: plan.timeout,

@@ -7,9 +7,13 @@
 //! state without parsing anything again.
 
 use super::sections;
+use crate::answer::Answer;
 use crate::config::{self, Config, ConfigError, ConfigErrors, Parsed, Problems, RouteConfig};
 use crate::forwarding::TrustedProxies;
+use crate::policy::concurrency::ConcurrencySpec;
+use crate::policy::cors::Cors;
 use crate::policy::headers::HeaderEdits;
+use crate::policy::ip_rules::IpRuleSpec;
 use crate::ratelimit::RuleSpec;
 use crate::redis_client::Topology;
 use crate::retry::RetryPolicy;
@@ -30,6 +34,8 @@ pub struct Plan {
     pub router: Router<RoutePlan>,
     pub services: BTreeMap<String, ServiceSpec>,
     pub rules: BTreeMap<String, RuleSpec>,
+    pub ip_rules: BTreeMap<String, Arc<IpRuleSpec>>,
+    pub cors: BTreeMap<String, Arc<Cors>>,
     pub kpis: Vec<KpiSpec>,
     pub trusted: TrustedProxies,
     /// Where Redis is, when there is a `redis` section.
@@ -45,7 +51,11 @@ struct Checked;
 /// One compiled route, before it is attached to live upstreams and rules.
 pub struct RoutePlan {
     pub name: String,
-    pub service: String,
+    /// The service, or what the gateway answers itself (exactly one is set).
+    pub service: Option<String>,
+    pub answer: Option<Answer>,
+    /// Overrides the server's request body limit.
+    pub max_request_body: Option<u64>,
     pub rewrite: PathRewrite,
     pub retry: RetryPolicy,
     /// Bound on the whole request, retries included.
@@ -54,6 +64,11 @@ pub struct RoutePlan {
     pub rate_limits: Vec<String>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
+    /// Names from `ip_rules`, in order.
+    pub ip: Vec<String>,
+    /// Name from `cors`.
+    pub cors: Option<String>,
+    pub concurrency: Option<ConcurrencySpec>,
 }
 
 /// Reads, parses and compiles a file; every error of the file, in file order.
@@ -136,6 +151,19 @@ impl Plan {
                 (name.clone(), spec)
             })
             .collect();
+        let ip_rules = config
+            .ip_rules
+            .iter()
+            .map(|(name, r)| {
+                let spec = IpRuleSpec::compile(name, r, has_redis, problems);
+                (name.clone(), Arc::new(spec))
+            })
+            .collect();
+        let cors = config
+            .cors
+            .iter()
+            .map(|(name, c)| (name.clone(), Arc::new(Cors::compile(name, c, problems))))
+            .collect();
         if config.routes.is_empty() {
             problems.push("routes", "at least one route is required");
         }
@@ -160,6 +188,8 @@ impl Plan {
             router: Router::new(entries),
             services,
             rules,
+            ip_rules,
+            cors,
             kpis,
             trusted,
             redis,
@@ -181,21 +211,33 @@ fn compile_route(
             "must be non-empty and use only [A-Za-z0-9_.-]",
         );
     }
-    if !config.services.contains_key(&r.service) {
-        let hint = config::suggest::hint(&r.service, config.services.keys().map(String::as_str));
-        problems.push(
-            format!("{at}.service"),
-            format!("unknown service {:?}{hint}", r.service),
+    check_target(r, at, config, problems);
+    for (i, name) in r.rate_limits.iter().enumerate() {
+        known(
+            name,
+            &config.rate_limits,
+            "rate limit",
+            &format!("{at}.rate_limits[{i}]"),
+            problems,
         );
     }
-    for (i, name) in r.rate_limits.iter().enumerate() {
-        if !config.rate_limits.contains_key(name) {
-            let hint = config::suggest::hint(name, config.rate_limits.keys().map(String::as_str));
-            problems.push(
-                format!("{at}.rate_limits[{i}]"),
-                format!("unknown rate limit {name:?}{hint}"),
-            );
-        }
+    for (i, name) in r.ip.iter().enumerate() {
+        known(
+            name,
+            &config.ip_rules,
+            "IP rule",
+            &format!("{at}.ip[{i}]"),
+            problems,
+        );
+    }
+    if let Some(name) = &r.cors {
+        known(
+            name,
+            &config.cors,
+            "CORS policy",
+            &format!("{at}.cors"),
+            problems,
+        );
     }
     if r.timeout.is_some_and(|t| t.is_zero()) {
         problems.push(format!("{at}.timeout"), "must be greater than zero");
@@ -204,6 +246,8 @@ fn compile_route(
     let plan = RoutePlan {
         name: r.name.clone(),
         service: r.service.clone(),
+        answer: Answer::compile(r.redirect.as_ref(), r.respond.as_ref(), at, problems),
+        max_request_body: r.max_request_body,
         rewrite: PathRewrite::compile(r, at, problems),
         retry: RetryPolicy::compile(&r.retry, &format!("{at}.retry"), problems),
         timeout: r.timeout,
@@ -218,8 +262,78 @@ fn compile_route(
             &format!("{at}.response_headers"),
             problems,
         ),
+        ip: r.ip.clone(),
+        cors: r.cors.clone(),
+        concurrency: r
+            .concurrency
+            .as_ref()
+            .map(|c| ConcurrencySpec::compile(c, &format!("{at}.concurrency"), problems)),
     };
     (matcher, plan)
+}
+
+/// Reports `name` when `defined` has no entry of that name (with the nearest one).
+fn known<T>(
+    name: &str,
+    defined: &BTreeMap<String, T>,
+    what: &str,
+    at: &str,
+    problems: &mut Problems,
+) {
+    if !defined.contains_key(name) {
+        let hint = config::suggest::hint(name, defined.keys().map(String::as_str));
+        problems.push(at, format!("unknown {what} {name:?}{hint}"));
+    }
+}
+
+/// Exactly one of `service`, `redirect` and `respond`; a known service; nothing that only a
+/// service would use on a route the gateway answers itself.
+fn check_target(r: &RouteConfig, at: &str, config: &Config, problems: &mut Problems) {
+    let targets = [
+        r.service.is_some(),
+        r.redirect.is_some(),
+        r.respond.is_some(),
+    ];
+    match targets.iter().filter(|t| **t).count() {
+        0 => problems.push(
+            format!("{at}.service"),
+            "a route needs one of `service`, `redirect` and `respond`",
+        ),
+        1 => {}
+        _ => problems.push(
+            at.to_string(),
+            "a route has exactly one of `service`, `redirect` and `respond`",
+        ),
+    }
+    if let Some(service) = &r.service {
+        if !config.services.contains_key(service) {
+            let hint = config::suggest::hint(service, config.services.keys().map(String::as_str));
+            problems.push(
+                format!("{at}.service"),
+                format!("unknown service {service:?}{hint}"),
+            );
+        }
+        return;
+    }
+    let unused = [
+        ("strip_prefix", r.strip_prefix),
+        ("rewrite", r.rewrite.is_some()),
+        ("timeout", r.timeout.is_some()),
+        ("retry", r.retry != config::RetryConfig::default()),
+        (
+            "request_headers",
+            r.request_headers != config::HeaderRules::default(),
+        ),
+        ("compress", r.compress.is_some()),
+    ];
+    for (field, set) in unused {
+        if set {
+            problems.push(
+                format!("{at}.{field}"),
+                "only applies to a route with a `service`",
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +360,7 @@ services:
     #[test]
     fn a_valid_file_loads() {
         let c = load_str("good.yaml", GOOD).unwrap();
-        assert_eq!(c.routes[0].service, "trading");
+        assert_eq!(c.routes[0].service.as_deref(), Some("trading"));
         assert_eq!(c.server.listen, vec!["0.0.0.0:8080"]);
     }
 
@@ -300,6 +414,70 @@ services:
             empty.contains("routes: at least one route is required"),
             "{empty}"
         );
+    }
+
+    #[test]
+    fn a_route_has_exactly_one_target_and_answers_take_no_service_settings() {
+        let text = r#"
+routes:
+  - {name: none}
+  - name: both
+    service: trading
+    redirect: {to: /x}
+  - name: moved
+    redirect: {to: "/v1$pth", status: 200}
+    retry: {attempts: 2}
+  - name: canned
+    respond: {status: 99, headers: {content-length: "3"}}
+    strip_prefix: true
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+        let errs = load_str("f", text).unwrap_err().to_string();
+        for want in [
+            "f:3:5: routes[0].service: a route needs one of `service`, `redirect` and `respond`",
+            "f:4:5: routes[1]: a route has exactly one of",
+            "routes[2].redirect.status: must be 301, 302, 303, 307 or 308",
+            "routes[2].redirect.to: `$pth` is not $path, $query, $host",
+            "routes[2].retry: only applies to a route with a `service`",
+            "routes[3].respond.status: must be between 200 and 599",
+            "routes[3].respond.headers.content-length: is set from the body",
+            "routes[3].strip_prefix: only applies to a route with a `service`",
+        ] {
+            assert!(errs.contains(want), "{want}\n{errs}");
+        }
+    }
+
+    #[test]
+    fn edge_policy_mistakes_are_located() {
+        let text = r#"
+ip_rules:
+  office: {allow: ["10.0.0.0/8", "10.1.0.0/8"], deny_from_redis: true}
+cors:
+  web: {origins: ["https://*.example.com", "example.com"], credentials: true}
+routes:
+  - name: api
+    service: trading
+    ip: [ofice]
+    cors: wbe
+    concurrency: {max: 0, per: consumer}
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+        let errs = load_str("f", text).unwrap_err().to_string();
+        for want in [
+            "f:3:34: ip_rules.office.allow[1]: \"10.1.0.0/8\" has host bits set; the network is 10.0.0.0/8",
+            "ip_rules.office.deny_from_redis: needs a top-level `redis` section",
+            "f:5:44: cors.web.origins[1]: \"example.com\" is not an origin",
+            "f:9:10: routes[0].ip[0]: unknown IP rule \"ofice\"; did you mean \"office\"?",
+            "f:10:11: routes[0].cors: unknown CORS policy \"wbe\"; did you mean \"web\"?",
+            "routes[0].concurrency.max: must be at least 1",
+            "routes[0].concurrency.per: `consumer` needs identity",
+        ] {
+            assert!(errs.contains(want), "{want}\n{errs}");
+        }
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub fn redis(config: &Config, problems: &mut Problems) {
     if reg.timeout.is_zero() {
         problems.push("registry.timeout", "must be positive");
     }
+    let deny = config.ip_deny.poll_interval;
+    if deny < Duration::from_millis(50) || deny > Duration::from_secs(60) {
+        problems.push("ip_deny.poll_interval", "must be between 50ms and 60s");
+    }
 }
 
 /// `events`, `tracing` and `access_log` (KPIs compile with `telemetry::kpi`).

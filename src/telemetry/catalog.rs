@@ -43,6 +43,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Counter,
         &["from", "service", "to"],
     ),
+    ("portico_concurrency_in_flight", Gauge, &["route"]),
     ("portico_config_info", Gauge, &["hash"]),
     (
         "portico_config_last_reload_success_timestamp_seconds",
@@ -92,6 +93,8 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Counter,
         &["route"],
     ),
+    ("portico_ip_deny_entries", Gauge, &[]),
+    ("portico_ip_deny_sync_failures_total", Counter, &[]),
     (
         "portico_policy_refusals_total",
         Counter,
@@ -228,6 +231,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
             "headers_too_large",
             "method_not_allowed",
             "request_timeout",
+            "forbidden",
+            "overloaded",
+            "redirect",
+            "static_response",
+            "cors_preflight",
         ],
     ),
     (
@@ -285,22 +293,50 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
         "portico_redis_up",
         "client",
-        &["registry", "admin", "ratelimit", "events", "membership"],
+        &[
+            "registry",
+            "admin",
+            "ratelimit",
+            "events",
+            "membership",
+            "ip_deny",
+        ],
     ),
     (
         "portico_redis_command_duration_seconds",
         "client",
-        &["registry", "admin", "ratelimit", "events", "membership"],
+        &[
+            "registry",
+            "admin",
+            "ratelimit",
+            "events",
+            "membership",
+            "ip_deny",
+        ],
     ),
     (
         "portico_redis_errors_total",
         "client",
-        &["registry", "admin", "ratelimit", "events", "membership"],
+        &[
+            "registry",
+            "admin",
+            "ratelimit",
+            "events",
+            "membership",
+            "ip_deny",
+        ],
     ),
     (
         "portico_redis_connects_total",
         "client",
-        &["registry", "admin", "ratelimit", "events", "membership"],
+        &[
+            "registry",
+            "admin",
+            "ratelimit",
+            "events",
+            "membership",
+            "ip_deny",
+        ],
     ),
     (
         "portico_redis_connects_total",
@@ -358,7 +394,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         "store",
         &["local", "fallback"],
     ),
-    ("portico_policy_refusals_total", "policy", &["rate_limit"]),
+    (
+        "portico_policy_refusals_total",
+        "policy",
+        &["rate_limit", "ip", "cors", "concurrency"],
+    ),
     (
         "portico_policy_refusals_total",
         "mode",
@@ -417,6 +457,7 @@ mod tests {
         let reasons: Vec<&str> = crate::reply::ErrorCode::ALL
             .iter()
             .map(|c| c.as_str())
+            .chain(crate::reply::ANSWER_REASONS)
             .collect();
         assert_eq!(
             values("portico_http_gateway_responses_total", "reason"),

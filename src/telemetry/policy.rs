@@ -2,7 +2,10 @@
 //! policy. Each policy may count more in its own families (rate limits do).
 
 use super::metrics::{family, remove_matching};
-use prometheus::{register_int_counter_vec, IntCounter, IntCounterVec};
+use prometheus::{
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
+};
 use std::sync::LazyLock;
 
 family!(POLICY_REFUSALS: IntCounterVec = register_int_counter_vec!(
@@ -11,9 +14,33 @@ family!(POLICY_REFUSALS: IntCounterVec = register_int_counter_vec!(
     &["route", "policy", "mode"]
 ));
 
-/// Registers the family.
+family!(CONCURRENCY_IN_FLIGHT: IntGaugeVec = register_int_gauge_vec!(
+    "portico_concurrency_in_flight",
+    "Requests holding a slot of a route's concurrency limit (all keys of the route together).",
+    &["route"]
+));
+
+family!(IP_DENY_ENTRIES: IntGauge = register_int_gauge!(
+    "portico_ip_deny_entries",
+    "Addresses and networks in force from the Redis deny set (the last good read)."
+));
+
+family!(IP_DENY_SYNC_FAILURES: IntCounter = prometheus::register_int_counter!(
+    "portico_ip_deny_sync_failures_total",
+    "Reads of the Redis deny set that failed; the last good set stays in force."
+));
+
+/// Registers the families.
 pub fn init() {
     LazyLock::force(&POLICY_REFUSALS);
+    LazyLock::force(&CONCURRENCY_IN_FLIGHT);
+    LazyLock::force(&IP_DENY_ENTRIES);
+    LazyLock::force(&IP_DENY_SYNC_FAILURES);
+}
+
+/// The in-flight gauge of a route's concurrency limit.
+pub fn concurrency_gauge(route: &str) -> IntGauge {
+    CONCURRENCY_IN_FLIGHT.with_label_values(&[route])
 }
 
 /// The refusal counter of one gate (created at zero, so it shows before the first refusal).
@@ -24,4 +51,5 @@ pub fn refusal_counter(route: &str, policy: &str, mode: &str) -> IntCounter {
 /// Removes every series of a route.
 pub fn remove_route(route: &str) {
     remove_matching(&POLICY_REFUSALS, "route", route);
+    remove_matching(&CONCURRENCY_IN_FLIGHT, "route", route);
 }
