@@ -335,3 +335,42 @@ fn a_limit_per_header_counts_each_caller_apart() {
     assert_eq!(globex.status, 200, "another tenant has its own slots");
     drop(held);
 }
+
+#[test]
+fn a_full_instance_is_skipped_and_all_full_is_503_overloaded() {
+    let [a, b] = echoes(["a", "b"]);
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{name: api, service: web}}\nservices:\n  web:\n    instances: [\"{}\", \"{}\"]\n    max_connections_per_instance: 1\n    read_timeout: 30s\n",
+        a.addr, b.addr
+    ));
+    let first = start_request(gw.addr, "/delay/1500", "");
+    wait_until(Duration::from_secs(5), "one slow request upstream", || {
+        a.requests_in_flight() + b.requests_in_flight() == 1
+    });
+    let (busy, free) = if a.requests_in_flight() == 1 {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    for _ in 0..6 {
+        let r = gw.get("/fast");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.instance().as_deref(), Some(free), "{busy} is full");
+    }
+    let second = start_request(gw.addr, "/delay/1500", "");
+    wait_until(Duration::from_secs(5), "both instances busy", || {
+        a.requests_in_flight() + b.requests_in_flight() == 2
+    });
+    let r = gw.get("/fast");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "overloaded");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop(first);
+    drop(second);
+    wait_until(Duration::from_secs(5), "the slow requests to end", || {
+        a.requests_in_flight() + b.requests_in_flight() == 0
+    });
+    wait_until(Duration::from_secs(3), "room again", || {
+        gw.get("/fast").status == 200
+    });
+}

@@ -81,6 +81,14 @@ impl Proxy {
             Pick::Exhausted => {
                 return no_instance(ctx, ErrorCode::NoHealthyUpstream, 1, "no instance to try")
             }
+            Pick::Saturated => {
+                return no_instance(
+                    ctx,
+                    ErrorCode::Overloaded,
+                    1,
+                    "every instance is at its cap",
+                )
+            }
         };
         let peer = within(upstream.peer(&selection.backend), time_left);
         self.start_attempt(session, ctx, upstream, selection)?;
@@ -120,6 +128,7 @@ impl Proxy {
             started: Instant::now(),
             reported: false,
             span,
+            _slot: selection.slot,
         });
         ctx.upstream.last_instance = Some(addr);
         Ok(())

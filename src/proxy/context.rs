@@ -12,7 +12,7 @@ use crate::reply::ErrorCode;
 use crate::retry::{Attempts, BudgetEntry};
 use crate::snapshot::{Route, Snapshot};
 use crate::telemetry::metrics::InFlight;
-use crate::upstream::{ProbeSlot, Upstream};
+use crate::upstream::{LoadSlot, ProbeSlot, Upstream};
 use http::HeaderValue;
 use opentelemetry_sdk::trace::Span;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -72,6 +72,8 @@ pub(super) struct Attempt {
     pub started: Instant,
     /// The outcome went to the instance's breaker.
     pub reported: bool,
+    /// The attempt's place under the service's per-instance cap (given back on drop).
+    pub _slot: Option<LoadSlot>,
     /// The CLIENT span, when the trace is sampled (boxed: an unsampled attempt, nearly all
     /// of them, then carries a pointer instead of ~300 bytes through every move).
     pub span: Option<Box<Span>>,

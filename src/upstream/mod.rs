@@ -14,6 +14,7 @@ mod breakers;
 mod discovery;
 mod hash_key;
 pub mod health;
+mod load;
 mod registration;
 mod selection;
 mod spec;
@@ -21,6 +22,7 @@ mod spec;
 pub use breakers::Verdict;
 pub use discovery::{InstanceSet, Members};
 pub use hash_key::HashKey;
+pub use load::LoadSlot;
 pub use registration::Registration;
 pub use spec::{ServiceSpec, StaticInstance, Target};
 
@@ -50,6 +52,8 @@ pub struct Selection {
     pub panic: bool,
     /// A half-open breaker probe: its outcome must be reported.
     pub probe: bool,
+    /// The attempt's place under `max_connections_per_instance`, when the service caps it.
+    pub slot: Option<LoadSlot>,
 }
 
 /// The result of instance selection.
@@ -61,6 +65,8 @@ pub enum Pick {
     },
     /// No instance can be tried (none left untried).
     Exhausted,
+    /// Every instance that could be tried has `max_connections_per_instance` in flight.
+    Saturated,
 }
 
 /// A half-open breaker's probe slot, held by the attempt that is the probe. Reporting the
@@ -111,6 +117,8 @@ pub struct Upstream {
     update_lock: tokio::sync::Mutex<()>,
     /// Rotation of fail-open (panic mode) picks.
     fail_open_cursor: AtomicUsize,
+    /// In-flight counts per instance, when the service caps them.
+    load: Option<load::InstanceLoad>,
 }
 
 impl Upstream {
@@ -166,6 +174,9 @@ impl Upstream {
             budget: RetryBudget::default(),
             update_lock: tokio::sync::Mutex::new(()),
             fail_open_cursor: AtomicUsize::new(0),
+            load: config
+                .max_connections_per_instance
+                .map(load::InstanceLoad::new),
         }
     }
 

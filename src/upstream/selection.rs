@@ -1,8 +1,9 @@
-//! Choosing the instance for one attempt: healthy, untried and admitted by its breaker, or —
-//! when no instance is healthy — fail-open over the whole set (panic mode).
+//! Choosing the instance for one attempt: healthy, untried, with room under the service's
+//! per-instance cap and admitted by its breaker, or — when no instance is healthy — fail-open
+//! over the whole set (panic mode).
 
 use super::breakers::Verdict;
-use super::{Pick, Selection, Upstream};
+use super::{LoadSlot, Pick, Selection, Upstream};
 use crate::config::Balance;
 use pingora_load_balancing::Backend;
 use std::cell::Cell;
@@ -18,13 +19,28 @@ impl Upstream {
         let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
         let probe = Cell::new(false);
         let refused: Cell<Option<Duration>> = Cell::new(None);
+        let saturated = Cell::new(false);
+        let slot: Cell<Option<LoadSlot>> = Cell::new(None);
         let admit = |b: &Backend| {
             let Some(addr) = b.addr.as_inet() else {
                 return true;
             };
+            // The slot is taken before the breaker is asked, and dropped if it refuses, so
+            // a half-open probe is never spent on an instance that has no room.
+            let taken = match &self.load {
+                Some(load) => match load.try_enter(addr) {
+                    Some(s) => Some(s),
+                    None => {
+                        saturated.set(true);
+                        return false;
+                    }
+                },
+                None => None,
+            };
             match self.breakers.admit(addr, now, &self.metrics) {
                 Verdict::Send { probe: p } => {
                     probe.set(p);
+                    slot.set(taken);
                     true
                 }
                 Verdict::Refuse { retry_after } => {
@@ -35,18 +51,19 @@ impl Upstream {
             }
         };
         let budget = 2 * self.instance_count() + 4;
-        let selected = |backend| {
+        let selected = |backend, panic| {
             Pick::Selected(Selection {
                 backend,
-                panic: false,
+                panic,
                 probe: probe.get(),
+                slot: slot.take(),
             })
         };
         if let Some(backend) = self
             .balancer
             .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
         {
-            return selected(backend);
+            return selected(backend, false);
         }
         let backends = self.balancer.backends();
         if !backends.get_backend().iter().any(|b| backends.ready(b)) {
@@ -54,12 +71,11 @@ impl Upstream {
             let eligible = |b: &Backend| untried(b) && members.is_enabled(b) && admit(b);
             if let Some(backend) = self.select_fail_open(key, budget, eligible) {
                 self.metrics.count_panic_selection();
-                return Pick::Selected(Selection {
-                    backend,
-                    panic: true,
-                    probe: probe.get(),
-                });
+                return selected(backend, true);
             }
+        }
+        if saturated.get() {
+            return Pick::Saturated;
         }
         match refused.get() {
             Some(retry_after) => {

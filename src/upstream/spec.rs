@@ -133,6 +133,12 @@ impl ServiceSpec {
         if s.heartbeat_ttl < Duration::from_millis(100) {
             problems.push(format!("{at}.heartbeat_ttl"), "must be at least 100ms");
         }
+        if s.max_connections_per_instance == Some(0) {
+            problems.push(
+                format!("{at}.max_connections_per_instance"),
+                "must be at least 1 (leave it out for no cap)",
+            );
+        }
         let mut seen = HashSet::new();
         let mut instances = Vec::new();
         for (i, entry) in s.instances.iter().enumerate() {
