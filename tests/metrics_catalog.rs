@@ -74,7 +74,7 @@ routes:
   - {{name: ok, match: {{path_prefix: /ok}}, service: echo, rate_limits: [local-rule, shared-rule]}}
   - {{name: down, match: {{path_prefix: /down}}, service: dead}}
   - {{name: reg, match: {{path_prefix: /reg}}, service: registered}}
-  - {{name: capped, match: {{path_prefix: /capped}}, service: echo, concurrency: {{max: 10}}, ip: [shared-deny]}}
+  - {{name: capped, match: {{path_prefix: /capped}}, service: echo, concurrency: {{max: 10}}, ip: [shared-deny], compress: {{min_size: 10B}}}}
 ip_rules:
   shared-deny: {{deny_from_redis: true}}
 services:
@@ -97,6 +97,8 @@ kpis:
     assert_eq!(request(gw.addr, "POST", "/ok", &[], "{}").status, 200);
     assert_eq!(gw.get("/down").status, 502);
     assert_eq!(gw.get("/nowhere").status, 404);
+    let gzipped = get(gw.addr, "/capped", &[("accept-encoding", "gzip")]);
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
     assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);
     assert!(gw.eventually(Duration::from_secs(3), || {
         gw.metric("portico_events_published_total") >= 1.0

@@ -9,6 +9,7 @@
 //! | admission | `request_filter`, after access | rate limits, concurrency limit |
 //! | upstream request | `upstream_request_filter` | request header edits |
 //! | response | `response_filter` | response header edits, CORS headers |
+//! | response body | `response_filter`, `response_body_filter` | compression (negotiated in admission) |
 //! | log | `logging` | business KPIs |
 //!
 //! **Why an enum per phase, not a trait object.** Each phase has its own signature (an async
@@ -22,6 +23,7 @@
 //! admission) runs in a [`Gate`] with a [`Mode`]; a refusal in shadow mode is counted in
 //! `portico_policy_refusals_total{mode="shadow"}` and the request goes on.
 
+pub mod compress;
 pub mod concurrency;
 pub mod cors;
 pub mod headers;
@@ -190,6 +192,7 @@ pub struct Chain {
     admission: Vec<Gate<Admission>>,
     upstream_request: Vec<RequestEdit>,
     response: Vec<ResponseEdit>,
+    compress: Option<compress::Compress>,
     log: Vec<Log>,
 }
 
@@ -247,6 +250,12 @@ impl ChainBuilder {
         self
     }
 
+    /// Compresses the route's responses.
+    pub fn compress(mut self, compress: compress::Compress) -> Self {
+        self.chain.compress = Some(compress);
+        self
+    }
+
     /// Adds a log policy.
     pub fn log(mut self, policy: Log) -> Self {
         let Log::Kpis(k) = &policy;
@@ -289,6 +298,11 @@ impl Chain {
                 c.refusal_headers(state, out);
             }
         }
+    }
+
+    /// The route's compression, if it compresses.
+    pub fn compression(&self) -> Option<&compress::Compress> {
+        self.compress.as_ref()
     }
 
     /// Whether the access and admission phases have nothing to run.

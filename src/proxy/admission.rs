@@ -97,6 +97,14 @@ impl Proxy {
         if let Some(answer) = route.answer() {
             return Some(answer_for(session, request, reply, route, answer));
         }
+        reply.encoding = route.policies().compression().and_then(|c| {
+            c.negotiate(
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::ACCEPT_ENCODING),
+            )
+        });
         *upstream = UpstreamState {
             attempts: Attempts::new(request.start, route.timeout()),
             budget: route.upstream().map(|u| u.budget().enter()),

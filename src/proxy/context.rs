@@ -8,6 +8,7 @@
 //! delay) and `Drop` calls again as the backstop, so no early exit can leak any of it.
 
 use crate::policy;
+use crate::policy::compress::Encoder;
 use crate::reply::ErrorCode;
 use crate::retry::{Attempts, BudgetEntry};
 use crate::snapshot::{Route, Snapshot};
@@ -15,6 +16,7 @@ use crate::telemetry::metrics::InFlight;
 use crate::upstream::{LoadSlot, ProbeSlot, Upstream};
 use http::HeaderValue;
 use opentelemetry_sdk::trace::Span;
+use pingora::protocols::http::compression::Algorithm;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +93,10 @@ pub(super) struct ReplyState {
     pub retry_after: Option<u64>,
     /// What the route's policies learned (e.g. the `RateLimit-*` values).
     pub policy: policy::State,
+    /// The compression this client accepts, when the route compresses.
+    pub encoding: Option<Algorithm>,
+    /// The encoder of a response being compressed.
+    pub encoder: Option<Encoder>,
 }
 
 impl RequestCtx {

@@ -11,6 +11,7 @@
 
 mod admission;
 mod attempt;
+mod compression;
 mod context;
 mod failure;
 mod invalid_request;
@@ -73,7 +74,8 @@ impl ProxyHttp for Proxy {
 
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {
         // Pingora's default adds a disabled response-compression module that still runs on
-        // every request; Portico does not compress, so no module is added.
+        // every request; Portico compresses per route instead (`policy::compress`), so no
+        // module is added.
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -192,7 +194,7 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -204,12 +206,23 @@ impl ProxyHttp for Proxy {
                 upstream_response.insert_header(name, value)?;
             }
         }
-        match ctx.route() {
-            Some(route) => route
+        if let Some(route) = ctx.route() {
+            route
                 .policies()
-                .edit_response(upstream_response, &ctx.reply.policy),
-            None => Ok(()),
+                .edit_response(upstream_response, &ctx.reply.policy)?;
         }
+        self.start_compression(session, upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        self.compress_chunk(body, end_of_stream, ctx)?;
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -223,6 +236,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.report(session, ctx);
+        compression::record(ctx);
         // Now, not when Pingora drops the context (after the client has read everything).
         ctx.release();
     }

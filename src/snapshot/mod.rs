@@ -391,6 +391,9 @@ fn build_route(
     if let Some(cors) = cors {
         chain = chain.response(ResponseEdit::Cors(cors.clone()));
     }
+    if let Some(compress) = plan.compress.take() {
+        chain = chain.compress(compress);
+    }
     let policies = chain.log(Log::Kpis(KpiCounters::new(kpis))).build();
     let target = match (plan.service, plan.answer) {
         (Some(name), _) => Target::Service {

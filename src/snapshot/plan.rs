@@ -10,6 +10,7 @@ use super::sections;
 use crate::answer::Answer;
 use crate::config::{self, Config, ConfigError, ConfigErrors, Parsed, Problems, RouteConfig};
 use crate::forwarding::TrustedProxies;
+use crate::policy::compress::Compress;
 use crate::policy::concurrency::ConcurrencySpec;
 use crate::policy::cors::Cors;
 use crate::policy::headers::HeaderEdits;
@@ -69,6 +70,7 @@ pub struct RoutePlan {
     /// Name from `cors`.
     pub cors: Option<String>,
     pub concurrency: Option<ConcurrencySpec>,
+    pub compress: Option<Compress>,
 }
 
 /// Reads, parses and compiles a file; every error of the file, in file order.
@@ -268,6 +270,10 @@ fn compile_route(
             .concurrency
             .as_ref()
             .map(|c| ConcurrencySpec::compile(c, &format!("{at}.concurrency"), problems)),
+        compress: r
+            .compress
+            .as_ref()
+            .map(|c| Compress::compile(c, &format!("{at}.compress"), problems)),
     };
     (matcher, plan)
 }

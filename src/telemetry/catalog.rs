@@ -43,6 +43,16 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Counter,
         &["from", "service", "to"],
     ),
+    (
+        "portico_compression_bytes_total",
+        Counter,
+        &["route", "side"],
+    ),
+    (
+        "portico_compression_responses_total",
+        Counter,
+        &["algorithm", "route"],
+    ),
     ("portico_concurrency_in_flight", Gauge, &["route"]),
     ("portico_config_info", Gauge, &["hash"]),
     (
@@ -393,6 +403,12 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         "portico_ratelimit_local_evictions_total",
         "store",
         &["local", "fallback"],
+    ),
+    ("portico_compression_bytes_total", "side", &["in", "out"]),
+    (
+        "portico_compression_responses_total",
+        "algorithm",
+        &["br", "zstd", "gzip"],
     ),
     (
         "portico_policy_refusals_total",

@@ -30,12 +30,39 @@ family!(IP_DENY_SYNC_FAILURES: IntCounter = prometheus::register_int_counter!(
     "Reads of the Redis deny set that failed; the last good set stays in force."
 ));
 
+family!(COMPRESSED_RESPONSES: IntCounterVec = register_int_counter_vec!(
+    "portico_compression_responses_total",
+    "Responses Portico compressed, by route and algorithm.",
+    &["route", "algorithm"]
+));
+
+family!(COMPRESSION_BYTES: IntCounterVec = register_int_counter_vec!(
+    "portico_compression_bytes_total",
+    "Body bytes of compressed responses before (in) and after (out) compression.",
+    &["route", "side"]
+));
+
+/// Counts one compressed response of `route`.
+pub fn count_compressed(route: &str, algorithm: &str, bytes_in: usize, bytes_out: usize) {
+    COMPRESSED_RESPONSES
+        .with_label_values(&[route, algorithm])
+        .inc();
+    COMPRESSION_BYTES
+        .with_label_values(&[route, "in"])
+        .inc_by(bytes_in as u64);
+    COMPRESSION_BYTES
+        .with_label_values(&[route, "out"])
+        .inc_by(bytes_out as u64);
+}
+
 /// Registers the families.
 pub fn init() {
     LazyLock::force(&POLICY_REFUSALS);
     LazyLock::force(&CONCURRENCY_IN_FLIGHT);
     LazyLock::force(&IP_DENY_ENTRIES);
     LazyLock::force(&IP_DENY_SYNC_FAILURES);
+    LazyLock::force(&COMPRESSED_RESPONSES);
+    LazyLock::force(&COMPRESSION_BYTES);
 }
 
 /// The in-flight gauge of a route's concurrency limit.
@@ -52,4 +79,6 @@ pub fn refusal_counter(route: &str, policy: &str, mode: &str) -> IntCounter {
 pub fn remove_route(route: &str) {
     remove_matching(&POLICY_REFUSALS, "route", route);
     remove_matching(&CONCURRENCY_IN_FLIGHT, "route", route);
+    remove_matching(&COMPRESSED_RESPONSES, "route", route);
+    remove_matching(&COMPRESSION_BYTES, "route", route);
 }

@@ -158,8 +158,11 @@ pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Response {
 }
 
 fn parse(buf: &[u8]) -> Response {
-    let text = String::from_utf8_lossy(buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&buf[..split]);
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -173,10 +176,12 @@ fn parse(buf: &[u8]) -> Response {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = &buf[split..];
+    // Chunks are cut as bytes: a compressed body is not text.
     let body = if chunked {
-        dechunk(body)
+        String::from_utf8_lossy(&dechunk(body)).into_owned()
     } else {
-        body.to_string()
+        String::from_utf8_lossy(body).into_owned()
     };
     Response {
         status,
@@ -185,15 +190,19 @@ fn parse(buf: &[u8]) -> Response {
     }
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        let rest = &body[line + 2..];
+        if size == 0 || rest.len() < size {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
     out
 }

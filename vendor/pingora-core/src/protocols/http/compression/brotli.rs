@@ -76,7 +76,8 @@ impl Encode for Decompressor {
 }
 
 pub struct Compressor {
-    compress: CompressorWriter<Vec<u8>>,
+    // PATCH(portico): an Option, so the stream can be finished (`into_inner`) at the end
+    compress: Option<CompressorWriter<Vec<u8>>>,
     total_in: usize,
     total_out: usize,
     duration: Duration,
@@ -86,7 +87,7 @@ impl Compressor {
     pub fn new(level: u32) -> Self {
         Compressor {
             // buf_size:4096 , lgwin:19 TODO: fine tune these
-            compress: CompressorWriter::new(vec![], 4096, level, 19),
+            compress: Some(CompressorWriter::new(vec![], 4096, level, 19)), // PATCH(portico)
             total_in: 0,
             total_out: 0,
             duration: Duration::new(0, 0),
@@ -102,21 +103,27 @@ impl Encode for Compressor {
         self.total_in += input.len();
 
         // reserve at most input size, cap at 16k, compressed output should be smaller
-        self.compress
+        // PATCH(portico): a flush at the end left the brotli stream without its last
+        // meta-block; strict decoders refused it as truncated. The end now finishes it.
+        let Some(compress) = self.compress.as_mut() else {
+            return Ok(Bytes::new()); // already finished
+        };
+        compress
             .get_mut()
             .reserve(std::cmp::min(MAX_INIT_COMPRESSED_BUF_SIZE, input.len()));
-        self.compress
+        compress
             .write_all(input)
             .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
         // write to vec will never fail.
-        if end {
-            self.compress
-                .flush()
-                .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
-        }
-        self.total_out += self.compress.get_ref().len();
+        let out = if end {
+            let finished = self.compress.take().map(|c| c.into_inner()).unwrap_or_default();
+            finished
+        } else {
+            std::mem::take(compress.get_mut())
+        };
+        self.total_out += out.len();
         self.duration += start.elapsed();
-        Ok(std::mem::take(self.compress.get_mut()).into()) // into() Bytes will drop excess capacity
+        Ok(out.into()) // into() Bytes will drop excess capacity
     }
 
     fn stat(&self) -> (&'static str, usize, usize, Duration) {
