@@ -56,19 +56,26 @@ fn redirects_fill_their_target_and_touch_no_upstream() {
         r.header("location"),
         Some("https://shop.example.com/users/42")
     );
+    // A path cannot turn the target into another site: it is normalised before it is used.
+    let r = gw.get("//v0//evil.example/x");
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some("https://api.example.com/v1/v0/evil.example/x")
+    );
     let r = gw.get("/u/abc");
     assert_eq!(r.status, 404, "a path the regex does not take: {r:?}");
     assert_eq!(r.json()["error"]["code"], "no_route");
     assert_eq!(a.requests(), 0, "no upstream was asked");
     assert_eq!(
         gw.metric(r#"portico_http_gateway_responses_total{reason="redirect",route="old-api"}"#),
-        1.0
+        2.0
     );
     assert_eq!(
         gw.metric(
             r#"portico_http_requests_total{code="308",method="GET",route="old-api",source="gateway"}"#
         ),
-        1.0
+        2.0
     );
 }
 
