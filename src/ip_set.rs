@@ -34,29 +34,25 @@ impl Network {
                 .filter(|l| *l <= bits)
                 .ok_or_else(|| format!("{text:?}: prefix length must be 0..={bits}"))?,
         };
+        // Both families in one width: an IPv4 address is the low 32 bits.
+        let n = match ip {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        let host = (u128::MAX >> (128 - bits)).checked_shr(len).unwrap_or(0);
+        let (first, last) = (n & !host, n | host);
+        if strict && n & host != 0 {
+            let network = match ip {
+                IpAddr::V4(_) => IpAddr::V4((first as u32).into()),
+                IpAddr::V6(_) => IpAddr::V6(first.into()),
+            };
+            return Err(format!(
+                "{text:?} has host bits set; the network is {network}/{len}"
+            ));
+        }
         let network = match ip {
-            IpAddr::V4(v4) => {
-                let host = u32::MAX.checked_shr(len).unwrap_or(0);
-                let n = u32::from(v4);
-                if strict && n & host != 0 {
-                    return Err(format!(
-                        "{text:?} has host bits set; the network is {}/{len}",
-                        std::net::Ipv4Addr::from(n & !host)
-                    ));
-                }
-                Network::V4(n & !host, n | host)
-            }
-            IpAddr::V6(v6) => {
-                let host = u128::MAX.checked_shr(len).unwrap_or(0);
-                let n = u128::from(v6);
-                if strict && n & host != 0 {
-                    return Err(format!(
-                        "{text:?} has host bits set; the network is {}/{len}",
-                        std::net::Ipv6Addr::from(n & !host)
-                    ));
-                }
-                Network::V6(n & !host, n | host)
-            }
+            IpAddr::V4(_) => Network::V4(first as u32, last as u32),
+            IpAddr::V6(_) => Network::V6(first, last),
         };
         Ok(network)
     }
