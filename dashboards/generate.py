@@ -751,6 +751,37 @@ def ratelimit_deps():
         desc="Requests a route policy refused: enforce = answered by Portico, shadow = counted and let "
              "through."), 24, 7)
 
+    L.row("Edge policies")
+    L.add(timeseries("Concurrency slots in use by route", targets((
+        "sum by (route) (portico_concurrency_in_flight%s)" % sel('route=~"$route"'), "{{route}}")),
+        "short", legend_table=True,
+        desc="Requests holding a slot of the route's concurrency limit; at the limit the next "
+             "request gets 503 overloaded."), 8, 7)
+    L.add(timeseries("Forbidden and overloaded", targets((
+        "sum by (route, reason) (%s)" % rate("portico_http_gateway_responses_total",
+                                               'route=~"$route"', 'reason=~"forbidden|overloaded"'),
+        "{{route}} {{reason}}")), "reqps", stack=True,
+        desc="403 from IP rules or CORS reject; 503 from concurrency limits or full instances."), 8, 7)
+    L.add(timeseries("Redis IP deny set", targets(
+        ("max(portico_ip_deny_entries%s)" % sel(), "entries"),
+        ("sum(%s)" % rate("portico_ip_deny_sync_failures_total", fn="increase"), "failed reads")),
+        "short",
+        desc="Entries of the shared deny set in force (the last good read) and failed reads."), 8, 7)
+    L.add(timeseries("Compression ratio by route", targets((
+        "sum by (route) (%s) / sum by (route) (%s)"
+        % (rate("portico_compression_bytes_total", 'route=~"$route"', 'side="out"'),
+           rate("portico_compression_bytes_total", 'route=~"$route"', 'side="in"')), "{{route}}")),
+        "percentunit", desc="Compressed bytes out per body byte in; lower is better."), 6, 7)
+    L.add(timeseries("Compressed responses by algorithm", targets((
+        "sum by (algorithm) (%s)" % rate("portico_compression_responses_total", 'route=~"$route"'),
+        "{{algorithm}}")), "reqps", stack=True, desc="br, zstd or gzip, as clients negotiated."), 6, 7)
+    L.add(timeseries("Gateway answers by reason", targets((
+        "sum by (route, reason) (%s)" % rate("portico_http_gateway_responses_total",
+                                               'route=~"$route"',
+                                               'reason=~"redirect|static_response|cors_preflight"'),
+        "{{route}} {{reason}}")), "reqps", stack=True,
+        desc="Redirects, static responses and CORS preflights the gateway answered itself."), 12, 7)
+
     L.row("Redis")
     L.add(stat("Redis up", targets((
         "min by (client) (portico_redis_up%s)" % sel(), "{{client}}")), "short",
