@@ -38,15 +38,26 @@ impl Compress {
     pub fn compile(cfg: &CompressConfig, at: &str, problems: &mut Problems) -> Compress {
         let mut algorithms = Vec::new();
         for (i, name) in cfg.algorithms.iter().enumerate() {
-            match name.as_str() {
-                "br" => algorithms.push(Algorithm::Brotli),
-                "zstd" => algorithms.push(Algorithm::Zstd),
-                "gzip" => algorithms.push(Algorithm::Gzip),
-                other => problems.push(
+            let algorithm = match name.as_str() {
+                "br" => Algorithm::Brotli,
+                "zstd" => Algorithm::Zstd,
+                "gzip" => Algorithm::Gzip,
+                other => {
+                    problems.push(
+                        format!("{at}.algorithms[{i}]"),
+                        format!("unknown algorithm {other:?}; use br, zstd or gzip"),
+                    );
+                    continue;
+                }
+            };
+            if algorithms.contains(&algorithm) {
+                problems.push(
                     format!("{at}.algorithms[{i}]"),
-                    format!("unknown algorithm {other:?}; use br, zstd or gzip"),
-                ),
+                    format!("{name:?} is listed twice"),
+                );
+                continue;
             }
+            algorithms.push(algorithm);
         }
         if cfg.algorithms.is_empty() {
             problems.push(format!("{at}.algorithms"), "needs at least one algorithm");
@@ -74,12 +85,27 @@ impl Compress {
         }
     }
 
-    /// The algorithm this client gets, if any.
+    /// The algorithm this client gets, if any: one pass over `Accept-Encoding`.
     pub fn negotiate(&self, accept: Option<&HeaderValue>) -> Option<Algorithm> {
         let accept = accept?.to_str().ok()?;
+        // q-values of the route's algorithms (at most three, no repeats: `compile` checks).
+        let mut named: [Option<u16>; 3] = [None; 3];
+        let mut any = None;
+        for entry in accept.split(',') {
+            let (name, q) = coding_and_q(entry);
+            if name == "*" {
+                any.get_or_insert(q);
+            } else if let Some(i) = self
+                .algorithms
+                .iter()
+                .position(|a| name.eq_ignore_ascii_case(a.as_str()))
+            {
+                named[i].get_or_insert(q);
+            }
+        }
         let mut best: Option<(u16, Algorithm)> = None;
-        for algorithm in &self.algorithms {
-            let q = quality(accept, algorithm.as_str());
+        for (algorithm, q) in self.algorithms.iter().zip(named) {
+            let q = q.or(any).unwrap_or(0);
             if q > 0 && best.is_none_or(|(b, _)| q > b) {
                 best = Some((q, *algorithm));
             }
@@ -149,38 +175,34 @@ impl Compress {
     }
 }
 
-/// The q-value (in thousandths) `accept` gives `coding`: its own entry, else `*`'s, else 0.
-fn quality(accept: &str, coding: &str) -> u16 {
-    let mut any = None;
-    for entry in accept.split(',') {
-        let mut parts = entry.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let q = parts
-            .find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("q")
-                    .then(|| parse_q(v.trim()))
-            })
-            .unwrap_or(1000);
-        if name.eq_ignore_ascii_case(coding) {
-            return q;
-        }
-        if name == "*" {
-            any = Some(q);
-        }
-    }
-    any.unwrap_or(0)
+/// One `Accept-Encoding` entry: its coding and q-value in thousandths (1000 when absent).
+fn coding_and_q(entry: &str) -> (&str, u16) {
+    let mut parts = entry.split(';');
+    let name = parts.next().unwrap_or("").trim();
+    let q = parts
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("q")
+                .then(|| parse_q(v.trim()))
+        })
+        .unwrap_or(1000);
+    (name, q)
 }
 
 /// `0`, `0.5`, `1.000` as thousandths; anything else counts as 0 (a client that writes
-/// nonsense does not get a compressed body it may not read).
+/// nonsense does not get a compressed body it may not read). No allocation: this runs on
+/// every request of a compressing route.
 fn parse_q(v: &str) -> u16 {
     let (int, frac) = v.split_once('.').unwrap_or((v, ""));
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }
-    let thousandths = format!("{frac:0<3}").parse::<u16>().unwrap_or(0);
+    let thousandths = frac
+        .bytes()
+        .zip([100u16, 10, 1])
+        .map(|(b, scale)| u16::from(b - b'0') * scale)
+        .sum::<u16>();
     match int {
         "0" => thousandths,
         "1" if thousandths == 0 => 1000,
