@@ -122,7 +122,7 @@ impl Concurrency {
             });
         }
         self.gauge.inc();
-        state.slot = Some(Slot {
+        state.hold(Slot {
             _guard: guard,
             gauge: self.gauge.clone(),
         });

@@ -121,7 +121,7 @@ impl Cors {
                 }
             }
             _ if allowed => {
-                state.cors_origin = Some(origin.clone());
+                state.allow_origin(origin.clone());
                 Outcome::Continue
             }
             _ if self.reject => Outcome::Refuse(Refusal::new(ErrorCode::Forbidden)),
@@ -182,7 +182,7 @@ impl Cors {
     /// Adds the grant for the origin the request phase allowed, and `Vary: Origin` always.
     pub fn apply(&self, resp: &mut ResponseHeader, state: &State) -> pingora::Result<()> {
         add_vary_origin(resp)?;
-        let Some(origin) = &state.cors_origin else {
+        let Some(origin) = state.cors_origin() else {
             return Ok(());
         };
         self.grant(resp, origin)?;
@@ -196,7 +196,7 @@ impl Cors {
     /// a script should be able to read).
     pub fn refusal_headers(&self, state: &State, out: &mut Vec<(&'static str, HeaderValue)>) {
         out.push(("Vary", HeaderValue::from_static("Origin")));
-        if let Some(origin) = &state.cors_origin {
+        if let Some(origin) = state.cors_origin() {
             out.push(("Access-Control-Allow-Origin", self.allowed_origin(origin)));
             if self.credentials {
                 out.push((

@@ -104,16 +104,39 @@ pub struct Request<'a> {
 pub struct State {
     /// `RateLimit-*` values of the most restrictive rule, for the response.
     pub rate_headers: Option<crate::ratelimit::RateHeaders>,
-    /// The origin CORS allowed, echoed in the response.
-    pub cors_origin: Option<HeaderValue>,
-    /// The request's place in the route's concurrency limit, held until the request ends.
-    pub slot: Option<concurrency::Slot>,
+    /// What edge policies hold for the request; boxed and made only by routes that have them,
+    /// so the request context every request moves around stays small.
+    edge: Option<Box<EdgeState>>,
+}
+
+/// What CORS and concurrency limits keep for one request.
+#[derive(Default)]
+struct EdgeState {
+    cors_origin: Option<HeaderValue>,
+    slot: Option<concurrency::Slot>,
 }
 
 impl State {
+    /// The origin CORS allowed, echoed in the response.
+    pub fn cors_origin(&self) -> Option<&HeaderValue> {
+        self.edge.as_ref()?.cors_origin.as_ref()
+    }
+
+    /// Remembers the origin CORS allowed.
+    pub fn allow_origin(&mut self, origin: HeaderValue) {
+        self.edge.get_or_insert_default().cors_origin = Some(origin);
+    }
+
+    /// Holds the request's place in the route's concurrency limit until the request ends.
+    pub fn hold(&mut self, slot: concurrency::Slot) {
+        self.edge.get_or_insert_default().slot = Some(slot);
+    }
+
     /// Gives back what the request holds (its concurrency slot).
     pub fn release(&mut self) {
-        self.slot = None;
+        if let Some(edge) = self.edge.as_mut() {
+            edge.slot = None;
+        }
     }
 }
 
