@@ -28,10 +28,7 @@ pub fn check(
     }
     let mut lengths = h.get_all(http::header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next() {
-        let declared = std::str::from_utf8(first.as_bytes())
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or(ErrorCode::BadRequest)?;
+        let declared = length_value(first).ok_or(ErrorCode::BadRequest)?;
         if lengths.next().is_some() {
             return Err(ErrorCode::BadRequest);
         }
@@ -71,6 +68,18 @@ pub fn check_host(req: &RequestHeader) -> Result<(), ErrorCode> {
     } else {
         Err(ErrorCode::BadRequest)
     }
+}
+
+/// The body length a request declares; `None` without (or with an unreadable)
+/// `Content-Length` — which [`check`] has already refused before anyone else asks.
+pub fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(length_value)
+}
+
+fn length_value(v: &http::HeaderValue) -> Option<u64> {
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }
 
 /// `reg-name` of unreserved and percent characters, or `[v6]`, with an optional `:port`.

@@ -226,14 +226,7 @@ fn answer_for(
 /// Whether the declared `Content-Length` is over the route's own limit (the server's limit
 /// was checked before routing; a chunked body is counted as it streams).
 fn over_body_limit(req: &pingora::http::RequestHeader, limit: Option<u64>) -> bool {
-    let Some(limit) = limit else {
-        return false;
-    };
-    req.headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|declared| declared > limit)
+    limit.is_some_and(|limit| hardening::declared_length(req).is_some_and(|n| n > limit))
 }
 
 /// The request's host, without the port (`Host`, or the authority of an absolute target).

@@ -9,7 +9,7 @@
 mod plan;
 mod sections;
 
-pub use plan::{compile_file, compile_redis_file, compile_str, Plan, RoutePlan};
+pub use plan::{compile_file, compile_redis_file, compile_str, Destination, Plan, RoutePlan};
 
 use crate::answer::Answer;
 use crate::config::{Config, Discovery};
@@ -395,16 +395,15 @@ fn build_route(
         chain = chain.compress(compress);
     }
     let policies = chain.log(Log::Kpis(KpiCounters::new(kpis))).build();
-    let target = match (plan.service, plan.answer) {
-        (Some(name), _) => Target::Service {
+    let target = match plan.destination {
+        Destination::Service(name) => Target::Service {
             upstream: services
                 .get(&name)
                 .cloned()
                 .expect("the compile step checked that every route's service exists"),
             name,
         },
-        (None, Some(answer)) => Target::Answer(answer),
-        (None, None) => unreachable!("the compile step checked that every route has a target"),
+        Destination::Answer(answer) => Target::Answer(answer),
     };
     Route {
         target,

@@ -202,6 +202,16 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
 ];
 
+/// The `client` label of the Redis families: one per logical Redis client.
+const REDIS_CLIENTS: &[&str] = &[
+    "registry",
+    "admin",
+    "ratelimit",
+    "events",
+    "membership",
+    "ip_deny",
+];
+
 /// Labels whose values are a closed set: (family, label, every value Portico can export).
 /// `tests/metrics_catalog.rs` checks the exposition never shows another value, and
 /// `tests/promql_refs.rs` checks dashboards and rules only match on these.
@@ -300,54 +310,14 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         "result",
         &["success", "failure"],
     ),
-    (
-        "portico_redis_up",
-        "client",
-        &[
-            "registry",
-            "admin",
-            "ratelimit",
-            "events",
-            "membership",
-            "ip_deny",
-        ],
-    ),
+    ("portico_redis_up", "client", REDIS_CLIENTS),
     (
         "portico_redis_command_duration_seconds",
         "client",
-        &[
-            "registry",
-            "admin",
-            "ratelimit",
-            "events",
-            "membership",
-            "ip_deny",
-        ],
+        REDIS_CLIENTS,
     ),
-    (
-        "portico_redis_errors_total",
-        "client",
-        &[
-            "registry",
-            "admin",
-            "ratelimit",
-            "events",
-            "membership",
-            "ip_deny",
-        ],
-    ),
-    (
-        "portico_redis_connects_total",
-        "client",
-        &[
-            "registry",
-            "admin",
-            "ratelimit",
-            "events",
-            "membership",
-            "ip_deny",
-        ],
-    ),
+    ("portico_redis_errors_total", "client", REDIS_CLIENTS),
+    ("portico_redis_connects_total", "client", REDIS_CLIENTS),
     (
         "portico_redis_connects_total",
         "result",

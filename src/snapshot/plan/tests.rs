@@ -1,0 +1,226 @@
+//! The compile step against whole files: every mistake located, once.
+
+use super::compile_str;
+use crate::config::{Config, ConfigErrors};
+use std::sync::Arc;
+
+/// The whole load: parse, then compile; the configuration when it is valid.
+fn load_str(file: &str, text: &str) -> Result<Arc<Config>, ConfigErrors> {
+    compile_str(file, text).map(|plan| plan.config)
+}
+
+const GOOD: &str = r#"
+routes:
+  - name: api
+    match: {path_prefix: /api}
+    service: trading
+services:
+  trading:
+    instances: ["127.0.0.1:8101", "127.0.0.1:8102 weight=2"]
+"#;
+
+#[test]
+fn a_valid_file_loads() {
+    let c = load_str("good.yaml", GOOD).unwrap();
+    assert_eq!(c.routes[0].service.as_deref(), Some("trading"));
+    assert_eq!(c.server.listen, vec!["0.0.0.0:8080"]);
+}
+
+#[test]
+fn every_mistake_is_reported_with_its_line() {
+    let text = "routes:\n  - name: api\n    service: tradin\n    rewrite: {regex: \"(\", to: /x}\nservices:\n  trading:\n    instances: [\"nonsense\"]\n";
+    let errs = load_str("bad.yaml", text).unwrap_err().0;
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 3, "{shown:#?}");
+    assert!(shown[0].starts_with("bad.yaml:3:14: routes[0].service: unknown service \"tradin\"; did you mean \"trading\"?"), "{}", shown[0]);
+    assert!(
+        shown[1].starts_with("bad.yaml:4:22: routes[0].rewrite.regex: bad regex"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].starts_with("bad.yaml:7:17: services.trading.instances[0]: bad address"),
+        "{}",
+        shown[2]
+    );
+}
+
+#[test]
+fn unknown_fields_are_errors_with_a_position() {
+    let text = GOOD.replace("path_prefix", "path_prefx");
+    let err = load_str("f.yaml", &text).unwrap_err().to_string();
+    assert!(err.starts_with("f.yaml:4:"), "{err}");
+    assert!(err.contains("unknown field `path_prefx`"), "{err}");
+}
+
+#[test]
+fn empty_routes_and_duplicate_names_are_errors() {
+    let text = r#"
+routes:
+  - {name: api, service: trading}
+  - {name: api, service: trading}
+services:
+  trading:
+    instances: ["127.0.0.1:1", "127.0.0.1:1"]
+"#;
+    let errs = load_str("f", text).unwrap_err().to_string();
+    assert!(
+        errs.contains("f:4:12: routes[1].name: duplicate route name \"api\""),
+        "{errs}"
+    );
+    assert!(errs.contains("duplicate instance 127.0.0.1:1"), "{errs}");
+    let empty = load_str("f", "routes: []\nservices: {}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        empty.contains("routes: at least one route is required"),
+        "{empty}"
+    );
+}
+
+#[test]
+fn a_route_has_exactly_one_target_and_answers_take_no_service_settings() {
+    let text = r#"
+routes:
+  - {name: none}
+  - name: both
+    service: trading
+    redirect: {to: /x}
+  - name: moved
+    redirect: {to: "/v1$pth", status: 200}
+    retry: {attempts: 2}
+  - name: canned
+    respond: {status: 99, headers: {content-length: "3"}}
+    strip_prefix: true
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+    reports_all(
+        text,
+        &[
+            "f:3:5: routes[0].service: a route needs one of `service`, `redirect` and `respond`",
+            "f:4:5: routes[1]: a route has exactly one of",
+            "routes[2].redirect.status: must be 301, 302, 303, 307 or 308",
+            "routes[2].redirect.to: `$pth` is not $path, $query, $host",
+            "routes[2].retry: only applies to a route with a `service`",
+            "routes[3].respond.status: must be between 200 and 599",
+            "routes[3].respond.headers.content-length: is set from the body",
+            "routes[3].strip_prefix: only applies to a route with a `service`",
+        ],
+    );
+}
+
+/// Compiling `text` fails with every one of `wants` among its errors.
+fn reports_all(text: &str, wants: &[&str]) {
+    let errs = load_str("f", text).unwrap_err().to_string();
+    for want in wants {
+        assert!(errs.contains(want), "{want}\n{errs}");
+    }
+}
+
+#[test]
+fn edge_policy_mistakes_are_located() {
+    let text = r#"
+ip_rules:
+  office: {allow: ["10.0.0.0/8", "10.1.0.0/8"], deny_from_redis: true}
+cors:
+  web: {origins: ["https://*.example.com", "example.com"], credentials: true}
+routes:
+  - name: api
+    service: trading
+    ip: [ofice]
+    cors: wbe
+    concurrency: {max: 0, per: consumer}
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+    reports_all(
+            text,
+            &[
+            "f:3:34: ip_rules.office.allow[1]: \"10.1.0.0/8\" has host bits set; the network is 10.0.0.0/8",
+            "ip_rules.office.deny_from_redis: needs a top-level `redis` section",
+            "f:5:44: cors.web.origins[1]: \"example.com\" is not an origin",
+            "f:9:10: routes[0].ip[0]: unknown IP rule \"ofice\"; did you mean \"office\"?",
+            "f:10:11: routes[0].cors: unknown CORS policy \"wbe\"; did you mean \"web\"?",
+            "routes[0].concurrency.max: must be at least 1",
+            "routes[0].concurrency.per: `consumer` needs identity",
+        ],
+        );
+}
+
+#[test]
+fn durations_are_strings() {
+    let text = GOOD.to_string() + "    connect_timeout: 250ms\n";
+    assert_eq!(
+        load_str("f", &text).unwrap().services["trading"]
+            .connect_timeout
+            .as_millis(),
+        250
+    );
+    let bad = load_str("f", &(GOOD.to_string() + "    connect_timeout: soon\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("invalid duration \"soon\""), "{bad}");
+}
+
+#[test]
+fn registry_discovery_needs_a_redis_section_and_may_have_no_static_instances() {
+    let text =
+        "routes:\n  - {name: api, service: social}\nservices:\n  social:\n    discovery: redis\n";
+    let err = load_str("r.yaml", text).unwrap_err().to_string();
+    assert!(
+            err.contains("r.yaml:5:16: services.social.discovery: discovery: redis needs a top-level `redis` section"),
+            "{err}"
+        );
+    assert!(
+        !err.contains("instances"),
+        "no static instance is needed: {err}"
+    );
+    let ok = format!("redis: {{url: \"redis://127.0.0.1:6379/0\"}}\n{text}");
+    let c = load_str("r.yaml", &ok).unwrap();
+    assert_eq!(c.services["social"].heartbeat_ttl.as_secs(), 10);
+    assert_eq!(c.registry.poll_interval.as_secs(), 1);
+}
+
+#[test]
+fn redis_and_registry_settings_are_checked() {
+    let text =
+        format!("redis: {{url: \"http://nope\"}}\nregistry: {{poll_interval: 10ms}}\n{GOOD}");
+    let err = load_str("r.yaml", &text).unwrap_err().to_string();
+    assert!(
+        err.contains("r.yaml:1:14: redis.url: bad Redis URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("registry.poll_interval: must be between 50ms and 60s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_mistake_is_one_error() {
+    let base =
+        "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instances: [\"127.0.0.1:1\"]\n";
+    for (extra, want) in [
+            (
+                "    circuit_breaker: {half_open_probes: -1}\n",
+                "services.s.circuit_breaker.half_open_probes: invalid value: integer `-1`, expected u32",
+            ),
+            (
+                "    health_check: {expect: [70000]}\n",
+                "services.s.health_check.expect[0]: invalid value: integer `70000`, expected u16",
+            ),
+        ] {
+            let errs = load_str("f", &format!("{base}{extra}")).unwrap_err().0;
+            let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert_eq!(shown.len(), 1, "{shown:#?}");
+            assert!(shown[0].contains(want), "{shown:#?}");
+        }
+    let misspelt =
+        "routes:\n  - {name: a, service: s}\nservices:\n  s:\n    instancs: [\"127.0.0.1:1\"]\n";
+    let errs = load_str("f", misspelt).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].message.contains("did you mean `instances`?"));
+}
