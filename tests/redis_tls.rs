@@ -31,7 +31,9 @@ fn registry_limits_events_and_membership_work_over_tls_with_client_certificates(
     });
     let echo = EchoServer::start("a").unwrap();
     let section = format!(
-        "{{url: \"{}\", tls: {}, gateway_ttl: 1s}}",
+        // The first rate-limit decision dials Redis with a TLS handshake; on a busy machine
+        // that outlasts the default 50 ms command timeout and the decision falls back locally.
+        "{{url: \"{}\", tls: {}, gateway_ttl: 1s, command_timeout: 2s}}",
         redis.url(),
         pki.redis_tls_yaml()
     );
