@@ -93,9 +93,13 @@ fn policies(c: &mut Criterion) {
         "access-control-request-method",
         HeaderValue::from_static("POST"),
     );
+    let uri = http::Uri::from_static("/");
     let req = |headers, method| Request {
         headers,
         method,
+        uri: &uri,
+        host: "api.example.com",
+        tls: false,
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
     };
     let mut g = c.benchmark_group("policy");

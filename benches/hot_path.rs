@@ -132,6 +132,7 @@ fn access_log(c: &mut Criterion) {
         source: "upstream",
         reason: None,
         service: Some("orders"),
+        consumer: None,
         instance: Some("10.0.3.7:8080".parse().unwrap()),
         attempts: 1,
         duration: std::time::Duration::from_micros(1_234),

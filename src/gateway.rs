@@ -4,6 +4,8 @@
 //! atomic swap; a rejected file changes nothing.
 
 use crate::config::{ConfigErrors, RedisConfig};
+use crate::http_call::Caller;
+use crate::identity::jwks::KeySources;
 use crate::listener::ListenerState;
 use crate::membership::Membership;
 use crate::policy::ip_rules::SharedDeny;
@@ -80,6 +82,10 @@ pub struct Gateway {
     shared_limits: Option<Arc<SharedStore>>,
     /// The Redis deny set of IP rules (the last good read; empty without Redis).
     ip_deny: Arc<SharedDeny>,
+    /// JWKS sources of JWT policies, by URL (their keys outlive snapshots).
+    key_sources: Arc<KeySources>,
+    /// Outbound HTTP calls (JWKS reads, forward auth).
+    caller: Arc<Caller>,
     /// Queue of business events for the Redis Stream publisher.
     events: Option<EventSink>,
     /// OpenTelemetry tracing, when configured at start.
@@ -134,10 +140,14 @@ impl Gateway {
             log::info!("redis: {} ({})", r.describe(), r.kind());
         }
         let ip_deny = Arc::new(SharedDeny::default());
+        let key_sources = Arc::new(KeySources::default());
+        let caller = Arc::new(Caller::default());
         let shared = Shared {
             health: &health,
             limiter: shared_limits.as_ref(),
             ip_deny: &ip_deny,
+            key_sources: &key_sources,
+            caller: &caller,
         };
         let snapshot = Snapshot::build(plan, None, shared);
         tokio::runtime::Builder::new_current_thread()
@@ -163,6 +173,8 @@ impl Gateway {
             verdicts,
             shared_limits,
             ip_deny,
+            key_sources,
+            caller,
             events,
             tracing,
             access_log,
@@ -179,6 +191,16 @@ impl Gateway {
     /// The Redis deny set of IP rules.
     pub fn ip_deny(&self) -> &Arc<SharedDeny> {
         &self.ip_deny
+    }
+
+    /// JWKS sources of JWT policies.
+    pub fn key_sources(&self) -> &Arc<KeySources> {
+        &self.key_sources
+    }
+
+    /// Outbound HTTP calls.
+    pub fn caller(&self) -> &Arc<Caller> {
+        &self.caller
     }
 
     /// The health registry every balancer reports into (one probe loop for all services).
@@ -297,6 +319,8 @@ impl Gateway {
             health: &self.health,
             limiter: self.shared_limits.as_ref(),
             ip_deny: &self.ip_deny,
+            key_sources: &self.key_sources,
+            caller: &self.caller,
         };
         let next = Snapshot::build(plan, Some(&old), shared);
         for upstream in next.fresh_upstreams(Some(&old)) {

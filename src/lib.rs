@@ -26,6 +26,8 @@ pub mod telemetry; // metric families and handles, tracing, access log, KPIs, ev
 
 // Shared infrastructure.
 pub mod redis_client; // Redis topologies (one node, cluster, sentinel; TLS), links, bounded calls
+pub mod http_call; // outbound HTTP through Pingora's connector (JWKS, forward auth)
+pub mod identity; // consumers, API keys, basic auth, JWT/JWKS, forward auth
 
 // Per-service and per-route state.
 pub mod upstream; // balancers, instances, host-name resolution, health checks, breakers

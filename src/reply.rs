@@ -25,11 +25,12 @@ pub enum ErrorCode {
     RequestTimeout,
     Forbidden,
     Overloaded,
+    AuthUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::NoRoute,
         ErrorCode::RateLimited,
         ErrorCode::CircuitOpen,
@@ -45,6 +46,7 @@ impl ErrorCode {
         ErrorCode::RequestTimeout,
         ErrorCode::Forbidden,
         ErrorCode::Overloaded,
+        ErrorCode::AuthUnavailable,
     ];
 
     /// The wire and label name.
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::AuthUnavailable => "auth_unavailable",
         }
     }
 
@@ -73,7 +76,10 @@ impl ErrorCode {
         match self {
             ErrorCode::NoRoute => 404,
             ErrorCode::RateLimited => 429,
-            ErrorCode::CircuitOpen | ErrorCode::NoHealthyUpstream | ErrorCode::Overloaded => 503,
+            ErrorCode::CircuitOpen
+            | ErrorCode::NoHealthyUpstream
+            | ErrorCode::Overloaded
+            | ErrorCode::AuthUnavailable => 503,
             ErrorCode::UpstreamConnectError => 502,
             ErrorCode::UpstreamTimeout | ErrorCode::DeadlineExceeded => 504,
             ErrorCode::BadRequest => 400,
@@ -107,12 +113,20 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "the request body stopped arriving",
             ErrorCode::Forbidden => "a route policy does not allow this request",
             ErrorCode::Overloaded => "too many requests are in progress; retry later",
+            ErrorCode::AuthUnavailable => {
+                "the credentials could not be checked (identity provider or auth service unavailable); retry later"
+            }
         }
     }
 }
 
 /// The `reason` of gateway-made responses that answer rather than refuse.
-pub const ANSWER_REASONS: [&str; 3] = ["redirect", "static_response", "cors_preflight"];
+pub const ANSWER_REASONS: [&str; 4] = [
+    "redirect",
+    "static_response",
+    "cors_preflight",
+    "auth_denied",
+];
 
 /// A response the gateway makes that is not an error: a redirect, a static response, a CORS
 /// preflight's answer.
@@ -208,8 +222,9 @@ fn response(
     if let Some(id) = request_id {
         resp.insert_header("X-Request-Id", id.clone())?;
     }
+    // Appended: a 401 carries one `WWW-Authenticate` per mechanism of the route.
     for (name, value) in extra {
-        resp.insert_header(*name, value.clone())?;
+        resp.append_header(*name, value.clone())?;
     }
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     resp.set_content_length(body.len())?;
@@ -233,6 +248,6 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.status(), 429);
         assert_eq!(ErrorCode::CircuitOpen.status(), 503);
         assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
-        assert_eq!(ErrorCode::ALL.len(), 15);
+        assert_eq!(ErrorCode::ALL.len(), 16);
     }
 }

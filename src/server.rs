@@ -111,6 +111,13 @@ pub fn build(
         },
     ));
 
+    server.add_service(background_service(
+        "jwks",
+        crate::identity::jwks::Refresher {
+            sources: gateway.key_sources().clone(),
+            caller: gateway.caller().clone(),
+        },
+    ));
     if let Some(redis) = gateway.redis_topology().cloned() {
         let watcher = Watcher::new(
             gateway.current().clone(),

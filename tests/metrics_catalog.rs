@@ -75,8 +75,14 @@ routes:
   - {{name: down, match: {{path_prefix: /down}}, service: dead}}
   - {{name: reg, match: {{path_prefix: /reg}}, service: registered}}
   - {{name: capped, match: {{path_prefix: /capped}}, service: echo, concurrency: {{max: 10}}, ip: [shared-deny], compress: {{min_size: 10B}}}}
+  - {{name: private, match: {{path_prefix: /private}}, service: echo, auth: [keys, idp]}}
 ip_rules:
   shared-deny: {{deny_from_redis: true}}
+consumers:
+  acme: {{api_keys: ["acme-key-0123456789"]}}
+auth:
+  keys: {{type: api_key}}
+  idp: {{type: jwt, jwks_url: "http://127.0.0.1:{dead}/keys"}}
 services:
   echo:
     instances: ["{echo}"]
@@ -97,6 +103,10 @@ kpis:
     assert_eq!(request(gw.addr, "POST", "/ok", &[], "{}").status, 200);
     assert_eq!(gw.get("/down").status, 502);
     assert_eq!(gw.get("/nowhere").status, 404);
+    assert_eq!(
+        get(gw.addr, "/private", &[("x-api-key", "acme-key-0123456789")]).status,
+        200
+    );
     let gzipped = get(gw.addr, "/capped", &[("accept-encoding", "gzip")]);
     assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
     assert_eq!(gw.admin("POST", "/admin/reload", &[]).status, 200);

@@ -172,9 +172,27 @@ impl Admin {
     }
 }
 
-/// Hides the admin token and Redis credentials (passwords and the password part of URLs) of a
-/// configuration shown by `/admin/config`.
+/// Hides the admin token, Redis credentials (passwords and the password part of URLs),
+/// consumers' API keys and password hashes and JWT secrets of a configuration shown by
+/// `/admin/config`.
 fn redact_secrets(config: &mut Value) {
+    if let Some(Value::Object(consumers)) = config.pointer_mut("/consumers") {
+        for consumer in consumers.values_mut() {
+            if let Some(Value::Array(keys)) = consumer.pointer_mut("/api_keys") {
+                keys.iter_mut().for_each(|k| *k = json!("<redacted>"));
+            }
+            if let Some(hash) = consumer.pointer_mut("/basic/password_hash") {
+                *hash = json!("<redacted>");
+            }
+        }
+    }
+    if let Some(Value::Object(policies)) = config.pointer_mut("/auth") {
+        for policy in policies.values_mut() {
+            if let Some(secret) = policy.pointer_mut("/secret").filter(|s| s.is_string()) {
+                *secret = json!("<redacted>");
+            }
+        }
+    }
     for pointer in [
         "/server/admin/token",
         "/redis/password",

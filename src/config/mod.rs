@@ -13,6 +13,7 @@ mod de;
 mod edge;
 mod env;
 mod error;
+mod identity;
 mod limits;
 mod load;
 mod observability;

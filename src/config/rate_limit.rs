@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// `client_ip` (IPv6 grouped by /64), `header:NAME`, `route` or `global`.
+    /// `client_ip` (IPv6 grouped by /64), `header:NAME`, `consumer`, `route` or `global`.
     #[serde(default = "default_limit_key")]
     pub key: String,
     #[serde(default)]
@@ -31,6 +31,21 @@ pub struct RateLimitConfig {
     /// Bound on keys the local store (and the Redis fallback) keeps for this rule.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// For `key: consumer`: other limits for consumers of these groups (the most generous
+    /// of the consumer's groups applies).
+    #[serde(default)]
+    pub by_group: std::collections::BTreeMap<String, GroupLimit>,
+}
+
+/// A group's own limit in a `key: consumer` rule; what it leaves out is the rule's.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupLimit {
+    pub limit: u64,
+    #[serde(default, with = "super::types::opt_duration")]
+    pub per: Option<Duration>,
+    #[serde(default)]
+    pub burst: Option<u64>,
 }
 
 fn default_limit_key() -> String {

@@ -2,6 +2,7 @@
 //! whether they make sense) is the compile step's business (`snapshot::compile_file`).
 
 pub use super::edge::*;
+pub use super::identity::*;
 pub use super::limits::*;
 pub use super::observability::*;
 pub use super::rate_limit::*;
@@ -40,6 +41,14 @@ pub struct Config {
     /// The Redis deny set shared by gateways (used by `ip_rules` with `deny_from_redis`).
     #[serde(default)]
     pub ip_deny: IpDenyConfig,
+    /// Static consumers: who credentials belong to.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, ConsumerConfig>,
+    /// Named authentication policies, attached to routes by name.
+    #[serde(default)]
+    pub auth: BTreeMap<String, AuthConfig>,
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// Business KPIs counted from traffic.
     #[serde(default)]
     pub kpis: Vec<KpiConfig>,
@@ -194,6 +203,13 @@ pub struct RouteConfig {
     pub concurrency: Option<ConcurrencyConfig>,
     #[serde(default)]
     pub compress: Option<CompressConfig>,
+    /// Names from `auth`; any one admitting the request is enough (tried in order). Empty =
+    /// public.
+    #[serde(default)]
+    pub auth: Vec<String>,
+    /// Only consumers in one of these groups may use the route (403 otherwise).
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
 }
 
 /// What a request must carry for a route to match; every present criterion must hold.

@@ -1,5 +1,5 @@
 //! Concurrency limits: at most `max` requests of a route in flight at once — for the whole
-//! route, per client IP or per value of a header. Counting uses `pingora-limits`' `Inflight`
+//! route, per client IP, per value of a header or per consumer. Counting uses `pingora-limits`' `Inflight`
 //! (a count-min sketch: one fixed 256 KiB table per limit however many keys, never an
 //! under-count; with many distinct keys a rare collision may over-count and refuse early).
 //! The slot taken is a guard held in the request's policy state: it is given back when the
@@ -22,6 +22,8 @@ pub enum Per {
     ClientIp,
     /// Requests without the header share one count.
     Header(HeaderName),
+    /// The authenticated consumer; requests naming no consumer are counted by client IP.
+    Consumer,
 }
 
 /// A compiled `concurrency` setting.
@@ -47,17 +49,11 @@ impl ConcurrencySpec {
                     problems.push(format!("{at}.per"), format!("bad header name in {other:?}"));
                     Per::Route
                 }
-                None if other == "consumer" => {
-                    problems.push(
-                        format!("{at}.per"),
-                        "`consumer` needs identity (consumers and auth), which this version does not have yet",
-                    );
-                    Per::Route
-                }
+                None if other == "consumer" => Per::Consumer,
                 None => {
                     problems.push(
                         format!("{at}.per"),
-                        format!("unknown {other:?}; use route, client_ip or header:NAME"),
+                        format!("unknown {other:?}; use route, client_ip, header:NAME or consumer"),
                     );
                     Per::Route
                 }
@@ -113,6 +109,10 @@ impl Concurrency {
             Per::Header(name) => self
                 .inflight
                 .incr(req.headers.get(name).map(HeaderValue::as_bytes), 1),
+            Per::Consumer => match state.consumer() {
+                Some(c) => self.inflight.incr(c.name.as_bytes(), 1),
+                None => self.inflight.incr(req.client_ip, 1),
+            },
         };
         if count > self.spec.max as isize {
             // The guard is dropped here: a refused request holds no slot.

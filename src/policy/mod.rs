@@ -5,9 +5,9 @@
 //!
 //! | phase | hook | policies |
 //! |---|---|---|
-//! | access | `request_filter`, after routing | IP rules, CORS (preflight answered here), (authentication, ACL) |
+//! | access | `request_filter`, after routing | IP rules, CORS (preflight answered here), authentication and ACL |
 //! | admission | `request_filter`, after access | rate limits, concurrency limit |
-//! | upstream request | `upstream_request_filter` | request header edits |
+//! | upstream request | `upstream_request_filter` | identity headers (credentials out, consumer in), request header edits |
 //! | response | `response_filter` | response header edits, CORS headers |
 //! | response body | `response_filter`, `response_body_filter` | compression (negotiated in admission) |
 //! | log | `logging` | business KPIs |
@@ -23,6 +23,7 @@
 //! admission) runs in a [`Gate`] with a [`Mode`]; a refusal in shadow mode is counted in
 //! `portico_policy_refusals_total{mode="shadow"}` and the request goes on.
 
+pub mod auth;
 pub mod compress;
 pub mod concurrency;
 pub mod cors;
@@ -71,6 +72,9 @@ pub enum Outcome {
     Refuse(Refusal),
     /// The gateway answers for the route (a CORS preflight); never counted as a refusal.
     Answer(Box<crate::reply::Answer>),
+    /// A refusal the policy wrote itself (a forward-auth service's 401/403); counted as a
+    /// refusal, and it ends the run even in shadow mode (there is nothing else to send).
+    Reject(Box<crate::reply::Answer>),
 }
 
 /// A gateway-made answer instead of the upstream's.
@@ -95,6 +99,11 @@ impl Refusal {
 pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     pub method: &'a Method,
+    pub uri: &'a http::Uri,
+    /// The `Host` (or `:authority`) without the port; empty when absent.
+    pub host: &'a str,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
     /// The client address, after trusted proxies.
     pub client_ip: IpAddr,
 }
@@ -109,10 +118,11 @@ pub struct State {
     edge: Option<Box<EdgeState>>,
 }
 
-/// What CORS and concurrency limits keep for one request.
+/// What CORS, authentication and concurrency limits keep for one request.
 #[derive(Default)]
 struct EdgeState {
     cors_origin: Option<HeaderValue>,
+    identity: Option<crate::identity::Identity>,
     slot: Option<concurrency::Slot>,
 }
 
@@ -125,6 +135,21 @@ impl State {
     /// Remembers the origin CORS allowed.
     pub fn allow_origin(&mut self, origin: HeaderValue) {
         self.edge.get_or_insert_default().cors_origin = Some(origin);
+    }
+
+    /// Who the request proved to be.
+    pub fn identity(&self) -> Option<&crate::identity::Identity> {
+        self.edge.as_ref()?.identity.as_ref()
+    }
+
+    /// The consumer the request proved to be.
+    pub fn consumer(&self) -> Option<&crate::identity::Consumer> {
+        self.identity()?.consumer.as_deref()
+    }
+
+    /// Remembers who the request proved to be.
+    pub fn authenticate(&mut self, identity: crate::identity::Identity) {
+        self.edge.get_or_insert_default().identity = Some(identity);
     }
 
     /// Holds the request's place in the route's concurrency limit until the request ends.
@@ -140,11 +165,11 @@ impl State {
     }
 }
 
-/// Access-phase policies: who may use the route at all (authentication and ACLs come here
-/// next).
+/// Access-phase policies: who may use the route at all.
 pub enum Access {
     Ip(ip_rules::IpRule),
     Cors(std::sync::Arc<cors::Cors>),
+    Auth(auth::Auth),
 }
 
 impl Access {
@@ -152,6 +177,7 @@ impl Access {
         match self {
             Access::Ip(p) => p.check(req),
             Access::Cors(p) => p.check(req, state),
+            Access::Auth(p) => p.check(req, state).await,
         }
     }
 
@@ -159,6 +185,7 @@ impl Access {
         match self {
             Access::Ip(_) => "ip",
             Access::Cors(_) => "cors",
+            Access::Auth(_) => "auth",
         }
     }
 }
@@ -187,6 +214,7 @@ impl Admission {
 
 /// Upstream-request-phase policies: edits of the request sent upstream.
 pub enum RequestEdit {
+    Identity(auth::IdentityHeaders),
     Headers(headers::HeaderEdits),
 }
 
@@ -258,8 +286,7 @@ impl ChainBuilder {
 
     /// Adds an upstream-request edit (skipped when it does nothing).
     pub fn upstream_request(mut self, edit: RequestEdit) -> Self {
-        let RequestEdit::Headers(h) = &edit;
-        if !h.is_empty() {
+        if !matches!(&edit, RequestEdit::Headers(h) if h.is_empty()) {
             self.chain.upstream_request.push(edit);
         }
         self
@@ -334,9 +361,10 @@ impl Chain {
     }
 
     /// Applies the upstream-request edits.
-    pub fn edit_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+    pub fn edit_request(&self, req: &mut RequestHeader, state: &State) -> pingora::Result<()> {
         for edit in &self.upstream_request {
             match edit {
+                RequestEdit::Identity(i) => i.apply(req, state)?,
                 RequestEdit::Headers(h) => h.apply(req)?,
             }
         }
@@ -376,6 +404,10 @@ impl<P> Gate<P> {
         match outcome {
             Outcome::Continue => None,
             Outcome::Answer(_) => Some(outcome),
+            Outcome::Reject(_) => {
+                self.refused.inc();
+                Some(outcome)
+            }
             Outcome::Refuse(_) => {
                 self.refused.inc();
                 (self.mode == Mode::Enforce).then_some(outcome)

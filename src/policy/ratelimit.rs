@@ -5,7 +5,7 @@
 //! response reports the most restrictive.
 
 use super::{Mode, Outcome, Refusal, Request, State};
-use crate::ratelimit::key::{extract, Extracted};
+use crate::ratelimit::key::{extract, Extracted, Source};
 use crate::ratelimit::{RateHeaders, Rule};
 use crate::reply::ErrorCode;
 use crate::telemetry::ratelimit::{Outcome as Counted, RuleMetrics};
@@ -36,13 +36,14 @@ impl RateLimit {
 
     pub(super) async fn check(&self, req: &Request<'_>, state: &mut State, mode: Mode) -> Outcome {
         let spec = self.rule.spec();
-        let key = match extract(
-            spec.key_kind(),
-            spec.on_missing_key(),
-            req.headers,
-            req.client_ip,
-            &self.route,
-        ) {
+        let consumer = state.consumer();
+        let from = Source {
+            headers: req.headers,
+            client_ip: req.client_ip,
+            consumer: consumer.map(|c| c.name.as_str()),
+            route: &self.route,
+        };
+        let key = match extract(spec.key_kind(), spec.on_missing_key(), &from) {
             Extracted::Key(k) => k,
             Extracted::Skip => return Outcome::Continue,
             Extracted::Reject => {
@@ -52,7 +53,11 @@ impl RateLimit {
                 })
             }
         };
-        let (decision, store, capacity) = self.rule.decide(key).await;
+        let tier = match consumer {
+            Some(c) => spec.tier(&c.groups),
+            None => spec.base(),
+        };
+        let (decision, store, capacity) = self.rule.decide(key, tier).await;
         let Some(decision) = decision else {
             self.metrics.count(Counted::Allowed, store);
             return Outcome::Continue;

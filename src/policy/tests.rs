@@ -28,9 +28,14 @@ fn chain(route: &str, rules: &[Arc<Rule>]) -> Chain {
 }
 
 fn request(headers: &HeaderMap) -> Request<'_> {
+    static URI: std::sync::LazyLock<http::Uri> =
+        std::sync::LazyLock::new(|| http::Uri::from_static("/"));
     Request {
         headers,
         method: &Method::GET,
+        uri: &URI,
+        host: "",
+        tls: false,
         client_ip: "192.0.2.1".parse().unwrap(),
     }
 }
@@ -134,7 +139,7 @@ fn header_edits_remove_then_set_and_empty_edits_are_left_out() {
     let mut req = RequestHeader::build("GET", b"/", None).unwrap();
     req.insert_header("x-internal", "secret").unwrap();
     req.insert_header("x-drop", "old").unwrap();
-    c.edit_request(&mut req).unwrap();
+    c.edit_request(&mut req, &State::default()).unwrap();
     assert_eq!(req.headers.get("x-gateway").unwrap(), "portico");
     assert_eq!(
         req.headers.get("x-drop").unwrap(),

@@ -162,11 +162,19 @@ async fn run_policies(
     let view = policy::Request {
         headers: &req.headers,
         method: &req.method,
+        uri: &req.uri,
+        host: request_host(req),
+        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         client_ip: request.client_ip,
     };
     match route.policies().admit(&view, &mut reply.policy).await {
         Outcome::Continue => None,
         Outcome::Refuse(refusal) => Some(refuse_on_route(reply, route, refusal)),
+        Outcome::Reject(answer) => {
+            reply.gateway_made = true;
+            reply.answered = Some(answer.reason);
+            Some(Verdict::Answer(*answer))
+        }
         Outcome::Answer(answer) => {
             reply.gateway_made = true;
             reply.answered = Some(answer.reason);

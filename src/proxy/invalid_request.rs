@@ -63,6 +63,7 @@ impl Proxy {
             source: "gateway",
             reason: Some(ErrorCode::BadRequest.as_str()),
             service: None,
+            consumer: None,
             instance: None,
             attempts: 0,
             duration: start.elapsed(),

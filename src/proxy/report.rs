@@ -63,7 +63,8 @@ impl Proxy {
         }
         let trace_id = ctx.trace.as_ref().and_then(trace_id);
         if let Some(cx) = &ctx.trace {
-            end_server_span(cx, status, reason);
+            let consumer = ctx.reply.policy.consumer().map(|c| c.name.as_str());
+            end_server_span(cx, status, reason, consumer);
         }
         let report = Report {
             status,
@@ -148,6 +149,7 @@ impl Proxy {
             },
             reason: report.reason,
             service: route.and_then(|r| r.service()),
+            consumer: ctx.reply.policy.consumer().map(|c| c.name.as_str()),
             instance: ctx.upstream.last_instance,
             attempts: ctx.upstream.attempts.made(),
             duration: report.elapsed,

@@ -52,7 +52,9 @@ impl Proxy {
             ctx.request.peer_trusted,
             if tls { "https" } else { "http" },
         )?;
-        route.policies().edit_request(upstream_request)?;
+        route
+            .policies()
+            .edit_request(upstream_request, &ctx.reply.policy)?;
         if let Some(id) = &ctx.request.id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }

@@ -12,16 +12,19 @@ use std::net::{IpAddr, Ipv6Addr};
 pub enum KeyKind {
     ClientIp,
     Header(HeaderName),
+    /// The authenticated consumer's name.
+    Consumer,
     Route,
     Global,
 }
 
 impl KeyKind {
-    /// Parses `client_ip`, `header:NAME`, `route` or `global`; `None` for anything else (the
-    /// compile step reports it).
+    /// Parses `client_ip`, `header:NAME`, `consumer`, `route` or `global`; `None` for anything
+    /// else (the compile step reports it).
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "client_ip" => Some(KeyKind::ClientIp),
+            "consumer" => Some(KeyKind::Consumer),
             "route" => Some(KeyKind::Route),
             "global" => Some(KeyKind::Global),
             other => other
@@ -38,6 +41,7 @@ pub enum Key<'a> {
     /// A client address; IPv6 is grouped by /64 (one subscriber usually holds a whole /64).
     Ip(IpAddr),
     Header(&'a [u8]),
+    Consumer(&'a str),
     Route(&'a str),
     Global,
 }
@@ -45,32 +49,39 @@ pub enum Key<'a> {
 /// The result of extracting a key.
 pub enum Extracted<'a> {
     Key(Key<'a>),
-    /// The header is absent and the rule says `on_missing_key: reject`.
+    /// The header (or consumer) is absent and the rule says `on_missing_key: reject`.
     Reject,
-    /// The header is absent and the rule says `on_missing_key: allow`.
+    /// The header (or consumer) is absent and the rule says `on_missing_key: allow`.
     Skip,
 }
 
+/// What a key is taken from.
+pub struct Source<'a> {
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+    /// The authenticated consumer's name.
+    pub consumer: Option<&'a str>,
+    pub route: &'a str,
+}
+
 /// Extracts `kind`'s key from a request.
-pub fn extract<'a>(
-    kind: &KeyKind,
-    missing: MissingKey,
-    headers: &'a HeaderMap,
-    client_ip: IpAddr,
-    route: &'a str,
-) -> Extracted<'a> {
-    let ip = || Key::Ip(group(client_ip));
+pub fn extract<'a>(kind: &KeyKind, missing: MissingKey, from: &Source<'a>) -> Extracted<'a> {
+    let absent = || match missing {
+        MissingKey::ClientIp => Extracted::Key(Key::Ip(group(from.client_ip))),
+        MissingKey::Reject => Extracted::Reject,
+        MissingKey::Allow => Extracted::Skip,
+    };
     match kind {
-        KeyKind::ClientIp => Extracted::Key(ip()),
-        KeyKind::Route => Extracted::Key(Key::Route(route)),
+        KeyKind::ClientIp => Extracted::Key(Key::Ip(group(from.client_ip))),
+        KeyKind::Route => Extracted::Key(Key::Route(from.route)),
         KeyKind::Global => Extracted::Key(Key::Global),
-        KeyKind::Header(name) => match headers.get(name) {
+        KeyKind::Header(name) => match from.headers.get(name) {
             Some(v) if !v.is_empty() => Extracted::Key(Key::Header(v.as_bytes())),
-            _ => match missing {
-                MissingKey::ClientIp => Extracted::Key(ip()),
-                MissingKey::Reject => Extracted::Reject,
-                MissingKey::Allow => Extracted::Skip,
-            },
+            _ => absent(),
+        },
+        KeyKind::Consumer => match from.consumer {
+            Some(name) => Extracted::Key(Key::Consumer(name)),
+            None => absent(),
         },
     }
 }
@@ -101,6 +112,8 @@ impl Key<'_> {
             Key::Ip(IpAddr::V6(v6)) => format!("{prefix}rl:{{{rule}:ip:{v6}/64}}"),
             Key::Ip(ip) => format!("{prefix}rl:{{{rule}:ip:{ip}}}"),
             Key::Route(r) => format!("{prefix}rl:{{{rule}:route:{r}}}"),
+            // Consumer names are label-safe ([A-Za-z0-9_.-]): no brace can end the hash tag.
+            Key::Consumer(c) => format!("{prefix}rl:{{{rule}:c:{c}}}"),
             Key::Global => format!("{prefix}rl:{{{rule}:global}}"),
             Key::Header(v) => match std::str::from_utf8(v) {
                 Ok(s) if s.len() <= MAX_RAW && !s.contains(['{', '}']) => {
@@ -122,13 +135,13 @@ mod tests {
     use super::*;
 
     fn key_of(kind: &str, missing: MissingKey, headers: &HeaderMap, ip: &str) -> Option<String> {
-        match extract(
-            &KeyKind::parse(kind).unwrap(),
-            missing,
+        let from = Source {
             headers,
-            ip.parse().unwrap(),
-            "orders",
-        ) {
+            client_ip: ip.parse().unwrap(),
+            consumer: headers.get("x-test-consumer").map(|v| v.to_str().unwrap()),
+            route: "orders",
+        };
+        match extract(&KeyKind::parse(kind).unwrap(), missing, &from) {
             Extracted::Key(k) => Some(k.redis_key("p:", "r")),
             Extracted::Reject => Some("reject".into()),
             Extracted::Skip => None,
@@ -172,6 +185,20 @@ mod tests {
         assert_eq!(
             key_of("global", c, &none, "1.2.3.4").unwrap(),
             "p:rl:{r:global}"
+        );
+        let mut acme = HeaderMap::new();
+        acme.insert("x-test-consumer", "acme".parse().unwrap());
+        assert_eq!(
+            key_of("consumer", c, &acme, "1.2.3.4").unwrap(),
+            "p:rl:{r:c:acme}"
+        );
+        assert_eq!(
+            key_of("consumer", c, &none, "1.2.3.4").unwrap(),
+            "p:rl:{r:ip:1.2.3.4}"
+        );
+        assert_eq!(
+            key_of("consumer", MissingKey::Allow, &none, "1.2.3.4"),
+            None
         );
     }
 

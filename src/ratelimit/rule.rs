@@ -24,7 +24,30 @@ pub struct RuleSpec {
     /// gateway count ([`super::peers::Peers`]).
     replicas: Option<u32>,
     kind: KeyKind,
-    gcra: Gcra,
+    /// The rule's own limit.
+    base: Tier,
+    /// `by_group` limits, for consumers of those groups.
+    groups: Vec<(String, Tier)>,
+}
+
+/// One limit a rule may apply: as written (for the Redis fallback's share) and as a GCRA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    limit: u64,
+    per_us: u64,
+    burst: u64,
+    pub gcra: Gcra,
+}
+
+impl Tier {
+    fn new(limit: u64, per_us: u64, burst: u64) -> Self {
+        Self {
+            limit,
+            per_us,
+            burst,
+            gcra: Gcra::new(limit, per_us, burst),
+        }
+    }
 }
 
 impl RuleSpec {
@@ -45,12 +68,28 @@ impl RuleSpec {
             problems.push(
                 format!("{at}.key"),
                 format!(
-                    "unknown key {:?}: expected client_ip, header:NAME, route or global",
+                    "unknown key {:?}: expected client_ip, header:NAME, consumer, route or global",
                     r.key
                 ),
             );
             KeyKind::ClientIp
         });
+        if !r.by_group.is_empty() && kind != KeyKind::Consumer {
+            problems.push(format!("{at}.by_group"), "only applies to `key: consumer`");
+        }
+        let mut groups = Vec::with_capacity(r.by_group.len());
+        for (group, g) in &r.by_group {
+            let per = g.per.unwrap_or(r.per).as_micros();
+            if g.limit == 0 || per < u128::from(g.limit) {
+                problems.push(
+                    format!("{at}.by_group.{group}.limit"),
+                    "must be at least 1, and at most one request per µs",
+                );
+                continue;
+            }
+            let burst = g.burst.unwrap_or(r.burst);
+            groups.push((group.clone(), Tier::new(g.limit, per as u64, burst)));
+        }
         if r.limit == 0 {
             problems.push(format!("{at}.limit"), "must be at least 1");
         }
@@ -83,20 +122,33 @@ impl RuleSpec {
             config: r.clone(),
             replicas,
             kind,
-            gcra: Gcra::new(r.limit, per_us, r.burst),
+            base: Tier::new(r.limit, per_us, r.burst),
+            groups,
         }
     }
 
-    /// `limit / gateways` (rounded up, burst likewise): what one gateway enforces locally
-    /// while Redis cannot decide.
-    pub fn fallback(&self, gateways: u32) -> Gcra {
+    /// The limit for a consumer in `groups`: the most generous of its groups' `by_group`
+    /// limits (the fastest rate, then the larger burst), else the rule's own.
+    pub fn tier(&self, groups: &[String]) -> &Tier {
+        self.groups
+            .iter()
+            .filter(|(g, _)| groups.contains(g))
+            .map(|(_, t)| t)
+            .min_by_key(|t| (t.gcra.interval_us, std::cmp::Reverse(t.gcra.capacity)))
+            .unwrap_or(&self.base)
+    }
+
+    /// The rule's own limit.
+    pub fn base(&self) -> &Tier {
+        &self.base
+    }
+
+    /// `limit / gateways` (rounded up, burst likewise) of `tier`: what one gateway enforces
+    /// locally while Redis cannot decide.
+    pub fn fallback(&self, tier: &Tier, gateways: u32) -> Gcra {
         let gateways = u64::from(self.replicas.unwrap_or(gateways).max(1));
         let share = |n: u64| n.div_ceil(gateways);
-        Gcra::new(
-            share(self.config.limit),
-            self.config.per.as_micros() as u64,
-            share(self.config.burst),
-        )
+        Gcra::new(share(tier.limit), tier.per_us, share(tier.burst))
     }
 
     /// What the rule counts by.
@@ -174,24 +226,24 @@ impl Rule {
         self.spec.config.store == LimitStore::Redis
     }
 
-    /// Decides one request for `key`. `None` when the store failed and the policy lets the
-    /// request through without information for headers. Also returns the store that decided
-    /// and the bucket capacity behind the decision.
-    pub async fn decide(&self, key: Key<'_>) -> (Option<Decision>, Store, u64) {
+    /// Decides one request for `key` under `tier` (the rule's own, or a group's). `None` when
+    /// the store failed and the policy lets the request through without information for
+    /// headers. Also returns the store that decided and the bucket capacity behind the
+    /// decision.
+    pub async fn decide(&self, key: Key<'_>, tier: &Tier) -> (Option<Decision>, Store, u64) {
+        let gcra = &tier.gcra;
         let local_key = || self.local.hasher().hash_one(key);
         if self.spec.config.store == LimitStore::Local {
-            let d = self
-                .local
-                .decide(&self.spec.gcra, local_key(), local_now_us());
-            return (Some(d), Store::Local, self.spec.gcra.capacity);
+            let d = self.local.decide(gcra, local_key(), local_now_us());
+            return (Some(d), Store::Local, gcra.capacity);
         }
         let error = match &self.shared {
             Some(store) => {
                 let redis_key = key.redis_key(store.prefix(), &self.spec.name);
                 // Boxed: the Redis call's future is large, and every future that awaits this
                 // one would otherwise carry (and copy) it, local rules included.
-                match Box::pin(store.decide(&self.spec.gcra, &redis_key)).await {
-                    Ok(d) => return (Some(d), Store::Redis, self.spec.gcra.capacity),
+                match Box::pin(store.decide(gcra, &redis_key)).await {
+                    Ok(d) => return (Some(d), Store::Redis, gcra.capacity),
                     Err(e) => e,
                 }
             }
@@ -205,7 +257,7 @@ impl Rule {
             .with_label_values(&[&self.spec.name, policy_label(policy)])
             .inc();
         let gateways = self.shared.as_ref().map_or(1, |s| s.peers().live());
-        let fallback = self.spec.fallback(gateways);
+        let fallback = self.spec.fallback(tier, gateways);
         let decision = match policy {
             StoreErrorPolicy::LocalFallback => {
                 Some(self.local.decide(&fallback, local_key(), local_now_us()))

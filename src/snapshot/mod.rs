@@ -6,6 +6,7 @@
 //! [`Plan::compile`]. It reuses what the previous snapshot had where the configuration did not
 //! change (an upstream's balancer, health and breakers; a rule's buckets).
 
+mod identity;
 mod plan;
 mod sections;
 
@@ -165,6 +166,10 @@ pub struct Shared<'a> {
     pub limiter: Option<&'a Arc<SharedStore>>,
     /// The deny set read from Redis, for IP rules with `deny_from_redis`.
     pub ip_deny: &'a Arc<SharedDeny>,
+    /// JWKS sources of JWT policies (kept across snapshots).
+    pub key_sources: &'a Arc<crate::identity::jwks::KeySources>,
+    /// Outbound HTTP calls of auth policies.
+    pub caller: &'a Arc<crate::http_call::Caller>,
 }
 
 impl Snapshot {
@@ -173,6 +178,7 @@ impl Snapshot {
     /// [`Snapshot::fresh_upstreams`].
     pub fn build(plan: Plan, previous: Option<&Snapshot>, shared: Shared<'_>) -> Self {
         let services = build_services(&plan, previous, shared);
+        let identity = identity::Mechanisms::new(&plan, shared);
         let rules: BTreeMap<String, Arc<Rule>> = plan
             .rules
             .into_iter()
@@ -198,6 +204,7 @@ impl Snapshot {
             ip_rules: &plan.ip_rules,
             cors: &plan.cors,
             ip_deny: shared.ip_deny,
+            identity,
         };
         let uses_redis_deny = plan.ip_rules.values().any(|r| r.deny_from_redis);
         let router = plan.router.map(|route| {
@@ -299,6 +306,7 @@ impl Snapshot {
                 route.metrics().remove();
                 crate::telemetry::ratelimit::remove_route(route.name());
                 crate::telemetry::policy::remove_route(route.name());
+                crate::telemetry::auth::remove_route(route.name());
             }
         }
         for name in self.rules.keys() {
@@ -357,6 +365,7 @@ struct Policies<'a> {
     ip_rules: &'a BTreeMap<String, Arc<IpRuleSpec>>,
     cors: &'a BTreeMap<String, Arc<Cors>>,
     ip_deny: &'a Arc<SharedDeny>,
+    identity: identity::Mechanisms,
 }
 
 fn build_route(
@@ -375,6 +384,10 @@ fn build_route(
     if let Some(cors) = cors {
         chain = chain.access(Access::Cors(cors.clone()), Mode::shadow_if(cors.shadow()));
     }
+    // After CORS: a preflight carries no credentials and is answered before authentication.
+    if let Some(auth) = p.identity.access(&plan) {
+        chain = chain.access(Access::Auth(auth), Mode::Enforce);
+    }
     for rule in plan.rate_limits.iter().filter_map(|n| p.rules.get(n)) {
         let policy = RateLimit::new(&plan.name, rule.clone());
         let mode = policy.mode();
@@ -384,6 +397,9 @@ fn build_route(
         let policy = Concurrency::new(&plan.name, spec);
         let mode = Mode::shadow_if(policy.shadow());
         chain = chain.admission(Admission::Concurrency(policy), mode);
+    }
+    if let Some(edit) = p.identity.upstream_edit(&plan) {
+        chain = chain.upstream_request(RequestEdit::Identity(edit));
     }
     chain = chain
         .upstream_request(RequestEdit::Headers(plan.request_headers))

@@ -10,6 +10,8 @@ use super::sections;
 use crate::answer::Answer;
 use crate::config::{self, Config, ConfigError, ConfigErrors, Parsed, Problems, RouteConfig};
 use crate::forwarding::TrustedProxies;
+use crate::identity::spec::AuthSpec;
+use crate::identity::Directory;
 use crate::policy::compress::Compress;
 use crate::policy::concurrency::ConcurrencySpec;
 use crate::policy::cors::Cors;
@@ -37,6 +39,9 @@ pub struct Plan {
     pub rules: BTreeMap<String, RuleSpec>,
     pub ip_rules: BTreeMap<String, Arc<IpRuleSpec>>,
     pub cors: BTreeMap<String, Arc<Cors>>,
+    /// Static consumers.
+    pub directory: Arc<Directory>,
+    pub auth: BTreeMap<String, Arc<AuthSpec>>,
     pub kpis: Vec<KpiSpec>,
     pub trusted: TrustedProxies,
     /// Where Redis is, when there is a `redis` section.
@@ -69,6 +74,9 @@ pub struct RoutePlan {
     pub cors: Option<String>,
     pub concurrency: Option<ConcurrencySpec>,
     pub compress: Option<Compress>,
+    /// Names from `auth`, tried in order.
+    pub auth: Vec<String>,
+    pub allow_groups: Vec<String>,
 }
 
 /// Where a route's requests end: a service (by name), or the gateway's own answer.
@@ -170,6 +178,13 @@ impl Plan {
             .iter()
             .map(|(name, c)| (name.clone(), Arc::new(Cors::compile(name, c, problems))))
             .collect();
+        let directory = Arc::new(Directory::compile(&config.consumers, problems));
+        let auth = config
+            .auth
+            .iter()
+            .map(|(name, a)| (name.clone(), Arc::new(AuthSpec::compile(name, a, problems))))
+            .collect();
+        sections::identity(&config, problems);
         if config.routes.is_empty() {
             problems.push("routes", "at least one route is required");
         }
@@ -196,6 +211,8 @@ impl Plan {
             rules,
             ip_rules,
             cors,
+            directory,
+            auth,
             kpis,
             trusted,
             redis,
@@ -245,6 +262,7 @@ fn compile_route(
             problems,
         );
     }
+    check_identity(r, at, config, problems);
     if r.timeout.is_some_and(|t| t.is_zero()) {
         problems.push(format!("{at}.timeout"), "must be greater than zero");
     }
@@ -285,6 +303,8 @@ fn compile_route(
             .compress
             .as_ref()
             .map(|c| Compress::compile(c, &format!("{at}.compress"), problems)),
+        auth: r.auth.clone(),
+        allow_groups: r.allow_groups.clone(),
     };
     (matcher, plan)
 }
@@ -300,6 +320,47 @@ fn known<T>(
     if !defined.contains_key(name) {
         let hint = config::suggest::hint(name, defined.keys().map(String::as_str));
         problems.push(at, format!("unknown {what} {name:?}{hint}"));
+    }
+}
+
+/// Known auth policies; what needs a consumer (`allow_groups`, `per: consumer`, a
+/// `key: consumer` rate limit) only on a route that authenticates.
+fn check_identity(r: &RouteConfig, at: &str, config: &Config, problems: &mut Problems) {
+    for (i, name) in r.auth.iter().enumerate() {
+        known(
+            name,
+            &config.auth,
+            "auth policy",
+            &format!("{at}.auth[{i}]"),
+            problems,
+        );
+    }
+    if !r.auth.is_empty() {
+        return;
+    }
+    if !r.allow_groups.is_empty() {
+        problems.push(
+            format!("{at}.allow_groups"),
+            "needs `auth` on the route (groups belong to authenticated consumers)",
+        );
+    }
+    if r.concurrency.as_ref().is_some_and(|c| c.per == "consumer") {
+        problems.push(
+            format!("{at}.concurrency.per"),
+            "`consumer` needs `auth` on the route",
+        );
+    }
+    for (i, name) in r.rate_limits.iter().enumerate() {
+        if config
+            .rate_limits
+            .get(name)
+            .is_some_and(|l| l.key == "consumer")
+        {
+            problems.push(
+                format!("{at}.rate_limits[{i}]"),
+                format!("rule {name:?} counts by consumer: the route needs `auth`"),
+            );
+        }
     }
 }
 

@@ -109,3 +109,19 @@ pub fn telemetry(config: &Config, problems: &mut Problems) {
         problems.push("access_log.sample", "must be between 0 and 1");
     }
 }
+
+/// The `identity` section: header names Portico sets upstream.
+pub fn identity(config: &Config, problems: &mut Problems) {
+    let id = &config.identity;
+    for (field, name) in [
+        ("consumer_header", &id.consumer_header),
+        ("groups_header", &id.groups_header),
+    ] {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(
+                format!("identity.{field}"),
+                format!("{name:?} is not a header name"),
+            );
+        }
+    }
+}

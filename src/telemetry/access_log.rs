@@ -40,6 +40,8 @@ pub struct Entry<'a> {
     pub source: &'a str,
     pub reason: Option<&'a str>,
     pub service: Option<&'a str>,
+    /// The authenticated consumer.
+    pub consumer: Option<&'a str>,
     pub instance: Option<SocketAddr>,
     pub attempts: u32,
     pub duration: Duration,
@@ -68,6 +70,9 @@ impl Entry<'_> {
         }
         if let Some(service) = self.service {
             line.str("service", service);
+        }
+        if let Some(consumer) = self.consumer {
+            line.str("consumer", consumer);
         }
         if let Some(instance) = self.instance {
             line.socket_addr("instance", instance);

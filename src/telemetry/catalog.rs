@@ -26,6 +26,16 @@ use Kind::*;
 /// Every `portico_*` family: (name, type, label names in alphabetical order).
 pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ("portico_access_log_dropped_total", Counter, &[]),
+    (
+        "portico_auth_decisions_total",
+        Counter,
+        &["policy", "result", "route"],
+    ),
+    (
+        "portico_auth_token_cache_total",
+        Counter,
+        &["policy", "result"],
+    ),
     ("portico_build_info", Gauge, &["version"]),
     ("portico_business_events_total", Counter, &["kpi", "route"]),
     (
@@ -105,6 +115,12 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_ip_deny_entries", Gauge, &[]),
     ("portico_ip_deny_sync_failures_total", Counter, &[]),
+    ("portico_jwks_keys", Gauge, &["policy"]),
+    (
+        "portico_jwks_refreshes_total",
+        Counter,
+        &["policy", "result"],
+    ),
     (
         "portico_policy_refusals_total",
         Counter,
@@ -235,6 +251,18 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         &["1xx", "2xx", "3xx", "4xx", "5xx"],
     ),
     (
+        "portico_auth_decisions_total",
+        "result",
+        &[
+            "allowed",
+            "missing",
+            "invalid",
+            "expired",
+            "forbidden",
+            "error",
+        ],
+    ),
+    (
         "portico_http_gateway_responses_total",
         "reason",
         &[
@@ -253,9 +281,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
             "request_timeout",
             "forbidden",
             "overloaded",
+            "auth_unavailable",
             "redirect",
             "static_response",
             "cors_preflight",
+            "auth_denied",
         ],
     ),
     (
@@ -383,7 +413,7 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
         "portico_policy_refusals_total",
         "policy",
-        &["rate_limit", "ip", "cors", "concurrency"],
+        &["rate_limit", "ip", "cors", "auth", "concurrency"],
     ),
     (
         "portico_policy_refusals_total",

@@ -2,6 +2,7 @@
 //! business KPIs and events, tracing and the access log.
 
 pub mod access_log;
+pub mod auth;
 pub mod catalog;
 pub mod connections;
 pub mod events;
@@ -25,6 +26,7 @@ pub fn init() {
         redis::init();
         ratelimit::init();
         policy::init();
+        auth::init();
         kpi::init();
         events::init();
         access_log::init();

@@ -218,12 +218,21 @@ pub fn end_client_span(mut span: Span, status: Option<u16>, error_type: Option<&
     span.end();
 }
 
-/// Ends the SERVER span with the final status (`reason` = Portico's code when it answered).
-pub fn end_server_span(cx: &Context, status: u16, reason: Option<&'static str>) {
+/// Ends the SERVER span with the final status (`reason` = Portico's code when it answered)
+/// and the authenticated consumer (`user.id`).
+pub fn end_server_span(
+    cx: &Context,
+    status: u16,
+    reason: Option<&'static str>,
+    consumer: Option<&str>,
+) {
     let span = cx.span();
     if !span.is_recording() {
         span.end();
         return;
+    }
+    if let Some(c) = consumer {
+        span.set_attribute(KeyValue::new("user.id", c.to_string()));
     }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",

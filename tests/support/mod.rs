@@ -16,6 +16,7 @@ pub mod load;
 pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;
+pub mod scripted;
 pub mod tls;
 #[allow(unused_imports)]
 pub use self::load::{KeepAliveLoad, SteadyLoad};

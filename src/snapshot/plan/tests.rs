@@ -145,7 +145,7 @@ services:
             "f:9:10: routes[0].ip[0]: unknown IP rule \"ofice\"; did you mean \"office\"?",
             "f:10:11: routes[0].cors: unknown CORS policy \"wbe\"; did you mean \"web\"?",
             "routes[0].concurrency.max: must be at least 1",
-            "routes[0].concurrency.per: `consumer` needs identity",
+            "routes[0].concurrency.per: `consumer` needs `auth` on the route",
         ],
         );
 }
@@ -223,4 +223,49 @@ fn one_mistake_is_one_error() {
     let errs = load_str("f", misspelt).unwrap_err().0;
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert!(errs[0].message.contains("did you mean `instances`?"));
+}
+
+#[test]
+fn identity_mistakes_are_located() {
+    let text = r#"
+consumers:
+  acme:
+    api_keys: [short]
+    basic: {user: acme, password_hash: "plain"}
+auth:
+  keys: {type: api_key, header: x-api-key, realm: nope}
+  idp: {type: jwt, jwks_url: "ftp://idp/keys", algorithms: [none]}
+identity:
+  consumer_header: "bad header"
+rate_limits:
+  per-consumer: {key: consumer, limit: 10, by_group: {gold: {limit: 0}}}
+  per-ip: {key: client_ip, limit: 10, by_group: {gold: {limit: 100}}}
+routes:
+  - name: open
+    service: trading
+    allow_groups: [gold]
+    rate_limits: [per-consumer]
+  - name: api
+    service: trading
+    auth: [kyes]
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+    reports_all(
+        text,
+        &[
+            "consumers.acme.api_keys[0]: a plain API key needs at least 16 characters",
+            "consumers.acme.basic.password_hash: must be an Argon2id",
+            "auth.keys.realm: does not apply to type: api_key",
+            "auth.idp.algorithms[0]: unsigned tokens (`none`) are never accepted",
+            "auth.idp.jwks_url: must start with http:// or https://",
+            "identity.consumer_header: \"bad header\" is not a header name",
+            "rate_limits.per-consumer.by_group.gold.limit: must be at least 1",
+            "rate_limits.per-ip.by_group: only applies to `key: consumer`",
+            "routes[0].allow_groups: needs `auth` on the route",
+            "routes[0].rate_limits[0]: rule \"per-consumer\" counts by consumer: the route needs `auth`",
+            "routes[1].auth[0]: unknown auth policy \"kyes\"; did you mean \"keys\"?",
+        ],
+    );
 }
