@@ -13,7 +13,7 @@ use portico::identity::jwks::{Key, Keys};
 use portico::identity::jwt::{Jwt, KeyStore};
 use portico::identity::spec::AuthSpec;
 use portico::identity::verdicts::Verdict;
-use portico::identity::Directory;
+use portico::identity::{Consumers, Directory};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ fn api_keys(c: &mut Criterion) {
     let mechanism = ApiKey::new(
         Some(http::HeaderName::from_static("x-api-key")),
         None,
-        directory,
+        Consumers::new(directory, Arc::default()),
     );
     let mut headers = http::HeaderMap::new();
     headers.insert("x-api-key", "consumer-key-0000004242".parse().unwrap());
@@ -157,7 +157,7 @@ fn jwts(c: &mut Criterion) {
             "bench",
             spec,
             KeyStore::Fixed(Arc::new(keys)),
-            Arc::default(),
+            Consumers::default(),
         );
         let mut headers = http::HeaderMap::new();
         headers.insert("authorization", format!("Bearer {token}").parse().unwrap());

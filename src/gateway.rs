@@ -6,6 +6,7 @@
 use crate::config::{ConfigErrors, RedisConfig};
 use crate::http_call::Caller;
 use crate::identity::jwks::KeySources;
+use crate::identity::StoredConsumers;
 use crate::listener::ListenerState;
 use crate::membership::Membership;
 use crate::policy::ip_rules::SharedDeny;
@@ -86,6 +87,8 @@ pub struct Gateway {
     key_sources: Arc<KeySources>,
     /// Outbound HTTP calls (JWKS reads, forward auth).
     caller: Arc<Caller>,
+    /// Consumers read from Redis (the last good read).
+    stored_consumers: Arc<StoredConsumers>,
     /// Queue of business events for the Redis Stream publisher.
     events: Option<EventSink>,
     /// OpenTelemetry tracing, when configured at start.
@@ -142,12 +145,14 @@ impl Gateway {
         let ip_deny = Arc::new(SharedDeny::default());
         let key_sources = Arc::new(KeySources::default());
         let caller = Arc::new(Caller::default());
+        let stored_consumers = Arc::new(StoredConsumers::default());
         let shared = Shared {
             health: &health,
             limiter: shared_limits.as_ref(),
             ip_deny: &ip_deny,
             key_sources: &key_sources,
             caller: &caller,
+            stored_consumers: &stored_consumers,
         };
         let snapshot = Snapshot::build(plan, None, shared);
         tokio::runtime::Builder::new_current_thread()
@@ -175,6 +180,7 @@ impl Gateway {
             ip_deny,
             key_sources,
             caller,
+            stored_consumers,
             events,
             tracing,
             access_log,
@@ -201,6 +207,11 @@ impl Gateway {
     /// Outbound HTTP calls.
     pub fn caller(&self) -> &Arc<Caller> {
         &self.caller
+    }
+
+    /// Consumers read from Redis.
+    pub fn stored_consumers(&self) -> &Arc<StoredConsumers> {
+        &self.stored_consumers
     }
 
     /// The health registry every balancer reports into (one probe loop for all services).
@@ -321,6 +332,7 @@ impl Gateway {
             ip_deny: &self.ip_deny,
             key_sources: &self.key_sources,
             caller: &self.caller,
+            stored_consumers: &self.stored_consumers,
         };
         let next = Snapshot::build(plan, Some(&old), shared);
         for upstream in next.fresh_upstreams(Some(&old)) {

@@ -39,6 +39,7 @@ pub mod snapshot; // compile a configuration (every error), build and hold the o
 pub mod registry; // Redis service registry: protocol, watcher, registrar agent
 pub mod event_stream; // business events to a Redis Stream
 pub mod ip_deny; // the Redis IP deny set, read into the IP rules' shared set
+pub mod consumer_store; // consumers kept in Redis: schema, writes, the reader
 pub mod membership; // gateways heartbeating into a Redis list; the live count
 
 // Serving.

@@ -43,8 +43,57 @@ enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
+    /// Manage consumers kept in Redis (every gateway sharing it picks them up).
+    Consumer(ConsumerArgs),
     /// Print the version.
     Version,
+}
+
+/// Where Redis is, for the commands that write to it.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["redis", "config"])))]
+struct RedisArgs {
+    /// One Redis node: redis://[user:pass@]host:port/db, or rediss:// for TLS.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The gateway's configuration file: its `redis` section says where Redis is.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Key prefix (the gateway's redis.prefix); overrides the configuration's.
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ConsumerArgs {
+    #[command(flatten)]
+    at: RedisArgs,
+    #[command(subcommand)]
+    action: ConsumerAction,
+}
+
+#[derive(Subcommand)]
+enum ConsumerAction {
+    /// Add or replace a consumer.
+    Add {
+        name: String,
+        /// A group, repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// An API key (plain, stored as its digest) or sha256:HEX, repeatable.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Basic-auth user (with --password-hash).
+        #[arg(long, requires = "password_hash")]
+        basic_user: Option<String>,
+        /// An Argon2id or bcrypt hash.
+        #[arg(long, requires = "basic_user")]
+        password_hash: Option<String>,
+    },
+    /// Remove a consumer.
+    Remove { name: String },
+    /// Generate a new API key for a consumer, store its digest and print it (once).
+    Key { name: String },
 }
 
 #[derive(clap::Args)]
@@ -115,6 +164,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Run(args)) => run(args),
         Some(Command::Register(args)) => register(args),
+        Some(Command::Consumer(args)) => consumer(args),
         Some(Command::Echo { listen, name }) => echo(listen, &name),
         None => run(RunArgs {
             config: PathBuf::from("conf/portico.yaml"),
@@ -189,12 +239,13 @@ fn echo(listen: std::net::SocketAddr, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    init_logging();
-    if !(1..=portico::config::MAX_WEIGHT).contains(&args.weight) {
-        anyhow::bail!("--weight must be in 1..={}", portico::config::MAX_WEIGHT);
-    }
-    let mut redis = match (&args.redis, &args.config) {
+/// The Redis configuration `--redis`/`--config`/`--prefix` point at.
+fn redis_config(
+    url: Option<&String>,
+    config: Option<&PathBuf>,
+    prefix: Option<String>,
+) -> anyhow::Result<portico::config::RedisConfig> {
+    let mut redis = match (url, config) {
         (_, Some(path)) => {
             match portico::snapshot::compile_redis_file(path).map_err(|e| anyhow::anyhow!("{e}"))? {
                 Some(topology) => topology.config().clone(),
@@ -204,9 +255,79 @@ fn register(args: RegisterArgs) -> anyhow::Result<()> {
         (Some(url), None) => portico::config::RedisConfig::single(url),
         (None, None) => unreachable!("clap requires --redis or --config"),
     };
-    if let Some(prefix) = args.prefix {
+    if let Some(prefix) = prefix {
         redis.prefix = prefix;
     }
+    Ok(redis)
+}
+
+fn consumer(args: ConsumerArgs) -> anyhow::Result<()> {
+    use portico::consumer_store::{self as store, Keys};
+    init_logging();
+    let at = args.at;
+    let config = redis_config(at.redis.as_ref(), at.config.as_ref(), at.prefix)?;
+    let keys = Keys::new(&config.prefix);
+    let topology = portico::redis_client::Topology::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("cannot use this Redis:\n{e}"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let redis =
+        portico::redis_client::Redis::new(store::CLIENT, std::sync::Arc::new(topology), timeout);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match args.action {
+            ConsumerAction::Add {
+                name,
+                groups,
+                keys: api_keys,
+                basic_user,
+                password_hash,
+            } => {
+                let basic = basic_user.zip(password_hash).map(|(user, password_hash)| {
+                    portico::config::BasicCredential {
+                        user,
+                        password_hash,
+                    }
+                });
+                let record = portico::config::ConsumerConfig {
+                    groups,
+                    api_keys,
+                    basic,
+                };
+                let record = store::prepare(&name, record)
+                    .map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+                store::put(&redis, &keys, &name, &record, timeout).await?;
+                println!("stored consumer {name} ({} keys)", record.api_keys.len());
+            }
+            ConsumerAction::Remove { name } => {
+                if !store::remove(&redis, &keys, &name, timeout).await? {
+                    anyhow::bail!("no consumer {name:?} in Redis");
+                }
+                println!("removed consumer {name}");
+            }
+            ConsumerAction::Key { name } => {
+                let mut record = store::get(&redis, &keys, &name, timeout)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no consumer {name:?} in Redis"))?;
+                let key = portico::identity::api_key::generate();
+                record.api_keys.push(key.clone());
+                let record = store::prepare(&name, record)
+                    .map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+                store::put(&redis, &keys, &name, &record, timeout).await?;
+                println!("{key}");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    init_logging();
+    if !(1..=portico::config::MAX_WEIGHT).contains(&args.weight) {
+        anyhow::bail!("--weight must be in 1..={}", portico::config::MAX_WEIGHT);
+    }
+    let redis = redis_config(args.redis.as_ref(), args.config.as_ref(), args.prefix)?;
     let topology = portico::redis_client::Topology::from_config(&redis)
         .map_err(|e| anyhow::anyhow!("cannot use this Redis:\n{e}"))?;
     let opts = portico::registry::agent::AgentOptions {

@@ -132,6 +132,12 @@ pub fn build(
             redis.clone(),
         );
         server.add_service(background_service("ip deny set", deny));
+        let consumers = crate::consumer_store::ConsumerSync::new(
+            gateway.current().clone(),
+            gateway.stored_consumers().clone(),
+            redis.clone(),
+        );
+        server.add_service(background_service("redis consumers", consumers));
         if redis.sentinels().is_some() {
             server.add_service(background_service(
                 "redis sentinel watch",

@@ -214,6 +214,8 @@ auth:
   keys: {{type: api_key}}
 rate_limits:
   per-consumer: {{key: consumer, limit: 2, per: 1m, by_group: {{gold: {{limit: 5}}}}}}
+kpis:
+  - {{name: api_calls, status: 2xx, by_consumer: true, max_consumers: 1}}
 routes:
   - {{name: api, service: web, auth: [keys], rate_limits: [per-consumer], concurrency: {{max: 10, per: consumer}}}}
 services:
@@ -236,6 +238,13 @@ services:
     let r = get(gw.addr, "/", &[("x-api-key", BETA_KEY)]);
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
+    // The KPI counts by consumer, bounded: the second consumer is beyond max_consumers.
+    let kpi = |c: &str| {
+        gw.metric(&format!(
+            r#"portico_business_events_by_consumer_total{{consumer="{c}",kpi="api_calls"}}"#
+        ))
+    };
+    assert_eq!((kpi("acme"), kpi("_other")), (5.0, 2.0));
 }
 
 /// A P-256 signing key and its public JWK with `kid`.

@@ -93,7 +93,7 @@ services:
   registered:
     discovery: redis
 kpis:
-  - {{name: orders_placed, routes: [ok], methods: [POST], status: 2xx}}
+  - {{name: orders_placed, routes: [ok], methods: [POST], status: 2xx, by_consumer: true}}
 "#,
         url = redis.url(),
         echo = echo.addr,

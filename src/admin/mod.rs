@@ -2,6 +2,7 @@
 //! and `/metrics` are open (probes and scrapers); `/admin/*` needs the bearer token when one is
 //! configured. Everything answers JSON except `/metrics`.
 
+mod consumers;
 mod registry;
 
 use crate::gateway::{ConfigSource, Gateway};
@@ -82,6 +83,13 @@ impl Admin {
             }
             (&Method::POST, ["admin", "services", name, "instances", id, "drain"]) => {
                 registry::handle(&self.gateway, name, registry::Operation::Drain(id)).await
+            }
+            (&Method::GET, ["admin", "consumers"]) => consumers::list(&self.gateway),
+            (&Method::POST, ["admin", "consumers", name]) => {
+                consumers::handle(&self.gateway, name, consumers::Operation::Put(body)).await
+            }
+            (&Method::DELETE, ["admin", "consumers", name]) => {
+                consumers::handle(&self.gateway, name, consumers::Operation::Remove).await
             }
             (&Method::GET, ["admin", "config"]) => (StatusCode::OK, self.config(&snapshot)),
             (&Method::POST, ["admin", "reload"]) => match self.gateway.reload().await {

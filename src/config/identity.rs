@@ -2,7 +2,7 @@
 //! an identity upstream. What they mean is compiled by the `identity` and `policy::auth`
 //! modules.
 
-use super::units::opt_duration;
+use super::units::{duration, opt_duration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,7 +115,8 @@ pub enum OnAuthError {
     Allow,
 }
 
-/// `identity`: how an authenticated caller is announced upstream.
+/// `identity`: how an authenticated caller is announced upstream, and how often consumers
+/// kept in Redis are checked for changes.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
@@ -123,6 +124,9 @@ pub struct IdentityConfig {
     pub consumer_header: String,
     /// Header listing the consumer's groups, comma-separated.
     pub groups_header: String,
+    /// How often the Redis consumers' version is read (a change reads them all).
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
 }
 
 impl Default for IdentityConfig {
@@ -130,6 +134,7 @@ impl Default for IdentityConfig {
         Self {
             consumer_header: "x-consumer-id".into(),
             groups_header: "x-consumer-groups".into(),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }

@@ -29,6 +29,16 @@ pub struct KpiConfig {
     /// Most `route` series this KPI may create; further routes count as `route="_other"`.
     #[serde(default = "default_kpi_series")]
     pub max_series: usize,
+    /// Also count by authenticated consumer, in `portico_business_events_by_consumer_total`.
+    #[serde(default)]
+    pub by_consumer: bool,
+    /// Most `consumer` series; further consumers count as `consumer="_other"`.
+    #[serde(default = "default_kpi_consumers")]
+    pub max_consumers: usize,
+}
+
+fn default_kpi_consumers() -> usize {
+    100
 }
 
 fn default_kpi_series() -> usize {

@@ -4,9 +4,8 @@
 //! nothing about a stored key (a client cannot choose digests).
 
 use super::verdicts::Verdict;
-use super::{digest, Digest, Directory, Identity};
+use super::{digest, Consumers, Digest, Identity};
 use http::{HeaderMap, HeaderName, Uri};
-use std::sync::Arc;
 
 /// Shortest plain key accepted: anything shorter can be guessed by a patient client.
 const MIN_PLAIN_LEN: usize = 16;
@@ -22,6 +21,17 @@ pub fn stored_digest(text: &str) -> Result<Digest, String> {
         ));
     }
     Ok(digest(text.as_bytes()))
+}
+
+/// A new random key: 32 bytes from the system's generator, URL-safe base64 (43 characters).
+pub fn generate() -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random generator works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn parse_hex(hex: &str) -> Option<Digest> {
@@ -40,20 +50,16 @@ fn parse_hex(hex: &str) -> Option<Digest> {
 pub struct ApiKey {
     header: Option<HeaderName>,
     query: Option<String>,
-    directory: Arc<Directory>,
+    consumers: Consumers,
 }
 
 impl ApiKey {
-    /// Keys from `header` and/or the `query` parameter, owned by `directory`'s consumers.
-    pub fn new(
-        header: Option<HeaderName>,
-        query: Option<String>,
-        directory: Arc<Directory>,
-    ) -> Self {
+    /// Keys from `header` and/or the `query` parameter, owned by `consumers`.
+    pub fn new(header: Option<HeaderName>, query: Option<String>, consumers: Consumers) -> Self {
         Self {
             header,
             query,
-            directory,
+            consumers,
         }
     }
 
@@ -80,8 +86,8 @@ impl ApiKey {
         });
         match presented {
             None | Some([]) => Verdict::Missing,
-            Some(key) => match self.directory.find_key(&digest(key)) {
-                Some(consumer) => Verdict::Admit(Identity::of(consumer.clone())),
+            Some(key) => match self.consumers.find_key(&digest(key)) {
+                Some(consumer) => Verdict::Admit(Identity::of(consumer)),
                 None => Verdict::Invalid,
             },
         }

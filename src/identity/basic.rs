@@ -5,10 +5,12 @@
 //! passwords queues there instead of starving the proxy), and a verified `Authorization` value
 //! is cached for [`VERIFIED_TTL`] — a client sending the same credential on every request
 //! pays one hash. An unknown user is checked against a dummy hash, so the answer's timing
-//! does not tell which users exist.
+//! does not tell which users exist. At most [`MAX_WAITING`] checks wait for the pool: beyond
+//! that a request is answered 503 `auth_unavailable` at once instead of joining a queue a
+//! password-guessing flood would make endless.
 
 use super::verdicts::{Verdict, VerifiedCache};
-use super::{Consumer, Directory, Identity};
+use super::{Consumer, Consumers, Identity};
 use base64::Engine;
 use http::HeaderMap;
 use std::sync::{Arc, LazyLock};
@@ -20,6 +22,12 @@ const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 /// Credentials kept verified at once.
 const CACHE_SIZE: usize = 10_000;
+
+/// Password checks allowed to wait for the pool, gateway-wide.
+const MAX_WAITING: usize = 64;
+
+/// Password checks waiting for the pool now.
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A stored password hash, checked by the crate of its scheme.
 #[derive(Debug, Clone)]
@@ -85,15 +93,15 @@ static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
 
 /// The basic-auth mechanism of one `auth` policy.
 pub struct Basic {
-    directory: Arc<Directory>,
+    consumers: Consumers,
     verified: VerifiedCache<Arc<Consumer>>,
 }
 
 impl Basic {
-    /// Checks users of `directory`.
-    pub fn new(directory: Arc<Directory>) -> Self {
+    /// Checks users of `consumers`.
+    pub fn new(consumers: Consumers) -> Self {
         Self {
-            directory,
+            consumers,
             verified: VerifiedCache::new(CACHE_SIZE),
         }
     }
@@ -117,11 +125,16 @@ impl Basic {
             return Verdict::Invalid;
         };
         let user = std::str::from_utf8(&decoded[..colon]).unwrap_or("");
-        let found = self.directory.find_user(user).cloned();
+        let found = self.consumers.find_user(user);
         let hash = found
             .as_ref()
             .map_or_else(|| DUMMY.clone(), |(_, h)| h.clone());
-        let Ok(_permit) = HASHING.acquire().await else {
+        let Some(waiting) = Waiting::enter() else {
+            return Verdict::Unavailable;
+        };
+        let permit = HASHING.acquire().await;
+        drop(waiting);
+        let Ok(_permit) = permit else {
             return Verdict::Unavailable;
         };
         let password = decoded[colon + 1..].to_vec();
@@ -135,6 +148,27 @@ impl Basic {
             }
             _ => Verdict::Invalid,
         }
+    }
+}
+
+/// A place among the checks waiting for the pool; leaving is dropping it (also when the
+/// request is abandoned while waiting).
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        if WAITING.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+            WAITING.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Waiting)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -9,7 +9,7 @@
 use super::basic::scheme_param;
 use super::jwks::{KeySource, Keys};
 use super::verdicts::{Verdict, VerifiedCache};
-use super::{Consumer, Directory, Identity};
+use super::{Consumer, Consumers, Identity};
 use crate::telemetry::auth as metrics;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
@@ -42,24 +42,19 @@ pub struct Jwt {
     policy: String,
     spec: Arc<JwtSpec>,
     keys: KeyStore,
-    directory: Arc<Directory>,
+    consumers: Consumers,
     verified: VerifiedCache<(Identity, u64)>,
 }
 
 impl Jwt {
-    /// `spec` checked against `keys`; consumers named by the claim come from `directory`.
-    pub fn new(
-        policy: &str,
-        spec: Arc<JwtSpec>,
-        keys: KeyStore,
-        directory: Arc<Directory>,
-    ) -> Self {
+    /// `spec` checked against `keys`; consumers named by the claim come from `consumers`.
+    pub fn new(policy: &str, spec: Arc<JwtSpec>, keys: KeyStore, consumers: Consumers) -> Self {
         metrics::token_cache_series(policy);
         Self {
             policy: policy.to_string(),
             spec,
             keys,
-            directory,
+            consumers,
             verified: VerifiedCache::new(CACHE_SIZE),
         }
     }
@@ -134,8 +129,8 @@ impl Jwt {
             .as_deref()
             .and_then(|c| claims.get(c))
             .and_then(Value::as_str)
-            .and_then(|name| match self.directory.find(name) {
-                Some(known) => Some(known.clone()),
+            .and_then(|name| match self.consumers.find(name) {
+                Some(known) => Some(known),
                 None => Consumer::new(name, Vec::new()).map(Arc::new),
             });
         let headers: Vec<(HeaderName, HeaderValue)> = self

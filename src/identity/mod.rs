@@ -18,6 +18,7 @@ pub mod verdicts;
 pub use forward::Asked;
 
 use crate::config::{ConsumerConfig, Problems};
+use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,6 +157,54 @@ impl Directory {
         dir
     }
 
+    /// Consumers stored as JSON records (name, `ConsumerConfig` JSON), as Redis keeps them. A
+    /// record that does not parse or compile is left out; the second value says why, one line
+    /// per record.
+    pub fn from_records(records: &[(String, String)]) -> (Self, Vec<String>) {
+        let mut good = std::collections::BTreeMap::new();
+        let mut skipped = Vec::new();
+        let why = |name: &str, problems: &Problems| {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect();
+            format!("consumer {name:?}: {}", text.join("; "))
+        };
+        for (name, text) in records {
+            match serde_json::from_str::<ConsumerConfig>(text) {
+                Ok(c) => {
+                    let one = std::collections::BTreeMap::from([(name.clone(), c)]);
+                    let mut problems = Problems::default();
+                    Directory::compile(&one, &mut problems);
+                    match problems.is_empty() {
+                        true => good.extend(one),
+                        false => skipped.push(why(name, &problems)),
+                    }
+                }
+                Err(e) => skipped.push(format!("consumer {name:?}: not a consumer record: {e}")),
+            }
+        }
+        let mut problems = Problems::default();
+        let directory = Directory::compile(&good, &mut problems);
+        skipped.extend(
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message)),
+        );
+        (directory, skipped)
+    }
+
+    /// Names and groups of every consumer, by name.
+    pub fn summary(&self) -> Vec<(&str, &[String])> {
+        let mut out: Vec<(&str, &[String])> = self
+            .by_name
+            .values()
+            .map(|c| (c.name.as_str(), &c.groups[..]))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     fn add_key(&mut self, digest: Digest, consumer: Arc<Consumer>) {
         self.keys
             .entry(bucket(&digest))
@@ -190,6 +239,68 @@ impl Directory {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+}
+
+/// Consumers kept in Redis, as last read (`consumer_store` keeps it in step); never emptied
+/// because Redis is away.
+#[derive(Default)]
+pub struct StoredConsumers(ArcSwap<Directory>);
+
+impl StoredConsumers {
+    /// Replaces the stored consumers in force.
+    pub fn replace(&self, directory: Directory) {
+        self.0.store(Arc::new(directory));
+    }
+
+    /// The stored consumers in force.
+    pub fn current(&self) -> Arc<Directory> {
+        self.0.load_full()
+    }
+}
+
+/// Every consumer a request may prove to be: the configuration's, then Redis's. A name in the
+/// configuration wins: a Redis consumer of the same name is ignored, credentials included (it
+/// could otherwise pose as the configured consumer with other groups).
+#[derive(Clone, Default)]
+pub struct Consumers {
+    configured: Arc<Directory>,
+    stored: Arc<StoredConsumers>,
+}
+
+impl Consumers {
+    /// The configuration's consumers before `stored`.
+    pub fn new(configured: Arc<Directory>, stored: Arc<StoredConsumers>) -> Self {
+        Self { configured, stored }
+    }
+
+    /// The consumer owning the key whose digest is `presented`.
+    pub fn find_key(&self, presented: &Digest) -> Option<Arc<Consumer>> {
+        if let Some(c) = self.configured.find_key(presented) {
+            return Some(c.clone());
+        }
+        let found = self.stored.0.load().find_key(presented).cloned()?;
+        self.configured.find(&found.name).is_none().then_some(found)
+    }
+
+    /// The consumer and password hash of a basic-auth user.
+    pub fn find_user(&self, user: &str) -> Option<(Arc<Consumer>, basic::PasswordHash)> {
+        if let Some(found) = self.configured.find_user(user) {
+            return Some(found.clone());
+        }
+        let found = self.stored.0.load().find_user(user).cloned()?;
+        self.configured
+            .find(&found.0.name)
+            .is_none()
+            .then_some(found)
+    }
+
+    /// A consumer by name.
+    pub fn find(&self, name: &str) -> Option<Arc<Consumer>> {
+        if let Some(c) = self.configured.find(name) {
+            return Some(c.clone());
+        }
+        self.stored.0.load().find(name).cloned()
     }
 }
 

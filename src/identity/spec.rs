@@ -8,7 +8,7 @@ use super::forward::{Asked, ForwardAuth, ForwardSpec};
 use super::jwks::{Key, KeySources, Keys};
 use super::jwt::{is_hmac, Jwt, JwtSpec, KeyStore};
 use super::verdicts::Verdict;
-use super::Directory;
+use super::Consumers;
 use crate::config::{AuthConfig, AuthKind, Problems};
 use crate::http_call::{Caller, Endpoint};
 use http::{HeaderName, HeaderValue};
@@ -75,7 +75,7 @@ impl Mechanism {
 
 /// What is shared by the live mechanisms of a snapshot.
 pub struct Live<'a> {
-    pub directory: &'a Arc<Directory>,
+    pub consumers: &'a Consumers,
     pub key_sources: &'a KeySources,
     pub caller: &'a Arc<Caller>,
 }
@@ -157,7 +157,7 @@ impl AuthSpec {
 
     /// The live mechanism of the policy `name`.
     pub fn live(&self, name: &str, live: &Live<'_>) -> Mechanism {
-        let directory = live.directory.clone();
+        let directory = live.consumers.clone();
         match self {
             AuthSpec::ApiKey { header, query, .. } => {
                 Mechanism::ApiKey(ApiKey::new(header.clone(), query.clone(), directory))

@@ -58,7 +58,8 @@ fn jwt_policy(yaml: &str, keys: Keys) -> Jwt {
     };
     assert!(problems.is_empty(), "{problems:?}");
     let (dir, _) = consumers("{acme: {groups: [gold]}}");
-    Jwt::new("idp", spec, KeyStore::Fixed(Arc::new(keys)), Arc::new(dir))
+    let all = Consumers::new(Arc::new(dir), Arc::default());
+    Jwt::new("idp", spec, KeyStore::Fixed(Arc::new(keys)), all)
 }
 
 fn bearer(token: &str) -> http::HeaderMap {

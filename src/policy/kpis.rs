@@ -12,6 +12,8 @@ pub struct Finished<'a> {
     pub request: &'a HeaderMap,
     /// The response's headers, when a response was written.
     pub response: Option<&'a HeaderMap>,
+    /// The authenticated consumer.
+    pub consumer: Option<&'a str>,
 }
 
 /// A route's KPIs with their counters for that route.
@@ -33,6 +35,7 @@ impl KpiCounters {
         for (kpi, counter) in &self.0 {
             if kpi.matches(done.method, done.status, done.request, done.response) {
                 counter.inc();
+                kpi.count_consumer(done.consumer);
                 if kpi.publish {
                     publish(kpi);
                 }

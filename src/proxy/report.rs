@@ -95,6 +95,7 @@ impl Proxy {
             status: report.status,
             request: &req.headers,
             response: session.response_written().map(|r| &r.headers),
+            consumer: ctx.reply.policy.consumer().map(|c| c.name.as_str()),
         };
         route.policies().record(&done, |kpi| {
             let Some(sink) = self.gateway.events() else {

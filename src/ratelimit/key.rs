@@ -112,8 +112,14 @@ impl Key<'_> {
             Key::Ip(IpAddr::V6(v6)) => format!("{prefix}rl:{{{rule}:ip:{v6}/64}}"),
             Key::Ip(ip) => format!("{prefix}rl:{{{rule}:ip:{ip}}}"),
             Key::Route(r) => format!("{prefix}rl:{{{rule}:route:{r}}}"),
-            // Consumer names are label-safe ([A-Za-z0-9_.-]): no brace can end the hash tag.
-            Key::Consumer(c) => format!("{prefix}rl:{{{rule}:c:{c}}}"),
+            // A JWT subject may be any string: long or braced names are hashed like headers.
+            Key::Consumer(c) if c.len() <= MAX_RAW && !c.contains(['{', '}']) => {
+                format!("{prefix}rl:{{{rule}:c:{c}}}")
+            }
+            Key::Consumer(c) => {
+                let hash = crate::config::content_hash(c.as_bytes());
+                format!("{prefix}rl:{{{rule}:c#{hash}}}")
+            }
             Key::Global => format!("{prefix}rl:{{{rule}:global}}"),
             Key::Header(v) => match std::str::from_utf8(v) {
                 Ok(s) if s.len() <= MAX_RAW && !s.contains(['{', '}']) => {

@@ -4,6 +4,7 @@
 
 use super::{Plan, RoutePlan, Shared};
 use crate::identity::spec::{AuthSpec, Live, Mechanism};
+use crate::identity::Consumers;
 use crate::policy::auth::{Auth, IdentityHeaders};
 use http::HeaderName;
 use std::collections::BTreeMap;
@@ -20,8 +21,10 @@ pub(super) struct Mechanisms {
 impl Mechanisms {
     /// Makes live the policies some route of `plan` uses.
     pub fn new(plan: &Plan, shared: Shared<'_>) -> Self {
+        crate::telemetry::auth::consumers("config", plan.directory.len());
+        let consumers = Consumers::new(plan.directory.clone(), shared.stored_consumers.clone());
         let live = Live {
-            directory: &plan.directory,
+            consumers: &consumers,
             key_sources: shared.key_sources,
             caller: shared.caller,
         };

@@ -170,6 +170,8 @@ pub struct Shared<'a> {
     pub key_sources: &'a Arc<crate::identity::jwks::KeySources>,
     /// Outbound HTTP calls of auth policies.
     pub caller: &'a Arc<crate::http_call::Caller>,
+    /// Consumers read from Redis.
+    pub stored_consumers: &'a Arc<crate::identity::StoredConsumers>,
 }
 
 impl Snapshot {

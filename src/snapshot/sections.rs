@@ -124,4 +124,7 @@ pub fn identity(config: &Config, problems: &mut Problems) {
             );
         }
     }
+    if id.poll_interval < Duration::from_millis(100) {
+        problems.push("identity.poll_interval", "must be at least 100ms");
+    }
 }

@@ -3,7 +3,8 @@
 
 use super::metrics::{family, remove_matching};
 use prometheus::{
-    register_int_counter_vec, register_int_gauge_vec, IntCounter, IntCounterVec, IntGaugeVec,
+    register_int_counter, register_int_counter_vec, register_int_gauge_vec, IntCounter,
+    IntCounterVec, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -31,12 +32,32 @@ family!(TOKEN_CACHE: IntCounterVec = register_int_counter_vec!(
     &["policy", "result"]
 ));
 
+family!(CONSUMERS: IntGaugeVec = register_int_gauge_vec!(
+    "portico_consumers",
+    "Consumers in force by source (config: the configuration file; redis: the last good read of the Redis consumers).",
+    &["source"]
+));
+
+family!(CONSUMER_SYNC_FAILURES: IntCounter = register_int_counter!(
+    "portico_consumer_sync_failures_total",
+    "Reads of the Redis consumers that failed; the consumers in force stay."
+));
+
+/// Sets the consumers in force from `source`.
+pub fn consumers(source: &str, count: usize) {
+    CONSUMERS.with_label_values(&[source]).set(count as i64);
+}
+
 /// Registers the families.
 pub fn init() {
     LazyLock::force(&AUTH_DECISIONS);
     LazyLock::force(&JWKS_READS);
     LazyLock::force(&JWKS_KEYS);
     LazyLock::force(&TOKEN_CACHE);
+    LazyLock::force(&CONSUMER_SYNC_FAILURES);
+    for source in ["config", "redis"] {
+        CONSUMERS.with_label_values(&[source]);
+    }
 }
 
 /// The decision counter of `policy` on `route` for `result` (made at zero by the caller for

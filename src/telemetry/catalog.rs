@@ -37,6 +37,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         &["policy", "result"],
     ),
     ("portico_build_info", Gauge, &["version"]),
+    (
+        "portico_business_events_by_consumer_total",
+        Counter,
+        &["consumer", "kpi"],
+    ),
     ("portico_business_events_total", Counter, &["kpi", "route"]),
     (
         "portico_circuit_breaker_short_circuited_total",
@@ -72,6 +77,8 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_config_last_reload_successful", Gauge, &[]),
     ("portico_config_reloads_total", Counter, &["result"]),
+    ("portico_consumer_sync_failures_total", Counter, &[]),
+    ("portico_consumers", Gauge, &["source"]),
     ("portico_downstream_connections", Gauge, &[]),
     (
         "portico_downstream_connections_accepted_total",
@@ -226,6 +233,7 @@ const REDIS_CLIENTS: &[&str] = &[
     "events",
     "membership",
     "ip_deny",
+    "consumers",
 ];
 
 /// Labels whose values are a closed set: (family, label, every value Portico can export).
@@ -250,6 +258,7 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         "status_class",
         &["1xx", "2xx", "3xx", "4xx", "5xx"],
     ),
+    ("portico_consumers", "source", &["config", "redis"]),
     (
         "portico_auth_decisions_total",
         "result",

@@ -17,17 +17,60 @@ family!(BUSINESS_EVENTS: IntCounterVec = register_int_counter_vec!(
     &["kpi", "route"]
 ));
 
+family!(BUSINESS_EVENTS_BY_CONSUMER: IntCounterVec = register_int_counter_vec!(
+    "portico_business_events_by_consumer_total",
+    "Requests matching a business KPI with by_consumer, by KPI and authenticated consumer (_anonymous: none; _other: beyond max_consumers).",
+    &["kpi", "consumer"]
+));
+
 /// Route label of a KPI's routes beyond its `max_series`.
 pub const OTHER_ROUTE: &str = "_other";
+
+/// Consumer label of requests naming no consumer.
+const ANONYMOUS: &str = "_anonymous";
 
 /// Methods a KPI may name.
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
 ];
 
-/// Registers the family.
+/// Registers the families.
 pub fn init() {
     LazyLock::force(&BUSINESS_EVENTS);
+    LazyLock::force(&BUSINESS_EVENTS_BY_CONSUMER);
+}
+
+/// A KPI's `consumer` series, at most `max` of them (then `_other`). Series are made on first
+/// use (consumers are not known in advance); a known consumer costs a read lock and a lookup.
+#[derive(Debug)]
+struct ConsumerSeries {
+    max: usize,
+    seen: std::sync::RwLock<std::collections::HashMap<String, IntCounter>>,
+}
+
+impl ConsumerSeries {
+    fn counter(&self, kpi: &str, consumer: Option<&str>) -> IntCounter {
+        let name = consumer.unwrap_or(ANONYMOUS);
+        if let Some(c) = self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return c.clone();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        let label = if seen.len() < self.max {
+            name
+        } else {
+            OTHER_ROUTE
+        };
+        let counter = BUSINESS_EVENTS_BY_CONSUMER.with_label_values(&[kpi, label]);
+        if label == name {
+            seen.insert(name.to_string(), counter.clone());
+        }
+        counter
+    }
 }
 
 /// One compiled KPI.
@@ -40,6 +83,7 @@ pub struct Kpi {
     response_header: Option<(HeaderName, Vec<HeaderValue>)>,
     /// Published as a business event too.
     pub publish: bool,
+    consumers: Option<ConsumerSeries>,
 }
 
 /// A KPI and the routes it counts on.
@@ -108,6 +152,17 @@ impl Kpi {
             request_header,
             response_header,
             publish,
+            consumers: cfg.by_consumer.then(|| ConsumerSeries {
+                max: cfg.max_consumers,
+                seen: Default::default(),
+            }),
+        }
+    }
+
+    /// Counts a matched request by its consumer, when the KPI counts by consumer.
+    pub fn count_consumer(&self, consumer: Option<&str>) {
+        if let Some(series) = &self.consumers {
+            series.counter(&self.name, consumer).inc();
         }
     }
 
@@ -179,6 +234,9 @@ pub fn compile(config: &Config, routes: &[&str], problems: &mut Problems) -> Vec
         if k.max_series == 0 {
             problems.push(format!("{at}.max_series"), "must be at least 1");
         }
+        if k.by_consumer && k.max_consumers == 0 {
+            problems.push(format!("{at}.max_consumers"), "must be at least 1");
+        }
         specs.push(KpiSpec {
             kpi: Arc::new(Kpi::compile(k, &at, published(&k.name), problems)),
             routes: k.routes.clone(),
@@ -228,6 +286,7 @@ pub fn retire(old: &Config, new: &Config) {
     for k in &old.kpis {
         if !new.kpis.iter().any(|n| n.name == k.name) {
             remove_matching(&BUSINESS_EVENTS, "kpi", &k.name);
+            remove_matching(&BUSINESS_EVENTS_BY_CONSUMER, "kpi", &k.name);
         }
     }
 }
