@@ -106,8 +106,11 @@ def peak_rss_kb(pids):
     return total
 
 
-def wrk(url, duration, connections):
-    cmd = pin(1) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+def wrk(url, duration, connections, headers=()):
+    cmd = pin(1) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -120,12 +123,15 @@ def wrk(url, duration, connections):
     return rps, total, int(errors.group(1)) if errors else 0, lat
 
 
-def oha(url, duration, rate, connections):
+def oha(url, duration, rate, connections, headers=()):
     """p50/p99 in ms at a fixed offered rate, or None without oha."""
     if not shutil.which("oha"):
         return None
     cmd = pin(1) + ["oha", "-z", f"{duration}s", "-q", str(rate), "-c", str(connections),
-                    "--no-tui", "--output-format", "json", url]
+                    "--no-tui", "--output-format", "json"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     try:
         pct = json.loads(out)["latencyPercentiles"]
@@ -171,6 +177,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="portico-bench-")
     procs = []
     targets = {}
+    # Request headers a target needs (its credential), by target name.
+    target_headers = {}
     try:
         origin = free_port()
         procs.append(start([PORTICO, "echo", "--listen", f"127.0.0.1:{origin}"], origin, 1))
@@ -237,18 +245,25 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                                           "--service", "origin", "--addr", f"127.0.0.1:{origin}"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        def portico_b(name, store="local", work_stealing=False, redis_section=None):
+        def portico_b(name, store="local", work_stealing=False, redis_section=None, auth=False):
             port, admin = free_port(), free_port()
             discovery = redis_section or (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
             service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
             conf = os.path.join(tmp, f"{name}.yaml")
+            # `auth: [keys]`: an API key looked up among 1,000 consumers on every request.
+            auth_route = ", auth: [keys]" if auth else ""
+            auth_section = ""
+            if auth:
+                consumers = "".join(f'\n  c{i}: {{api_keys: ["bench-consumer-key-{i:06}"]}}' for i in range(1000))
+                auth_section = f"\nconsumers:{consumers}\nauth: {{keys: {{type: api_key}}}}"
+                target_headers[name] = ["x-api-key: bench-consumer-key-000042"]
             with open(conf, "w") as f:
                 f.write(f"""server: {{listen: ["127.0.0.1:{port}"], threads: 1, work_stealing: {str(work_stealing).lower()}, admin: {{listen: "127.0.0.1:{admin}"}}}}
 {discovery}access_log: {{enabled: true, path: "{tmp}/{name}-access.log"}}
 tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp_port}/v1/traces", sample_ratio: 0.01}}
 rate_limits: {{never: {{key: client_ip, limit: 1000000, per: 1s, store: {store}}}}}
-routes: [{{name: api, service: origin, rate_limits: [never]}}]
-services: {{origin: {service}}}
+routes: [{{name: api, service: origin, rate_limits: [never]{auth_route}}}]
+services: {{origin: {service}}}{auth_section}
 kpis:
   - {{name: reads, routes: [api], methods: [GET], status: 2xx}}
   - {{name: users, request_header: {{name: x-user-id}}}}
@@ -258,6 +273,7 @@ kpis:
             targets[name] = (p, port)
 
         portico_b("portico-b")
+        portico_b("portico-b-keys", auth=True)
         if args.steal:
             portico_b("portico-b-steal", work_stealing=True)
         if redis_port:
@@ -271,7 +287,8 @@ kpis:
             for name, (proc, port) in targets.items():
                 pids = pids_of(proc.pid) if proc else []
                 c0 = cpu_seconds(pids)
-                rps, total, errors, lat = wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections)
+                rps, total, errors, lat = wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections,
+                                              target_headers.get(name, ()))
                 c1 = cpu_seconds(pids)
                 r = results[name]
                 r["rps"].append(rps)
@@ -283,7 +300,8 @@ kpis:
                 print(f"round {rnd + 1} {name:10} {rps:10.0f} req/s  p50 {lat['50']:.3f} ms  p99 {lat['99']:.3f} ms"
                       + (f"  {r['cpu'][-1]:.1f} us CPU/req" if proc else ""), flush=True)
         for name, (proc, port) in targets.items():
-            fixed = oha(f"http://127.0.0.1:{port}/", args.duration, args.rate, args.connections)
+            fixed = oha(f"http://127.0.0.1:{port}/", args.duration, args.rate, args.connections,
+                        target_headers.get(name, ()))
             results[name]["fixed"] = fixed
             results[name]["rss"] = peak_rss_kb(pids_of(proc.pid)) if proc else None
 
@@ -325,7 +343,8 @@ kpis:
             return statistics.median(x / y for x, y in zip(xs, ys)) if xs and ys else float("nan")
 
         lines += ["", "Paired per-round ratios (median over rounds):", ""]
-        for name, base_name in [("portico-a", "bare"), ("portico-b", "bare"), ("portico-b-steal", "bare"),
+        for name, base_name in [("portico-a", "bare"), ("portico-b", "bare"), ("portico-b-keys", "portico-b"),
+                                ("portico-b-steal", "bare"),
                                 ("portico-b-redis", "portico-b"), ("portico-b-cluster", "portico-b"),
                                 ("portico-b-cluster", "portico-b-redis"), ("portico-b", "nginx")]:
             if name in results and base_name in results:

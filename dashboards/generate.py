@@ -782,6 +782,37 @@ def ratelimit_deps():
         "{{route}} {{reason}}")), "reqps", stack=True,
         desc="Redirects, static responses and CORS preflights the gateway answered itself."), 12, 7)
 
+    L.row("Identity")
+    L.add(timeseries("Auth decisions by route and result", targets((
+        "sum by (route, result) (%s)" % rate("portico_auth_decisions_total", 'route=~"$route"'),
+        "{{route}} {{result}}")), "reqps", stack=True, legend_table=True,
+        desc="Per auth policy tried: allowed, missing (no credential of its kind), invalid, expired, "
+             "forbidden (authenticated, not in allow_groups), error (could not be checked)."), 8, 7)
+    L.add(timeseries("Refused by authentication", targets((
+        "sum by (route, reason) (%s)" % rate("portico_http_gateway_responses_total",
+                                               'route=~"$route"',
+                                               'reason=~"unauthorized|auth_unavailable|auth_denied"'),
+        "{{route}} {{reason}}")), "reqps", stack=True,
+        desc="401 unauthorized, 503 auth_unavailable (JWKS never read, auth service down) and the "
+             "forward-auth service's own refusals (auth_denied)."), 8, 7)
+    L.add(timeseries("Verified-token cache hit ratio", targets((
+        "sum by (policy) (%s) / sum by (policy) (%s)"
+        % (rate("portico_auth_token_cache_total", 'result="hit"'),
+           rate("portico_auth_token_cache_total")), "{{policy}}")),
+        "percentunit", desc="JWTs served without a signature check; a low ratio with many "
+                            "invalid decisions can mean forged tokens."), 8, 7)
+    L.add(timeseries("JWKS keys and failed reads", targets(
+        ("min by (policy) (portico_jwks_keys%s)" % sel(), "{{policy}} keys"),
+        ("sum by (policy) (%s)" % rate("portico_jwks_refreshes_total", 'result="error"', fn="increase"),
+         "{{policy}} failed reads")), "short",
+        desc="Signing keys in force per JWT policy (0: never read, every token answered 503) and "
+             "failed JWKS reads (the last keys stay in force)."), 12, 7)
+    L.add(timeseries("Consumers", targets(
+        ("max by (source) (portico_consumers%s)" % sel(), "{{source}}"),
+        ("sum(%s)" % rate("portico_consumer_sync_failures_total", fn="increase"), "failed Redis reads")),
+        "short", desc="Consumers in force from the configuration and from Redis (the last good "
+                      "read), and failed reads of the Redis consumers."), 12, 7)
+
     L.row("Redis")
     L.add(stat("Redis up", targets((
         "min by (client) (portico_redis_up%s)" % sel(), "{{client}}")), "short",
@@ -898,6 +929,13 @@ def business():
         "sort_desc(sum by (kpi, route) (%s))" % rate(ev, K, window="$__range", fn="increase"), ""),
         instant=True, fmt="table"), rename={"Value": "events"}, order=("kpi", "route", "Value"),
         sort_by="events", desc="route=\"_other\" collects routes beyond the KPI's max_series."), 8, 8)
+    L.add(table("KPI by consumer (selected range, top 20)", targets((
+        "topk(20, sum by (kpi, consumer) (%s))"
+        % rate("portico_business_events_by_consumer_total", K, window="$__range", fn="increase"), ""),
+        instant=True, fmt="table"), rename={"Value": "events"}, order=("kpi", "consumer", "Value"),
+        sort_by="events", desc="KPIs with by_consumer: true, per authenticated consumer; "
+                               "consumer=\"_other\" collects consumers beyond max_consumers, "
+                               "\"_anonymous\" requests naming none."), 24, 8)
 
     return dashboard("portico-business", "Portico / Business KPIs",
                      "Business KPIs counted by Portico from traffic (portico_business_events_total).",

@@ -562,3 +562,98 @@ services:
         1.0
     );
 }
+
+/// An RSA-2048 key pair made by `openssl`: (private PEM, public PEM).
+fn rsa_pems(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf) {
+    let private = dir.join("rsa.pem");
+    let public = dir.join("rsa.pub.pem");
+    let ok = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["genrsa", "-out", private.to_str().unwrap(), "2048"]);
+    ok(&[
+        "rsa",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    (std::fs::read(private).unwrap(), public)
+}
+
+/// An Ed25519 key pair: the signing key and the public key as a PEM file.
+fn ed25519_pem(dir: &std::path::Path) -> (EncodingKey, std::path::PathBuf) {
+    use ring::signature::Ed25519KeyPair;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    // SubjectPublicKeyInfo of an Ed25519 key: a fixed 12-byte prefix, then the 32-byte key.
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
+    let path = dir.join("ed.pub.pem");
+    std::fs::write(
+        &path,
+        format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n"),
+    )
+    .unwrap();
+    (EncodingKey::from_ed_der(pkcs8.as_ref()), path)
+}
+
+#[test]
+fn pem_keys_verify_rs256_and_eddsa_and_a_public_key_is_never_an_hmac_secret() {
+    let [echo] = echoes(["a"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (rsa_private, rsa_public) = rsa_pems(dir.path());
+    let (ed_key, ed_public) = ed25519_pem(dir.path());
+    let gw = Gateway::start(&format!(
+        r#"auth:
+  rsa: {{type: jwt, keys: [{{pem: "{rsa}"}}], algorithms: [RS256, PS256]}}
+  ed: {{type: jwt, keys: [{{pem: "{ed}"}}], algorithms: [EdDSA]}}
+routes:
+  - {{name: rsa, match: {{path_prefix: /rsa}}, service: web, auth: [rsa]}}
+  - {{name: ed, match: {{path_prefix: /ed}}, service: web, auth: [ed]}}
+services:
+  web: {{instances: ["{addr}"]}}
+"#,
+        rsa = rsa_public.display(),
+        ed = ed_public.display(),
+        addr = echo.addr
+    ));
+    let claims = json!({"sub": "x", "exp": now() + 600});
+    let sign = |alg: Algorithm, key: &EncodingKey| encode(&Header::new(alg), &claims, key).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&rsa_private).unwrap();
+    let call = |path: &str, t: &str| get(gw.addr, path, &[("authorization", &bearer(t))]).status;
+    assert_eq!(call("/rsa", &sign(Algorithm::RS256, &rsa)), 200);
+    assert_eq!(call("/rsa", &sign(Algorithm::PS256, &rsa)), 200);
+    assert_eq!(call("/ed", &sign(Algorithm::EdDSA, &ed_key)), 200);
+    // The classic confusion: HS256 with the public key's PEM text as the HMAC secret.
+    let pem = std::fs::read(&rsa_public).unwrap();
+    assert_eq!(
+        call(
+            "/rsa",
+            &sign(Algorithm::HS256, &EncodingKey::from_secret(&pem))
+        ),
+        401
+    );
+    assert_eq!(
+        call("/ed", &sign(Algorithm::RS256, &rsa)),
+        401,
+        "another policy's key"
+    );
+    assert_eq!(
+        call("/rsa", &sign(Algorithm::EdDSA, &ed_key)),
+        401,
+        "not an accepted algorithm"
+    );
+}

@@ -72,12 +72,24 @@ pub struct Identity {
     pub headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
+/// The empty header list, shared (an identity without extra headers allocates nothing).
+static NO_HEADERS: std::sync::LazyLock<Arc<[(HeaderName, HeaderValue)]>> =
+    std::sync::LazyLock::new(|| Arc::new([]));
+
 impl Identity {
     /// An identity that is `consumer` and adds nothing else upstream.
     pub fn of(consumer: Arc<Consumer>) -> Self {
         Self {
             consumer: Some(consumer),
-            headers: Arc::new([]),
+            headers: NO_HEADERS.clone(),
+        }
+    }
+
+    /// An authenticated caller naming nobody and adding nothing upstream.
+    pub fn anonymous() -> Self {
+        Self {
+            consumer: None,
+            headers: NO_HEADERS.clone(),
         }
     }
 

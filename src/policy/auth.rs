@@ -86,11 +86,7 @@ impl Auth {
                 Verdict::Admit(identity) => return self.admit(step, identity, state),
                 Verdict::Unavailable if step.mechanism.allows_on_error() => {
                     step.count("error");
-                    let anonymous = Identity {
-                        consumer: None,
-                        headers: Arc::new([]),
-                    };
-                    return self.admit(step, anonymous, state);
+                    return self.admit(step, Identity::anonymous(), state);
                 }
                 Verdict::Unavailable => {
                     step.count("error");
