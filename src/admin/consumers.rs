@@ -3,6 +3,7 @@
 //! `identity.poll_interval`. Keys given in plain text are stored as digests; a key or a
 //! password hash is never shown.
 
+use super::{error, redis_unavailable};
 use crate::config::ConsumerConfig;
 use crate::consumer_store::{self, Keys};
 use crate::gateway::Gateway;
@@ -68,7 +69,7 @@ pub async fn handle(gateway: &Gateway, name: &str, op: Operation<'_>) -> (Status
                     json!({"consumer": name, "groups": record.groups,
                            "api_keys": record.api_keys.len(), "basic": record.basic.is_some()}),
                 ),
-                Err(e) => unavailable(e),
+                Err(e) => redis_unavailable(e),
             }
         }
         Operation::Remove => match consumer_store::remove(link, &keys, name, WRITE_TIMEOUT).await {
@@ -78,19 +79,7 @@ pub async fn handle(gateway: &Gateway, name: &str, op: Operation<'_>) -> (Status
                 "not_found",
                 format!("no consumer {name:?} in Redis"),
             ),
-            Err(e) => unavailable(e),
+            Err(e) => redis_unavailable(e),
         },
     }
-}
-
-fn unavailable(e: crate::redis_client::Error) -> (StatusCode, Value) {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "redis_unavailable",
-        e.to_string(),
-    )
-}
-
-fn error(status: StatusCode, code: &str, message: String) -> (StatusCode, Value) {
-    (status, json!({"error": {"code": code, "message": message}}))
 }

@@ -275,6 +275,20 @@ fn routes(snapshot: &Snapshot) -> Value {
     )
 }
 
+/// An admin error answer: `{"error": {"code", "message"}}`.
+fn error(status: StatusCode, code: &str, message: String) -> (StatusCode, Value) {
+    (status, json!({"error": {"code": code, "message": message}}))
+}
+
+/// 503 `redis_unavailable`: a Redis write or read the admin API needed failed.
+fn redis_unavailable(e: impl std::fmt::Display) -> (StatusCode, Value) {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "redis_unavailable",
+        e.to_string(),
+    )
+}
+
 fn not_found() -> (StatusCode, Value) {
     (
         StatusCode::NOT_FOUND,

@@ -5,6 +5,7 @@
 //! An instance added here is pinned (heartbeat score `+inf`, it never expires) unless the body
 //! gives a `ttl`, in which case the caller must keep re-posting it within that time.
 
+use super::{error, redis_unavailable};
 use crate::config::{Discovery, MAX_WEIGHT};
 use crate::gateway::Gateway;
 use crate::registry::{store, Keys};
@@ -96,7 +97,7 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
                     });
                     match time.await {
                         Ok(t) => t,
-                        Err(e) => return unavailable(e),
+                        Err(e) => return redis_unavailable(e),
                     }
                 }
                 Some(Err(e)) => {
@@ -123,7 +124,7 @@ pub async fn handle(gateway: &Gateway, service: &str, op: Operation<'_>) -> (Sta
                     json!({"service": service, "id": reg.id, "addr": reg.addr.to_string(),
                            "weight": reg.weight, "pinned": heartbeat_ms.is_infinite()}),
                 ),
-                Err(e) => unavailable(e),
+                Err(e) => redis_unavailable(e),
             }
         }
         Operation::Remove(id) => {
@@ -164,18 +165,6 @@ fn found(result: Result<bool, store::StoreError>, id: &str, body: Value) -> (Sta
             "not_found",
             format!("no instance {id:?}"),
         ),
-        Err(e) => unavailable(e),
+        Err(e) => redis_unavailable(e),
     }
-}
-
-fn unavailable(e: store::StoreError) -> (StatusCode, Value) {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "redis_unavailable",
-        e.to_string(),
-    )
-}
-
-fn error(status: StatusCode, code: &str, message: String) -> (StatusCode, Value) {
-    (status, json!({"error": {"code": code, "message": message}}))
 }

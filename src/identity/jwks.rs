@@ -62,6 +62,11 @@ impl Keys {
         }
     }
 
+    /// Whether the set has a key named `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
     /// How many keys the set holds.
     pub fn len(&self) -> usize {
         self.by_kid.len() + self.unnamed.len()

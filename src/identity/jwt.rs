@@ -95,13 +95,14 @@ impl Jwt {
                 }
             },
         };
-        let candidates = keys.candidates(header.kid.as_deref());
-        if candidates.is_empty() {
-            if let KeyStore::Jwks(source) = &self.keys {
+        // A `kid` the set lacks may be a rotation the provider has published since the last
+        // read: ask for one (rate-limited by the source), and try the keys without a `kid`.
+        if let (Some(kid), KeyStore::Jwks(source)) = (header.kid.as_deref(), &self.keys) {
+            if !keys.has_kid(kid) {
                 source.want_refresh();
             }
-            return Verdict::Invalid;
         }
+        let candidates = keys.candidates(header.kid.as_deref());
         let mut verdict = Verdict::Invalid;
         for k in candidates
             .iter()

@@ -35,15 +35,7 @@ impl Verdict {
     }
 }
 
-/// Every `result` label value, for series made at zero.
-pub const RESULTS: [&str; 6] = [
-    "allowed",
-    "missing",
-    "invalid",
-    "expired",
-    "forbidden",
-    "error",
-];
+pub use crate::telemetry::auth::RESULTS;
 
 /// Verified credentials by the SHA-256 of the credential text. Bounded (TinyUFO evicts the
 /// least useful), each entry lives at most its own time to live. The cache is keyed by a

@@ -48,6 +48,16 @@ pub fn consumers(source: &str, count: usize) {
     CONSUMERS.with_label_values(&[source]).set(count as i64);
 }
 
+/// Every `result` of `portico_auth_decisions_total`, for series made at zero.
+pub const RESULTS: [&str; 6] = [
+    "allowed",
+    "missing",
+    "invalid",
+    "expired",
+    "forbidden",
+    "error",
+];
+
 /// Registers the families.
 pub fn init() {
     LazyLock::force(&AUTH_DECISIONS);

@@ -262,14 +262,7 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
         "portico_auth_decisions_total",
         "result",
-        &[
-            "allowed",
-            "missing",
-            "invalid",
-            "expired",
-            "forbidden",
-            "error",
-        ],
+        &super::auth::RESULTS,
     ),
     (
         "portico_http_gateway_responses_total",
