@@ -166,3 +166,17 @@ fn bad_header_edits_are_problems_at_their_field() {
         ]
     );
 }
+
+#[test]
+fn the_admission_future_stays_small() {
+    // Every request's filter future embeds this one whatever its route's policies: a large
+    // policy future (a connector call, say) inline makes every request copy it. Box such calls.
+    let chain = Chain::default();
+    let headers = HeaderMap::new();
+    let req = request(&headers);
+    let mut state = State::default();
+    let admit = chain.admit(&req, &mut state);
+    let size = std::mem::size_of_val(&admit);
+    eprintln!("admission future: {size} bytes");
+    assert!(size <= 1024, "the admission future is {size} bytes");
+}
