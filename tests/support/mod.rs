@@ -121,6 +121,12 @@ impl Response {
     }
 }
 
+/// The request headers an echo upstream saw, from its 200 answer.
+pub fn upstream_headers(r: &Response) -> serde_json::Value {
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["headers"].clone()
+}
+
 /// Sends one request with `Connection: close` and reads the whole response.
 pub fn request(
     addr: SocketAddr,
