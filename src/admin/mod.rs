@@ -307,12 +307,12 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
-        if method == Method::GET && path == "/metrics" {
-            return respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics::render(),
-            );
+        if (method == Method::GET || method == Method::HEAD) && path == "/metrics" {
+            let gzip = req
+                .headers
+                .get(http::header::ACCEPT_ENCODING)
+                .is_some_and(|v| accepts_gzip(v.as_bytes()));
+            return exposition(metrics::render(), gzip, method == Method::HEAD);
         }
         let snapshot = self.gateway.snapshot();
         let token = &snapshot.config().server.admin.token;
@@ -360,6 +360,54 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, StatusCode> {
     }
 }
 
+/// The `/metrics` answer: gzip-compressed when the scraper asks for it (an exposition is
+/// hundreds of kilobytes of repetitive text; gzip takes it to about a tenth), headers only for
+/// `HEAD` (with the length a `GET` would get).
+fn exposition(text: Vec<u8>, gzip: bool, head: bool) -> Response<Vec<u8>> {
+    use std::io::Write;
+    let body = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = enc.write_all(&text);
+        enc.finish().unwrap_or(text)
+    } else {
+        text
+    };
+    let len = body.len();
+    let mut resp = respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        if head { Vec::new() } else { body },
+    );
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONTENT_LENGTH, len.into());
+    headers.insert(
+        http::header::VARY,
+        http::HeaderValue::from_static("Accept-Encoding"),
+    );
+    if gzip {
+        headers.insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+    }
+    resp
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (listed, or `*`, without `q=0`).
+fn accepts_gzip(value: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(value);
+    text.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let len = body.len();
     let mut resp = Response::new(body);
@@ -375,6 +423,16 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_sent_only_to_scrapers_that_accept_it() {
+        assert!(accepts_gzip(b"gzip"));
+        assert!(accepts_gzip(b"br, GZIP;q=0.5"));
+        assert!(accepts_gzip(b"*"));
+        assert!(!accepts_gzip(b"gzip;q=0"));
+        assert!(!accepts_gzip(b"identity, br"));
+        assert!(!accepts_gzip(b"x-gzip-like"));
+    }
 
     #[test]
     fn credentials_never_leave_through_the_config_view() {

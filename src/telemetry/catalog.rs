@@ -447,7 +447,7 @@ pub fn values(family: &str, label: &str) -> Option<&'static [&'static str]> {
         .map(|(_, _, v)| *v)
 }
 
-/// `process_*` families from the prometheus crate's process collector.
+/// `process_*` families from the process collector (`telemetry/process.rs`).
 pub const PROCESS: &[&str] = &[
     "process_cpu_seconds_total",
     "process_max_fds",

@@ -10,6 +10,7 @@ pub mod json_line;
 pub mod kpi;
 pub mod metrics;
 pub mod policy;
+pub mod process;
 pub mod ratelimit;
 pub mod redis;
 pub mod tracing;
@@ -31,6 +32,8 @@ pub fn init() {
         events::init();
         access_log::init();
         connections::init();
+        // The default registry refuses a second registration; `DONE` makes this the only one.
+        let _ = prometheus::register(Box::new(process::ProcessCollector::default()));
     });
 }
 
