@@ -125,9 +125,14 @@ fn access_log(c: &mut Criterion) {
         time: std::time::SystemTime::now(),
         request_id: "4bf92f3577b34da6a3ce929d0e0e4736",
         trace_id: Some([0x4b; 16]),
+        span: Some(([0x3c; 8], true)),
         route: "orders",
+        host: Some("api.example.com"),
         method: "GET",
         path: "/api/v1/orders/42",
+        query: None,
+        protocol: "HTTP/1.1",
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
         status: 200,
         source: "upstream",
         reason: None,
@@ -141,7 +146,7 @@ fn access_log(c: &mut Criterion) {
         bytes_out: 256,
         client_ip: "203.0.113.9".parse().unwrap(),
     };
-    c.bench_function("access-log line (JSON, 17 fields)", |b| {
+    c.bench_function("access-log line (JSON, 22 fields)", |b| {
         b.iter(|| black_box(black_box(&entry).encode()))
     });
 }

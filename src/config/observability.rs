@@ -135,6 +135,8 @@ pub struct AccessLogConfig {
     pub sample: f64,
     /// `-` = standard output, else a file appended to.
     pub path: String,
+    /// Log the query string (off by default: queries carry tokens and personal data).
+    pub log_query: bool,
 }
 
 impl Default for AccessLogConfig {
@@ -143,6 +145,7 @@ impl Default for AccessLogConfig {
             enabled: true,
             sample: 1.0,
             path: "-".into(),
+            log_query: false,
         }
     }
 }

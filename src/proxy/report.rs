@@ -8,7 +8,7 @@ use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::events::Event;
 use crate::telemetry::metrics::Source;
-use crate::telemetry::tracing::{end_client_span, end_server_span, trace_id};
+use crate::telemetry::tracing::{end_client_span, end_server_span, span_facts, trace_id};
 use pingora::proxy::Session;
 use std::time::Duration;
 
@@ -140,9 +140,15 @@ impl Proxy {
             time: std::time::SystemTime::now(),
             request_id: request_id(ctx),
             trace_id: report.trace_id,
+            span: ctx.trace.as_ref().and_then(span_facts),
             route: route.map_or(crate::telemetry::metrics::UNMATCHED_ROUTE, |r| r.name()),
+            host: header_text(req, http::header::HOST)
+                .or_else(|| req.uri.authority().map(|a| a.as_str())),
             method: req.method.as_str(),
             path: req.uri.path(),
+            query: req.uri.query().filter(|_| cfg.log_query),
+            protocol: protocol(req.version),
+            user_agent: header_text(req, http::header::USER_AGENT),
             status: report.status,
             source: match report.source {
                 Source::Upstream => "upstream",
@@ -159,6 +165,21 @@ impl Proxy {
             bytes_out: report.bytes_out,
             client_ip: ctx.request.client_ip,
         });
+    }
+}
+
+/// A request header as text, when it is valid UTF-8.
+fn header_text(req: &pingora::http::RequestHeader, name: http::HeaderName) -> Option<&str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The protocol as the access log names it.
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 

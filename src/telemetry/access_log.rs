@@ -33,9 +33,18 @@ pub struct Entry<'a> {
     pub time: SystemTime,
     pub request_id: &'a str,
     pub trace_id: Option<[u8; 16]>,
+    /// The SERVER span's id and whether its trace is sampled.
+    pub span: Option<([u8; 8], bool)>,
     pub route: &'a str,
+    /// `Host` (or `:authority`) as sent.
+    pub host: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
+    /// Logged only with `access_log.log_query`.
+    pub query: Option<&'a str>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'a str,
+    pub user_agent: Option<&'a str>,
     pub status: u16,
     pub source: &'a str,
     pub reason: Option<&'a str>,
@@ -60,9 +69,23 @@ impl Entry<'_> {
         if let Some(id) = &self.trace_id {
             line.hex("trace_id", id);
         }
+        if let Some((id, sampled)) = &self.span {
+            line.hex8("span_id", id);
+            line.bool("sampled", *sampled);
+        }
         line.str("route", self.route);
+        if let Some(host) = self.host {
+            line.str("host", host);
+        }
         line.str("method", self.method);
         line.str("path", self.path);
+        if let Some(query) = self.query {
+            line.str("query", query);
+        }
+        line.str("protocol", self.protocol);
+        if let Some(ua) = self.user_agent {
+            line.str("user_agent", ua);
+        }
         line.uint("status", self.status.into());
         line.str("source", self.source);
         if let Some(reason) = self.reason {

@@ -74,6 +74,21 @@ impl JsonLine {
         self.buf.extend_from_slice(&text);
     }
 
+    /// An 8-byte id as 16 lower-case hex digits in a string (span ids).
+    pub fn hex8(&mut self, key: &str, bytes: &[u8; 8]) {
+        self.key(key);
+        let mut text = [b'"'; 18];
+        crate::hex::encode_into(&mut text[1..17], bytes);
+        self.buf.extend_from_slice(&text);
+    }
+
+    /// `true` or `false`.
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.buf
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
     /// A UTC time in RFC 3339 with milliseconds: `"2026-11-26T14:07:12.345Z"`.
     pub fn time(&mut self, key: &str, t: SystemTime) {
         self.key(key);

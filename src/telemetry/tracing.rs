@@ -247,6 +247,15 @@ pub fn end_server_span(
     span.end();
 }
 
+/// The span id of a request's span and whether its trace is sampled (exported), if it has
+/// one: the access log carries both, so a reader knows which trace ids lead to a trace.
+pub fn span_facts(cx: &Context) -> Option<([u8; 8], bool)> {
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| (sc.span_id().to_bytes(), sc.is_sampled()))
+}
+
 /// The trace id of a request's span, as 32 hex digits, if it has one.
 pub fn trace_id(cx: &Context) -> Option<[u8; 16]> {
     let span = cx.span();
