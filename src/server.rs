@@ -90,6 +90,9 @@ pub fn build(
         let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
             .map_err(|e| format!("TLS listener {}: {e}", tls.listen))?;
         settings.enable_h2();
+        if let Some(not_after) = crate::tls_files::not_after(&tls.cert) {
+            crate::telemetry::connections::tls_certificate_expiry(&tls.listen, not_after);
+        }
         listening.add_tls_with_settings(&tls.listen, None, settings);
         addresses.push(tls.listen.clone());
     }

@@ -94,6 +94,15 @@ pub fn check_pair(cert_path: &str, key_path: &str, now: SystemTime) -> Result<()
         })
 }
 
+/// When the leaf certificate of `cert_path` expires (notAfter, Unix seconds); `None` when the
+/// file cannot be read or parsed (the compile step reports that).
+pub fn not_after(cert_path: &str) -> Option<i64> {
+    let pem = std::fs::read(cert_path).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn check_validity(
     path: &str,
     leaf: &CertificateDer<'_>,

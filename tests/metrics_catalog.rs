@@ -63,8 +63,15 @@ fn the_exposition_matches_the_catalogue() {
     let echo = EchoServer::start("a").unwrap();
     let reg = EchoServer::start("r").unwrap();
     let dead = free_port();
-    let gw = Gateway::start(&format!(
-        r#"redis: {{url: "{url}"}}
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::tls::self_signed(dir.path(), "cert");
+    let tls_port = free_port();
+    let tls = format!(
+        "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
+    );
+    let gw = Gateway::start_with_server(
+        &format!(
+            r#"redis: {{url: "{url}"}}
 registry: {{poll_interval: 200ms}}
 events: {{stream: "portico:events"}}
 rate_limits:
@@ -95,9 +102,11 @@ services:
 kpis:
   - {{name: orders_placed, routes: [ok], methods: [POST], status: 2xx, by_consumer: true}}
 "#,
-        url = redis.url(),
-        echo = echo.addr,
-    ));
+            url = redis.url(),
+            echo = echo.addr,
+        ),
+        &tls,
+    );
     redis.register("registered", "r1", &reg.addr.to_string());
     assert!(gw.eventually(Duration::from_secs(3), || gw.get("/reg").status == 200));
     assert_eq!(request(gw.addr, "POST", "/ok", &[], "{}").status, 200);
@@ -113,6 +122,19 @@ kpis:
     assert!(gw.eventually(Duration::from_secs(3), || {
         gw.metric("portico_events_published_total") >= 1.0
     }));
+
+    // The listener's certificate expiry: in the future, as the test certificate says.
+    let expiry = gw.metric(&format!(
+        "portico_tls_certificate_expiry_timestamp_seconds{{listener=\"127.0.0.1:{tls_port}\"}}"
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now && expiry < now + 20.0 * 365.0 * 86_400.0,
+        "{expiry}"
+    );
 
     let text = gw.metrics_text();
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portico-metrics.prom");

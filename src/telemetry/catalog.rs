@@ -182,6 +182,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_registry_syncs_total", Counter, &["result"]),
     (
+        "portico_tls_certificate_expiry_timestamp_seconds",
+        Gauge,
+        &["listener"],
+    ),
+    (
         "portico_upstream_attempts_total",
         Counter,
         &["service", "status_class"],

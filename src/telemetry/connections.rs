@@ -1,9 +1,12 @@
 //! Downstream connection families: how many are open, accepted, refused by a connection limit,
-//! and closed because the client was too slow to send a request head or the HTTP/2 preface.
+//! and closed because the client was too slow to send a request head or the HTTP/2 preface; and
+//! when each TLS listener's certificate expires.
 
 use super::metrics::family;
-use prometheus::{register_int_counter, register_int_counter_vec, register_int_gauge};
-use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::sync::LazyLock;
 
 /// Why a new connection was refused.
@@ -30,10 +33,24 @@ family!(DOWNSTREAM_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
     &["phase"]
 ));
 
+family!(TLS_CERT_EXPIRY: IntGaugeVec = register_int_gauge_vec!(
+    "portico_tls_certificate_expiry_timestamp_seconds",
+    "When the leaf certificate a TLS listener serves stops being valid (notAfter, Unix seconds). Certificates are read at start.",
+    &["listener"]
+));
+
+/// Records when `listener`'s certificate expires.
+pub fn tls_certificate_expiry(listener: &str, not_after: i64) {
+    TLS_CERT_EXPIRY
+        .with_label_values(&[listener])
+        .set(not_after);
+}
+
 /// Registers the families and pre-creates every series.
 pub fn init() {
     LazyLock::force(&DOWNSTREAM_OPEN);
     LazyLock::force(&DOWNSTREAM_ACCEPTED);
+    LazyLock::force(&TLS_CERT_EXPIRY);
     for reason in REFUSAL_REASONS {
         DOWNSTREAM_REFUSED.with_label_values(&[reason]);
     }
