@@ -17,15 +17,27 @@ impl Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = match e.esource() {
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
-                // The body stopped arriving for `body_read_timeout`.
-                ErrorType::ReadTimedout => Some(ErrorCode::RequestTimeout),
-                _ => Some(ErrorCode::BadRequest),
-            },
+            ErrorSource::Downstream if client_went_away(e) => None,
+            // The body stopped arriving for `body_read_timeout`.
+            ErrorSource::Downstream if e.etype() == &ErrorType::ReadTimedout => {
+                Some(ErrorCode::RequestTimeout)
+            }
+            ErrorSource::Downstream => Some(ErrorCode::BadRequest),
             _ => Some(ctx.reply.error.unwrap_or_else(|| error_code(e))),
         };
         let Some(code) = code else {
+            // Normal on the internet (a closed tab, a mobile network gone): counted, logged at
+            // debug level only (Pingora's own line is suppressed, see `suppress_error_log`).
+            let during = session.response_written().is_some();
+            crate::telemetry::connections::client_went_away(during);
+            log::debug!(
+                "client went away {}: {e}",
+                if during {
+                    "during the response"
+                } else {
+                    "before the response"
+                }
+            );
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -53,4 +65,13 @@ impl Proxy {
             can_reuse_downstream: sent.is_ok() && session.get_keepalive().is_some(),
         }
     }
+}
+
+/// Whether `e` is the client closing or resetting its connection.
+pub(super) fn client_went_away(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        )
 }

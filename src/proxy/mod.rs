@@ -253,9 +253,10 @@ impl ProxyHttp for Proxy {
         matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Upstream failures are counted and answered with a reason code; one line each is enough.
-        ctx.reply.error.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // Upstream failures are counted and answered with a reason code; one line each is
+        // enough. A client that went away is normal: counted and logged at debug level.
+        ctx.reply.error.is_some() || failure::client_went_away(error)
     }
 }
 

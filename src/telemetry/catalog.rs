@@ -80,6 +80,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ("portico_consumer_sync_failures_total", Counter, &[]),
     ("portico_consumers", Gauge, &["source"]),
     ("portico_downstream_connections", Gauge, &[]),
+    ("portico_downstream_disconnects_total", Counter, &["phase"]),
     (
         "portico_downstream_connections_accepted_total",
         Counter,
@@ -264,6 +265,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         &["1xx", "2xx", "3xx", "4xx", "5xx"],
     ),
     ("portico_consumers", "source", &["config", "redis"]),
+    (
+        "portico_downstream_disconnects_total",
+        "phase",
+        &super::connections::DISCONNECT_PHASES,
+    ),
     (
         "portico_auth_decisions_total",
         "result",

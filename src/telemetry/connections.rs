@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 
 /// Why a new connection was refused.
 pub const REFUSAL_REASONS: [&str; 2] = ["max_connections", "max_connections_per_ip"];
+/// When a client went away: before or during the response.
+pub const DISCONNECT_PHASES: [&str; 2] = ["before_response", "during_response"];
 /// Which wait ran out on a slow client.
 pub const TIMEOUT_PHASES: [&str; 2] = ["request_head", "h2_preface"];
 
@@ -32,6 +34,19 @@ family!(DOWNSTREAM_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
     "Client connections closed because the request head (or the HTTP/2 preface) did not arrive in time.",
     &["phase"]
 ));
+
+family!(DOWNSTREAM_DISCONNECTS: IntCounterVec = register_int_counter_vec!(
+    "portico_downstream_disconnects_total",
+    "Requests whose client closed or reset its connection before the response was complete (status 499 when before it).",
+    &["phase"]
+));
+
+/// Counts a client that went away, `during` the response or before it.
+pub fn client_went_away(during: bool) {
+    DOWNSTREAM_DISCONNECTS
+        .with_label_values(&[DISCONNECT_PHASES[usize::from(during)]])
+        .inc();
+}
 
 family!(TLS_CERT_EXPIRY: IntGaugeVec = register_int_gauge_vec!(
     "portico_tls_certificate_expiry_timestamp_seconds",
@@ -56,5 +71,8 @@ pub fn init() {
     }
     for phase in TIMEOUT_PHASES {
         DOWNSTREAM_TIMEOUTS.with_label_values(&[phase]);
+    }
+    for phase in DISCONNECT_PHASES {
+        DOWNSTREAM_DISCONNECTS.with_label_values(&[phase]);
     }
 }
