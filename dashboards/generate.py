@@ -473,12 +473,16 @@ def overview():
         "cps", desc="Connections closed because the request head (request_head) or the HTTP/2 "
                     "preface (h2_preface) did not arrive within server.limits.header_timeout."),
         8, 7)
+    L.add(timeseries("Clients that went away", targets((
+        "sum by (phase) (%s)" % rate("portico_downstream_disconnects_total"), "{{phase}}")),
+        "cps", desc="Clients that closed or reset their connection before the response was "
+                    "complete (before_response is answered 499); normal in small numbers."), 8, 7)
     L.add(stat("TLS certificate expires in", targets((
         "min by (listener) (portico_tls_certificate_expiry_timestamp_seconds%s) - time()" % sel(),
         "{{listener}}"), instant=True), "s",
         thresholds=steps((2 * 86400, "orange"), (14 * 86400, "green"), base="red"),
         desc="Time left before the certificate each TLS listener serves expires (read at start; "
-             "alerts at 14 and 2 days)."), 24, 4)
+             "alerts at 14 and 2 days)."), 16, 7)
 
     L.row("Errors")
     L.add(timeseries("5xx ratio by route", targets((
