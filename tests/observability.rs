@@ -226,7 +226,12 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
     let traceparent = format!("00-{incoming_trace}-{incoming_span}-01");
     let mut seen = serde_json::Value::Null;
     let exported = gw.eventually(Duration::from_secs(10), || {
-        seen = get(gw.addr, "/ok/t", &[("traceparent", &traceparent)]).json();
+        seen = get(
+            gw.addr,
+            "/ok/t?x=1",
+            &[("traceparent", &traceparent), ("user-agent", "probe/2")],
+        )
+        .json();
         spans.lock().unwrap().len() >= 2
     });
     assert!(exported, "spans should reach the collector");
@@ -243,8 +248,34 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
     );
     assert_eq!(hex(&server.parent_span_id), incoming_span);
     assert_eq!(client.parent_span_id, server.span_id);
-    assert_eq!(server.name, "GET ok");
-    assert_eq!(attr(server, "http.route").as_deref(), Some("ok"));
+    // Current HTTP semantic conventions: the route's template, its name apart; what the
+    // client asked for and over what; the URL actually sent upstream (prefix stripped).
+    assert_eq!(server.name, "GET /ok");
+    assert_eq!(attr(server, "http.route").as_deref(), Some("/ok"));
+    assert_eq!(attr(server, "portico.route").as_deref(), Some("ok"));
+    assert_eq!(
+        attr(server, "server.address").as_deref(),
+        Some("test.local")
+    );
+    assert_eq!(attr(server, "server.port").as_deref(), Some("80"));
+    assert_eq!(
+        attr(server, "network.protocol.version").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        attr(server, "network.peer.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert!(attr(server, "network.peer.port").is_some());
+    assert_eq!(
+        attr(server, "user_agent.original").as_deref(),
+        Some("probe/2")
+    );
+    assert_eq!(
+        attr(client, "url.full"),
+        Some(format!("http://{}/t?x=1", echo.addr)),
+        "after strip_prefix, with the query"
+    );
     assert_eq!(attr(server, "http.request.method").as_deref(), Some("GET"));
     assert_eq!(
         attr(server, "http.response.status_code").as_deref(),
@@ -271,6 +302,24 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
         exported_client,
         "the upstream's parent is an exported CLIENT span: {upstream_saw}"
     );
+    // An upstream's own 5xx: error.type is its status code.
+    assert_eq!(
+        get(gw.addr, "/ok/status/503", &[("traceparent", &traceparent)]).status,
+        503
+    );
+    let failed = gw.eventually(Duration::from_secs(3), || {
+        all.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.kind == 2 && attr(s, "http.response.status_code").as_deref() == Some("503"))
+    });
+    assert!(failed, "the failed request's SERVER span is exported");
+    let spans = all.lock().unwrap().clone();
+    let server = spans
+        .iter()
+        .find(|s| s.kind == 2 && attr(s, "http.response.status_code").as_deref() == Some("503"))
+        .unwrap();
+    assert_eq!(attr(server, "error.type").as_deref(), Some("503"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::router::{host_without_port, RequestFacts};
 use crate::snapshot::Route;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::InFlight;
-use crate::telemetry::tracing::name_server_span;
+use crate::telemetry::tracing::{name_server_span, ServerFacts};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use std::borrow::Cow;
@@ -142,11 +142,20 @@ impl Proxy {
             return;
         };
         let req = session.req_header();
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let (trusted, client) = (ctx.request.peer_trusted, ctx.request.client_ip);
-        ctx.trace = tracing.server_span(req, trusted, client, tls);
+        let facts = ServerFacts {
+            peer_trusted: ctx.request.peer_trusted,
+            client_ip: ctx.request.client_ip,
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        };
+        ctx.trace = tracing.server_span(req, &facts);
         if let (Some(cx), Some(i)) = (&ctx.trace, route) {
-            name_server_span(cx, &req.method, snapshot.router().route(i).name());
+            let router = snapshot.router();
+            let template = match router.matcher(i).prefix() {
+                "" => "/",
+                prefix => prefix,
+            };
+            name_server_span(cx, &req.method, router.route(i).name(), template);
         }
     }
 }

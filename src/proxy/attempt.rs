@@ -115,9 +115,8 @@ impl Proxy {
             (Some(tracing), Some(cx)) => {
                 let req = session.req_header();
                 let resend = ctx.upstream.attempts.made() - 1;
-                let tls = upstream.config().tls;
                 tracing
-                    .client_span(cx, &req.method, addr, req.uri.path(), resend, tls)
+                    .client_span(cx, &req.method, addr, resend)
                     .map(Box::new)
             }
             _ => None,

@@ -168,7 +168,9 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.prepare_upstream_request(session, upstream_request, ctx)
+        self.prepare_upstream_request(session, upstream_request, ctx)?;
+        upstream_request::trace_url(upstream_request, ctx);
+        Ok(())
     }
 
     async fn upstream_response_filter(

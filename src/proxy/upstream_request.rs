@@ -74,3 +74,18 @@ impl Proxy {
         }
     }
 }
+
+/// Records the final upstream URL on the attempt's CLIENT span (sampled traces only; an
+/// attempt that never connected has none, having sent nothing).
+pub(super) fn trace_url(upstream_request: &RequestHeader, ctx: &mut RequestCtx) {
+    let tls = ctx
+        .route()
+        .and_then(|r| r.upstream())
+        .is_some_and(|u| u.config().tls);
+    if let Some(attempt) = ctx.upstream.current.as_mut() {
+        let addr = attempt.addr;
+        if let Some(span) = attempt.span.as_deref_mut() {
+            crate::telemetry::tracing::set_url_full(span, tls, addr, upstream_request);
+        }
+    }
+}

@@ -78,13 +78,13 @@ impl Tracing {
 
     /// Starts the SERVER span of a request. The incoming trace context is continued only when
     /// the peer is trusted per `trust_incoming`; otherwise a new root is started.
-    pub fn server_span(
-        &self,
-        req: &RequestHeader,
-        peer_trusted: bool,
-        client_ip: IpAddr,
-        tls: bool,
-    ) -> Option<Context> {
+    pub fn server_span(&self, req: &RequestHeader, facts: &ServerFacts) -> Option<Context> {
+        let ServerFacts {
+            peer_trusted,
+            client_ip,
+            tls,
+            peer,
+        } = *facts;
         let tracer = self.tracer.get()?;
         let trusted = match self.config.trust_incoming {
             TrustIncoming::All => true,
@@ -103,26 +103,42 @@ impl Tracing {
             .start_with_context(tracer, &parent);
         // Attributes cost allocations: only for spans that will be exported.
         if span.is_recording() {
+            let scheme = if tls { "https" } else { "http" };
             span.set_attributes([
                 KeyValue::new("http.request.method", method),
                 KeyValue::new("url.path", req.uri.path().to_string()),
-                KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
+                KeyValue::new("url.scheme", scheme),
                 KeyValue::new("client.address", client_ip.to_string()),
+                KeyValue::new("network.protocol.version", protocol_version(req.version)),
             ]);
+            if let Some((host, port)) = server_address(req, tls) {
+                span.set_attribute(KeyValue::new("server.address", host.to_string()));
+                span.set_attribute(KeyValue::new("server.port", i64::from(port)));
+            }
+            if let Some(peer) = peer {
+                span.set_attribute(KeyValue::new("network.peer.address", peer.ip().to_string()));
+                span.set_attribute(KeyValue::new("network.peer.port", i64::from(peer.port())));
+            }
+            if let Some(ua) = req
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                span.set_attribute(KeyValue::new("user_agent.original", ua.to_string()));
+            }
         }
         Some(parent.with_span(span))
     }
 
     /// Starts the CLIENT span of one upstream attempt under `server`. None for an unsampled
     /// trace: the upstream then continues from the SERVER span (see [`Tracing::inject_server`]).
+    /// `url.full` is set once the upstream request is final ([`set_url_full`]).
     pub fn client_span(
         &self,
         server: &Context,
         method: &http::Method,
         addr: SocketAddr,
-        path: &str,
         resend_count: u32,
-        tls: bool,
     ) -> Option<Span> {
         let tracer = self.tracer.get()?;
         if !server.span().is_recording() {
@@ -133,10 +149,6 @@ impl Tracing {
             KeyValue::new("http.request.method", method),
             KeyValue::new("server.address", addr.ip().to_string()),
             KeyValue::new("server.port", i64::from(addr.port())),
-            KeyValue::new(
-                "url.full",
-                format!("{}://{addr}{path}", if tls { "https" } else { "http" }),
-            ),
         ];
         if resend_count > 0 {
             attributes.push(KeyValue::new(
@@ -193,14 +205,65 @@ impl Tracing {
     }
 }
 
-/// Names the route on the server span once it is known.
-pub fn name_server_span(cx: &Context, method: &http::Method, route: &str) {
+/// What the SERVER span says about the connection.
+#[derive(Clone, Copy)]
+pub struct ServerFacts {
+    /// Whether the socket peer is a trusted proxy (its `traceparent` is believed then).
+    pub peer_trusted: bool,
+    /// The client, after trusted proxies.
+    pub client_ip: IpAddr,
+    pub tls: bool,
+    /// The socket peer.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Names the route on the server span once it is known: `http.route` is the route's path
+/// template (its prefix — bounded, as the convention asks), the span name `METHOD template`,
+/// and `portico.route` the route's name.
+pub fn name_server_span(cx: &Context, method: &http::Method, route: &str, template: &str) {
     let span = cx.span();
     if !span.is_recording() {
         return;
     }
-    span.update_name(format!("{} {route}", method_label(method)));
-    span.set_attribute(KeyValue::new("http.route", route.to_string()));
+    span.update_name(format!("{} {template}", method_label(method)));
+    span.set_attribute(KeyValue::new("http.route", template.to_string()));
+    span.set_attribute(KeyValue::new("portico.route", route.to_string()));
+}
+
+/// The URL the upstream request actually targets — after strip, rewrite and credential
+/// removal — on the attempt's CLIENT span.
+pub fn set_url_full(span: &mut Span, tls: bool, addr: SocketAddr, req: &RequestHeader) {
+    let scheme = if tls { "https" } else { "http" };
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    span.set_attribute(KeyValue::new(
+        "url.full",
+        format!("{scheme}://{addr}{target}"),
+    ));
+}
+
+/// `network.protocol.version`: `1.0`, `1.1`, `2`.
+fn protocol_version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// `server.address` and `server.port` from `Host` (or `:authority`), the port defaulting by
+/// scheme.
+fn server_address(req: &RequestHeader, tls: bool) -> Option<(&str, u16)> {
+    let authority = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    let default = if tls { 443 } else { 80 };
+    let parsed: http::uri::Authority = authority.parse().ok()?;
+    let host = parsed.host();
+    let host = &authority[authority.find(host)?..][..host.len()];
+    Some((host, parsed.port_u16().unwrap_or(default)))
 }
 
 /// Ends a CLIENT span with the upstream's status, or with `error_type` when none came.
@@ -241,8 +304,14 @@ pub fn end_server_span(
     if status >= 500 {
         span.set_status(Status::error(reason.unwrap_or("")));
     }
-    if let Some(r) = reason {
-        span.set_attribute(KeyValue::new("error.type", r));
+    // `error.type` on every failure: Portico's code when it answered, else (an upstream 5xx)
+    // the status code, as the convention says.
+    match reason {
+        Some(r) => span.set_attribute(KeyValue::new("error.type", r)),
+        None if status >= 500 => {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()))
+        }
+        None => {}
     }
     span.end();
 }
