@@ -186,9 +186,33 @@ fn collector() -> (u16, Spans) {
                     let mut body = vec![0; len];
                     reader.read_exact(&mut body).unwrap();
                     let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&body[..]).unwrap();
+                    // Resource and scope attributes are copied onto each span as
+                    // `resource.KEY` and `scope.version`, so tests read them with `attr`.
+                    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
                     for rs in req.resource_spans {
+                        let resource: Vec<KeyValue> = rs
+                            .resource
+                            .map(|r| r.attributes)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|mut kv| {
+                                kv.key = format!("resource.{}", kv.key);
+                                kv
+                            })
+                            .collect();
                         for ss in rs.scope_spans {
-                            sink.lock().unwrap().extend(ss.spans);
+                            let version = ss.scope.map(|s| s.version).unwrap_or_default();
+                            for mut span in ss.spans {
+                                span.attributes.extend(resource.iter().cloned());
+                                span.attributes.push(KeyValue {
+                                    key: "scope.version".into(),
+                                    value: Some(AnyValue {
+                                        value: Some(any_value::Value::StringValue(version.clone())),
+                                    }),
+                                    ..Default::default()
+                                });
+                                sink.lock().unwrap().push(span);
+                            }
                         }
                     }
                     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
@@ -253,6 +277,14 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
     assert_eq!(server.name, "GET /ok");
     assert_eq!(attr(server, "http.route").as_deref(), Some("/ok"));
     assert_eq!(attr(server, "portico.route").as_deref(), Some("ok"));
+    // Resource and scope: which gateway process, on which host, in which version.
+    let instance = attr(server, "resource.service.instance.id").expect("service.instance.id");
+    assert!(instance.contains(&format!("-{}-", gw.pid())), "{instance}");
+    assert!(attr(server, "resource.host.name").is_some());
+    assert_eq!(
+        attr(server, "scope.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(
         attr(server, "server.address").as_deref(),
         Some("test.local")

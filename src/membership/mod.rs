@@ -39,14 +39,12 @@ impl Membership {
     /// This gateway's membership through `topology`; its count goes to `peers`.
     pub fn new(topology: Arc<Topology>, peers: Arc<Peers>) -> Self {
         let config = topology.config();
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+        let host = crate::telemetry::host_name();
         let pid = std::process::id();
         let started = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let id = format!("{host}-{pid}-{:08x}", fastrand::u32(..));
+        let id = crate::telemetry::instance_id().to_string();
         let info = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "started_at": started,

@@ -37,6 +37,30 @@ pub fn init() {
     });
 }
 
+/// This machine's host name (`unknown` when it cannot be read).
+pub fn host_name() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    })
+}
+
+/// This gateway process's id, `HOST-PID-RANDOM`: its membership entry and its traces'
+/// `service.instance.id` are the same string, so one finds the other.
+pub fn instance_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        format!(
+            "{}-{}-{:08x}",
+            host_name(),
+            std::process::id(),
+            fastrand::u32(..)
+        )
+    })
+}
+
 /// Seconds since the Unix epoch (metric timestamps, admin views).
 pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::SystemTime::UNIX_EPOCH)

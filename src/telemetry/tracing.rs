@@ -62,7 +62,12 @@ impl Tracing {
             .map_err(|e| e.to_string())?;
         let resource = Resource::builder()
             .with_service_name(self.config.service_name.clone())
-            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .with_attributes([
+                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                // The same id as the gateway's membership entry (`GET /admin/gateways`).
+                KeyValue::new("service.instance.id", super::instance_id()),
+                KeyValue::new("host.name", super::host_name()),
+            ])
             .build();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
@@ -71,7 +76,10 @@ impl Tracing {
             ))))
             .with_resource(resource)
             .build();
-        let _ = self.tracer.set(provider.tracer("portico"));
+        let scope = opentelemetry::InstrumentationScope::builder("portico")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let _ = self.tracer.set(provider.tracer_with_scope(scope));
         let _ = self.provider.set(provider);
         Ok(())
     }
