@@ -116,7 +116,14 @@ impl Gateway {
             .as_ref()
             .filter(|_| redis.is_some())
             .map(|e| EventSink::new(e.queue));
-        let tracing = config.tracing.clone().map(|t| Arc::new(Tracing::new(t)));
+        let (tracing, warnings) =
+            crate::telemetry::otel_env::settings(config.tracing.as_ref(), |k| {
+                std::env::var(k).ok()
+            });
+        for w in warnings {
+            log::warn!("tracing: {w}");
+        }
+        let tracing = tracing.map(|t| Arc::new(Tracing::new(t)));
         let access_log = match AccessLog::open(&config.access_log.path) {
             Ok(log) => Some(log),
             Err(e) => {

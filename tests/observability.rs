@@ -2,11 +2,8 @@
 //! Stream, and OTLP trace export to an in-test receiver.
 
 mod support;
-use prost::Message;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::otlp::{attr, collector, hex};
 use support::*;
 
 fn config(echo: &EchoServer, extra: &str) -> String {
@@ -141,101 +138,12 @@ fn kpi_matches_reach_the_redis_stream_and_a_dead_redis_only_drops_events() {
     assert_eq!(gw.metric("portico_events_published_total"), 3.0);
 }
 
-/// Spans received by the in-test OTLP/HTTP collector.
-type Spans = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
-
-/// A minimal OTLP/HTTP receiver: decodes every POSTed `ExportTraceServiceRequest`.
 /// A gateway exporting to the collector on `port` with `options` in its `tracing` section and a
 /// 100 ms batch delay.
 fn traced_gateway(echo: &EchoServer, port: u16, options: &str) -> Gateway {
     let extra =
         format!("tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", {options}}}\n");
     Gateway::start_with_env(&config(echo, &extra), &[("OTEL_BSP_SCHEDULE_DELAY", "100")])
-}
-
-fn collector() -> (u16, Spans) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let spans: Spans = Arc::default();
-    let sink = spans.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(1000) {
-            let Ok(mut stream) = stream else { continue };
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        line.clear();
-                        reader.read_line(&mut line).unwrap();
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = l.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap();
-                            }
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&body[..]).unwrap();
-                    // Resource and scope attributes are copied onto each span as
-                    // `resource.KEY` and `scope.version`, so tests read them with `attr`.
-                    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-                    for rs in req.resource_spans {
-                        let resource: Vec<KeyValue> = rs
-                            .resource
-                            .map(|r| r.attributes)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|mut kv| {
-                                kv.key = format!("resource.{}", kv.key);
-                                kv
-                            })
-                            .collect();
-                        for ss in rs.scope_spans {
-                            let version = ss.scope.map(|s| s.version).unwrap_or_default();
-                            for mut span in ss.spans {
-                                span.attributes.extend(resource.iter().cloned());
-                                span.attributes.push(KeyValue {
-                                    key: "scope.version".into(),
-                                    value: Some(AnyValue {
-                                        value: Some(any_value::Value::StringValue(version.clone())),
-                                    }),
-                                    ..Default::default()
-                                });
-                                sink.lock().unwrap().push(span);
-                            }
-                        }
-                    }
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
-                }
-            });
-        }
-    });
-    (port, spans)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    span.attributes.iter().find(|a| a.key == key).and_then(|a| {
-        match a.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
-            Value::IntValue(i) => Some(i.to_string()),
-            other => Some(format!("{other:?}")),
-        }
-    })
 }
 
 #[test]

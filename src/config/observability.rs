@@ -92,7 +92,8 @@ impl Default for EventsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
-    /// Full URL, including `/v1/traces`.
+    /// OTLP/HTTP URL; `/v1/traces` is added when it has no path. `OTEL_*` variables override
+    /// these settings (`telemetry::otel_env`).
     pub otlp_endpoint: String,
     /// Share of new traces sampled; an incoming sampled flag (when trusted) is honoured.
     pub sample_ratio: f64,

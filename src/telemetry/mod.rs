@@ -9,6 +9,7 @@ pub mod events;
 pub mod json_line;
 pub mod kpi;
 pub mod metrics;
+pub mod otel_env;
 pub mod policy;
 pub mod process;
 pub mod ratelimit;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub use portico::echo::EchoServer;
 
 pub mod keepalive;
+pub mod otlp;
 pub mod load;
 pub mod redis;
 pub mod redis_cluster;

@@ -1,0 +1,93 @@
+//! The standard OpenTelemetry environment variables through the real binary: with no
+//! `tracing` section at all, `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL) turns tracing on and
+//! spans reach `/v1/traces`; `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER` win over the file;
+//! `OTEL_SDK_DISABLED` turns it off.
+
+mod support;
+use std::time::Duration;
+use support::otlp::{attr, collector};
+use support::*;
+
+fn config(echo: &EchoServer, tracing: &str) -> String {
+    format!(
+        "{tracing}routes: [{{name: api, service: web}}]\nservices: {{web: {{instances: [\"{}\"]}}}}\n",
+        echo.addr
+    )
+}
+
+#[test]
+fn the_environment_alone_turns_tracing_on_and_wins_over_the_file() {
+    let (port, spans) = collector();
+    let [echo] = echoes(["a"]);
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+        ("OTEL_SERVICE_NAME", "orders-edge"),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let gw = Gateway::start_with_env(&config(&echo, ""), &env);
+    assert!(
+        gw.eventually(Duration::from_secs(10), || {
+            assert_eq!(gw.get("/x").status, 200);
+            !spans.lock().unwrap().is_empty()
+        }),
+        "spans reach the collector at {base}/v1/traces"
+    );
+    let first = spans.lock().unwrap()[0].clone();
+    assert_eq!(
+        attr(&first, "resource.service.name").as_deref(),
+        Some("orders-edge")
+    );
+
+    // A file that samples nothing and names itself otherwise: the variables win.
+    let (port2, spans2) = collector();
+    let file = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port2}\", sample_ratio: 0.0, service_name: from-file}}\n"
+    );
+    let gw2 = Gateway::start_with_env(
+        &config(&echo, &file),
+        &[
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    assert!(
+        gw2.eventually(Duration::from_secs(10), || {
+            assert_eq!(gw2.get("/x").status, 200);
+            !spans2.lock().unwrap().is_empty()
+        }),
+        "sampled although the file says 0.0, and posted to /v1/traces of a path-less endpoint"
+    );
+    let first = spans2.lock().unwrap()[0].clone();
+    assert_eq!(
+        attr(&first, "resource.service.name").as_deref(),
+        Some("from-file")
+    );
+}
+
+#[test]
+fn otel_sdk_disabled_turns_tracing_off() {
+    let (port, spans) = collector();
+    let [echo] = echoes(["a"]);
+    let file = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", sample_ratio: 1.0}}\n"
+    );
+    let gw = Gateway::start_with_env(
+        &config(&echo, &file),
+        &[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    for _ in 0..20 {
+        let r = gw.get("/x");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.json()["headers"].get("traceparent").is_none(),
+            "no trace context upstream"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(spans.lock().unwrap().is_empty());
+}
