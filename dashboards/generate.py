@@ -792,6 +792,13 @@ def ratelimit_deps():
         "{{route}} {{reason}}")), "reqps", stack=True,
         desc="Redirects, static responses and CORS preflights the gateway answered itself."), 12, 7)
 
+    L.row("Tracing")
+    L.add(timeseries("Span export failures", targets(
+        ("sum(%s)" % rate("portico_tracing_export_failures_total", fn="increase"), "failed batches"),
+        ("sum(%s)" % rate("portico_tracing_spans_dropped_total", fn="increase"), "spans lost")),
+        "short", desc="Span batches the OTLP exporter could not deliver, and the spans they "
+                      "carried; requests are never affected."), 24, 6)
+
     L.row("Identity")
     L.add(timeseries("Auth decisions by route and result", targets((
         "sum by (route, result) (%s)" % rate("portico_auth_decisions_total", 'route=~"$route"'),

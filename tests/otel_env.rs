@@ -91,3 +91,24 @@ fn otel_sdk_disabled_turns_tracing_off() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(spans.lock().unwrap().is_empty());
 }
+
+#[test]
+fn an_unreachable_collector_is_counted_not_silent() {
+    let [echo] = echoes(["a"]);
+    let file = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{}/v1/traces\", sample_ratio: 1.0, export_timeout: 1s}}\n",
+        free_port()
+    );
+    let gw = Gateway::start_with_env(&config(&echo, &file), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    assert_eq!(
+        gw.metric("portico_tracing_export_failures_total"),
+        0.0,
+        "made at zero"
+    );
+    let counted = gw.eventually(Duration::from_secs(10), || {
+        assert_eq!(gw.get("/x").status, 200);
+        gw.metric("portico_tracing_export_failures_total") >= 1.0
+    });
+    assert!(counted, "a refused export is counted");
+    assert!(gw.metric("portico_tracing_spans_dropped_total") >= 1.0);
+}

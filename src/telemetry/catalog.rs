@@ -187,6 +187,8 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Gauge,
         &["listener"],
     ),
+    ("portico_tracing_export_failures_total", Counter, &[]),
+    ("portico_tracing_spans_dropped_total", Counter, &[]),
     (
         "portico_upstream_attempts_total",
         Counter,

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod process;
 pub mod ratelimit;
 pub mod redis;
+pub mod span_export;
 pub mod tracing;
 
 use std::sync::OnceLock;
@@ -33,6 +34,7 @@ pub fn init() {
         events::init();
         access_log::init();
         connections::init();
+        span_export::init();
         // The default registry refuses a second registration; `DONE` makes this the only one.
         let _ = prometheus::register(Box::new(process::ProcessCollector::default()));
     });

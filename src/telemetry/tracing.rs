@@ -70,7 +70,7 @@ impl Tracing {
             ])
             .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_batch_exporter(super::span_export::Counted::new(exporter))
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 self.config.sample_ratio,
             ))))
