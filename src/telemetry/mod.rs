@@ -8,6 +8,7 @@ pub mod connections;
 pub mod events;
 pub mod json_line;
 pub mod kpi;
+pub mod label_values;
 pub mod metrics;
 pub mod otel_env;
 pub mod policy;
