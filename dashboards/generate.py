@@ -661,6 +661,13 @@ def upstreams():
     L.add(timeseries("Connect latency p99", targets((
         rq % ("0.99", rate("portico_upstream_connect_duration_seconds_bucket", S)), "{{service}}")), "s",
         legend_table=True, desc="New connections only (pooled connections are not measured)."), 12, 8)
+    L.add(timeseries("Upstream connection reuse", targets((
+        "sum by (service) (%s) / sum by (service) (%s)"
+        % (rate("portico_upstream_connections_total", S, 'kind="reused"'),
+           rate("portico_upstream_connections_total", S)), "{{service}}")),
+        "percentunit", legend_table=True,
+        desc="Share of requests sent on a pooled connection; the rest paid a TCP (and TLS) "
+             "handshake. The pool is per worker thread."), 24, 7)
 
     L.row("Retries")
     L.add(timeseries("Retries by reason", targets((

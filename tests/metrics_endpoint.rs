@@ -99,3 +99,31 @@ fn process_cpu_time_moves_by_fractions_of_a_second() {
     assert!(gw.metric("process_open_fds") > 3.0);
     assert!(gw.metric("process_start_time_seconds") > 1.7e9);
 }
+
+#[test]
+fn upstream_connections_are_counted_new_or_reused() {
+    let [echo] = echoes(["a"]);
+    let gw = Gateway::start(&format!(
+        "routes: [{{name: api, service: web}}]\nservices: {{web: {{instances: [\"{}\"]}}}}\n",
+        echo.addr
+    ));
+    let series = |kind: &str| {
+        gw.metric(&format!(
+            "portico_upstream_connections_total{{kind=\"{kind}\",service=\"web\"}}"
+        ))
+    };
+    assert_eq!(
+        (series("new"), series("reused")),
+        (0.0, 0.0),
+        "made at zero"
+    );
+    // One client connection: its requests stay on one worker, whose pool keeps the upstream
+    // connection between them.
+    let mut client = support::keepalive::Connection::new(TcpStream::connect(gw.addr).unwrap());
+    for _ in 0..5 {
+        assert_eq!(client.get("/").map(|(status, _)| status), Some(200));
+    }
+    let (new, reused) = (series("new"), series("reused"));
+    assert_eq!(new + reused, 5.0, "one count per request sent");
+    assert!(new >= 1.0 && reused >= 3.0, "new {new}, reused {reused}");
+}

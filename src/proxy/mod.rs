@@ -155,8 +155,11 @@ impl ProxyHttp for Proxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let upstream = ctx.route().and_then(|r| r.upstream());
-        if let (false, Some(upstream), Some(a)) = (reused, upstream, &ctx.upstream.current) {
+        let Some(upstream) = ctx.route().and_then(|r| r.upstream()) else {
+            return Ok(());
+        };
+        upstream.metrics().count_connection(reused);
+        if let (false, Some(a)) = (reused, &ctx.upstream.current) {
             upstream.metrics().observe_connect(a.started.elapsed());
         }
         Ok(())

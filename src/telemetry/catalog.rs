@@ -200,6 +200,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Histogram,
         &["service"],
     ),
+    (
+        "portico_upstream_connections_total",
+        Counter,
+        &["kind", "service"],
+    ),
     ("portico_upstream_dns_failures_total", Counter, &["service"]),
     (
         "portico_upstream_errors_total",

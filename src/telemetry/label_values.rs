@@ -36,6 +36,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     ),
     ("portico_consumers", "source", &["config", "redis"]),
     (
+        "portico_upstream_connections_total",
+        "kind",
+        &super::upstream_pool::KINDS,
+    ),
+    (
         "portico_downstream_disconnects_total",
         "phase",
         &super::connections::DISCONNECT_PHASES,

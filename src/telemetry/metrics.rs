@@ -361,6 +361,7 @@ pub struct ServiceMetrics {
     instances: IntGauge,
     short_circuited: IntCounter,
     shadow_short_circuited: IntCounter,
+    pool: super::upstream_pool::PoolCounters,
 }
 
 impl ServiceMetrics {
@@ -389,6 +390,7 @@ impl ServiceMetrics {
             instances: SERVICE_INSTANCES.with_label_values(&[service]),
             short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "enforced"]),
             shadow_short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "shadow"]),
+            pool: super::upstream_pool::PoolCounters::new(service),
         }
     }
 
@@ -400,6 +402,11 @@ impl ServiceMetrics {
     /// Observes the time to establish a new upstream connection.
     pub fn observe_connect(&self, took: std::time::Duration) {
         self.connect_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts the connection a request was sent on, new or `reused` from the pool.
+    pub fn count_connection(&self, reused: bool) {
+        self.pool.count(reused);
     }
 
     /// Counts a selection made in panic mode (every instance unhealthy).
@@ -501,6 +508,7 @@ impl ServiceMetrics {
         }
         remove_matching(&*UPSTREAM_DURATION, "service", &self.service);
         remove_matching(&*UPSTREAM_CONNECT_DURATION, "service", &self.service);
+        super::upstream_pool::PoolCounters::remove(&self.service);
         remove_matching(&*SERVICE_INSTANCES, "service", &self.service);
         remove_matching(&*INSTANCE_HEALTHY, "service", &self.service);
         remove_matching(&*BREAKER_STATE, "service", &self.service);

@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod span_export;
 pub mod tracing;
+pub mod upstream_pool;
 
 use std::sync::OnceLock;
 
@@ -36,6 +37,7 @@ pub fn init() {
         access_log::init();
         connections::init();
         span_export::init();
+        upstream_pool::init();
         // The default registry refuses a second registration; `DONE` makes this the only one.
         let _ = prometheus::register(Box::new(process::ProcessCollector::default()));
     });
