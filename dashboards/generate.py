@@ -456,6 +456,13 @@ def overview():
         ("sum(%s)" % rate("portico_http_request_body_bytes_total", R), "request bodies (in)"),
         ("sum(%s)" % rate("portico_http_response_body_bytes_total", R), "response bodies (out)"),
     ), "Bps"), 8, 7)
+    hq = "histogram_quantile(0.99, sum by (route, le) (%s))"
+    L.add(timeseries("Body size p99 by route", targets(
+        (hq % rate("portico_http_request_body_size_bytes_bucket", R), "{{route}} request"),
+        (hq % rate("portico_http_response_body_size_bytes_bucket", R), "{{route}} response"),
+    ), "bytes", legend_table=True,
+        desc="99th percentile of request and response body sizes per request (buckets 64 B to "
+             "16 MiB by factors of four)."), 24, 7)
 
     L.row("Client connections")
     L.add(timeseries("Open client connections", targets((

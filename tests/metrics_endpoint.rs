@@ -127,3 +127,34 @@ fn upstream_connections_are_counted_new_or_reused() {
     assert_eq!(new + reused, 5.0, "one count per request sent");
     assert!(new >= 1.0 && reused >= 3.0, "new {new}, reused {reused}");
 }
+
+#[test]
+fn body_sizes_are_recorded_per_request() {
+    let [echo] = echoes(["a"]);
+    let gw = Gateway::start(&format!(
+        "routes: [{{name: api, service: web}}]\nservices: {{web: {{instances: [\"{}\"]}}}}\n",
+        echo.addr
+    ));
+    let body = "x".repeat(3000);
+    assert_eq!(request(gw.addr, "POST", "/upload", &[], &body).status, 200);
+    assert_eq!(gw.get("/small").status, 200);
+    let m = |s: &str| gw.metric(s);
+    assert_eq!(
+        m(r#"portico_http_request_body_size_bytes_count{route="api"}"#),
+        2.0
+    );
+    assert_eq!(
+        m(r#"portico_http_request_body_size_bytes_sum{route="api"}"#),
+        3000.0
+    );
+    // 3000 bytes falls in the 4 KiB bucket, not in the 1 KiB one; the empty body in both.
+    assert_eq!(
+        m(r#"portico_http_request_body_size_bytes_bucket{route="api",le="1024"}"#),
+        1.0
+    );
+    assert_eq!(
+        m(r#"portico_http_request_body_size_bytes_bucket{route="api",le="4096"}"#),
+        2.0
+    );
+    assert!(m(r#"portico_http_response_body_size_bytes_sum{route="api"}"#) > 100.0);
+}

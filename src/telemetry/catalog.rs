@@ -107,6 +107,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_http_request_body_bytes_total", Counter, &["route"]),
     (
+        "portico_http_request_body_size_bytes",
+        Histogram,
+        &["route"],
+    ),
+    (
         "portico_http_request_duration_seconds",
         Histogram,
         &["route", "status_class"],
@@ -120,6 +125,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     (
         "portico_http_response_body_bytes_total",
         Counter,
+        &["route"],
+    ),
+    (
+        "portico_http_response_body_size_bytes",
+        Histogram,
         &["route"],
     ),
     ("portico_ip_deny_entries", Gauge, &[]),

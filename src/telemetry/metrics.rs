@@ -265,6 +265,7 @@ pub struct RouteMetrics {
     duration: [Histogram; 5],
     request_bytes: IntCounter,
     response_bytes: IntCounter,
+    sizes: super::body_sizes::BodySizes,
     /// Lazily resolved `requests_total` handles: method × cached code × source.
     requests: Box<[OnceLock<IntCounter>]>,
 }
@@ -277,6 +278,7 @@ impl RouteMetrics {
             duration: STATUS_CLASSES.map(|c| HTTP_DURATION.with_label_values(&[route, c])),
             request_bytes: HTTP_REQUEST_BYTES.with_label_values(&[route]),
             response_bytes: HTTP_RESPONSE_BYTES.with_label_values(&[route]),
+            sizes: super::body_sizes::BodySizes::new(route),
             requests: (0..METHOD_LABELS.len() * CACHED_CODES.len() * 2)
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -312,6 +314,7 @@ impl RouteMetrics {
     pub fn count_bytes(&self, read: u64, sent: u64) {
         self.request_bytes.inc_by(read);
         self.response_bytes.inc_by(sent);
+        self.sizes.observe(read, sent);
     }
 
     /// Counts a response Portico produced itself.
@@ -329,6 +332,7 @@ impl RouteMetrics {
         remove_matching(&HTTP_REQUESTS, "route", &self.route);
         remove_matching(&GATEWAY_RESPONSES, "route", &self.route);
         let _ = HTTP_REQUEST_BYTES.remove_label_values(&[&self.route]);
+        super::body_sizes::BodySizes::remove(&self.route);
         let _ = HTTP_RESPONSE_BYTES.remove_label_values(&[&self.route]);
         super::kpi::remove_route(&self.route);
     }

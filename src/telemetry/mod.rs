@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod body_sizes;
 pub mod catalog;
 pub mod connections;
 pub mod events;
@@ -37,6 +38,7 @@ pub fn init() {
         access_log::init();
         connections::init();
         span_export::init();
+        body_sizes::init();
         upstream_pool::init();
         // The default registry refuses a second registration; `DONE` makes this the only one.
         let _ = prometheus::register(Box::new(process::ProcessCollector::default()));
