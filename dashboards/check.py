@@ -191,6 +191,11 @@ def check_dashboard(fname, expected_uid, catalog, stats):
         if board.get(key) != want:
             fail(fname, "%s is %r, want %r" % (key, board.get(key), want))
 
+    # Every panel says what it shows.
+    for panel in board.get("panels", []):
+        if panel.get("type") != "row" and not panel.get("description"):
+            fail(fname, "panel %r has no description" % panel.get("title"))
+
     # Variables.
     variables = {v.get("name"): v for v in board.get("templating", {}).get("list", [])}
     dsv = variables.get("datasource", {})

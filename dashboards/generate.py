@@ -363,6 +363,53 @@ def prom_annotation(name, expr, title, color):
     }
 
 
+# Descriptions of panels whose builder call does not carry one (every panel has one:
+# check.py fails a panel without).
+PANEL_DESCRIPTIONS = {
+    "In-flight requests": "Requests being processed now, per gateway (portico_http_requests_in_flight).",
+    "Body bytes": "Request body bytes read from clients and response body bytes sent to them, per second.",
+    "Request latency p99 by route": "99th percentile of the whole request time per route, from "
+                                    "request head received to response finished.",
+    "Average latency by status class": "Mean request time per status class: slow errors (5xx) "
+                                       "usually mean timeouts, fast ones refusals.",
+    "Build info": "Portico versions running behind the selected job and instances.",
+    "Last reload successful": "Whether the last configuration reload (SIGHUP or POST "
+                              "/admin/reload) applied; a failed reload keeps the old configuration.",
+    "Config reloads by result": "Configuration reloads per minute, applied or rejected.",
+    "Since last successful reload": "Time since the configuration in force was loaded.",
+    "Uptime": "Time since the gateway process started.",
+    "CPU": "CPU seconds used per second by each gateway process (process_cpu_seconds_total, "
+           "tick resolution).",
+    "Memory": "Resident memory of each gateway process.",
+    "File descriptors": "Open file descriptors against the process limit; connections hold one each.",
+    "Threads": "OS threads per gateway process (workers, background services, blocking pool).",
+    "Redis errors by kind": "Redis command failures by client and kind (timeout, connection, "
+                            "protocol, unavailable while marked down).",
+    "Redis commands": "Redis commands per second by client; every call is bounded by its timeout.",
+    "Registry syncs by result": "Registry passes per second, successful or failed; a failure "
+                                "keeps the last known instances.",
+    "Access-log lines dropped": "Access-log lines dropped because the writer fell behind; "
+                                "requests never wait for the log.",
+    "Healthy share per service": "Share of each service's instances that pass health checks "
+                                 "(panic mode starts when none do).",
+    "Errors by kind": "Upstream attempt failures by kind: connect refused/timeout, TLS, read or "
+                      "write timeout, reset.",
+    "Attempt rate by service": "Upstream attempts per second per service, retries included.",
+    "Retries by reason": "Retries per second by what caused them (connect failure, status, error).",
+    "Breaker transitions": "Circuit-breaker state changes per service (closed, open, half-open).",
+}
+
+
+def described(panels):
+    """Fills in the description of panels that have none from PANEL_DESCRIPTIONS."""
+    for p in panels:
+        if p.get("type") != "row" and not p.get("description"):
+            text = PANEL_DESCRIPTIONS.get(p.get("title"))
+            if text:
+                p["description"] = text
+    return panels
+
+
 def dashboard(uid, title, desc, panels, extra_vars=(), annotations=()):
     return {
         "annotations": {"list": [BUILTIN_ANNOTATION] + list(annotations)},
@@ -383,7 +430,7 @@ def dashboard(uid, title, desc, panels, extra_vars=(), annotations=()):
             "type": "dashboards",
             "url": "",
         }],
-        "panels": panels,
+        "panels": described(panels),
         "refresh": "30s",
         "schemaVersion": 42,
         "tags": ["portico"],
