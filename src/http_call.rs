@@ -14,7 +14,7 @@ use std::time::Duration;
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Where a call goes: `http://` or `https://` host, port and path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     tls: bool,
     host: String,
@@ -106,74 +106,63 @@ impl Caller {
         timeout: Duration,
         max_body: usize,
     ) -> Result<Reply, CallError> {
-        tokio::time::timeout(
-            timeout,
-            self.call_unbounded(endpoint, method, headers, timeout, max_body),
-        )
-        .await
-        .unwrap_or(Err(CallError::Timeout))
-    }
-
-    async fn call_unbounded(
-        &self,
-        endpoint: &Endpoint,
-        method: Method,
-        headers: &[(HeaderName, HeaderValue)],
-        timeout: Duration,
-        max_body: usize,
-    ) -> Result<Reply, CallError> {
-        let addr = resolve(&endpoint.host, endpoint.port).await?;
-        let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
-        peer.options.connection_timeout = Some(timeout);
-        peer.options.total_connection_timeout = Some(timeout);
-        let (mut session, _reused) = self
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(CallError::http)?;
-        let mut req = RequestHeader::build(method, endpoint.path_and_query.as_bytes(), None)
-            .map_err(CallError::http)?;
-        req.insert_header(http::header::HOST, &endpoint.authority)
-            .map_err(CallError::http)?;
-        for (name, value) in headers {
-            req.append_header(name.clone(), value.clone())
+        let exchange = async {
+            let addr = resolve(&endpoint.host, endpoint.port).await?;
+            let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
+            peer.options.connection_timeout = Some(timeout);
+            peer.options.total_connection_timeout = Some(timeout);
+            let (mut session, _reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
                 .map_err(CallError::http)?;
-        }
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(CallError::http)?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(CallError::http)?;
-        session
-            .read_response_header()
-            .await
-            .map_err(CallError::http)?;
-        let head = session
-            .response_header()
-            .ok_or_else(|| CallError::Http("no response header".into()))?;
-        let (status, headers) = (head.status.as_u16(), head.headers.clone());
-        let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(CallError::http)?
-        {
-            if body.len() + chunk.len() > max_body {
-                return Err(CallError::TooLarge(max_body));
+            let mut req = RequestHeader::build(method, endpoint.path_and_query.as_bytes(), None)
+                .map_err(CallError::http)?;
+            req.insert_header(http::header::HOST, &endpoint.authority)
+                .map_err(CallError::http)?;
+            for (name, value) in headers {
+                req.append_header(name.clone(), value.clone())
+                    .map_err(CallError::http)?;
             }
-            body.extend_from_slice(&chunk);
-        }
-        self.connector
-            .release_http_session(session, &peer, Some(POOL_IDLE))
-            .await;
-        Ok(Reply {
-            status,
-            headers,
-            body: body.freeze(),
-        })
+            session
+                .write_request_header(Box::new(req))
+                .await
+                .map_err(CallError::http)?;
+            session
+                .finish_request_body()
+                .await
+                .map_err(CallError::http)?;
+            session
+                .read_response_header()
+                .await
+                .map_err(CallError::http)?;
+            let head = session
+                .response_header()
+                .ok_or_else(|| CallError::Http("no response header".into()))?;
+            let (status, headers) = (head.status.as_u16(), head.headers.clone());
+            let mut body = BytesMut::new();
+            while let Some(chunk) = session
+                .read_response_body()
+                .await
+                .map_err(CallError::http)?
+            {
+                if body.len() + chunk.len() > max_body {
+                    return Err(CallError::TooLarge(max_body));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            self.connector
+                .release_http_session(session, &peer, Some(POOL_IDLE))
+                .await;
+            Ok(Reply {
+                status,
+                headers,
+                body: body.freeze(),
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout))
     }
 }
 

@@ -214,7 +214,7 @@ impl KeySource {
 /// Every JWKS source in use, by URL; held by the gateway so sources outlive snapshots.
 #[derive(Default)]
 pub struct KeySources {
-    sources: Mutex<HashMap<String, Weak<KeySource>>>,
+    sources: Mutex<HashMap<Endpoint, Weak<KeySource>>>,
     wake: Arc<Notify>,
 }
 
@@ -229,8 +229,7 @@ impl KeySources {
     ) -> Arc<KeySource> {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         sources.retain(|_, s| s.strong_count() > 0);
-        let url = format!("{endpoint:?}");
-        if let Some(live) = sources.get(&url).and_then(Weak::upgrade) {
+        if let Some(live) = sources.get(endpoint).and_then(Weak::upgrade) {
             if live.refresh == refresh && live.min_refresh == min_refresh {
                 return live;
             }
@@ -246,7 +245,7 @@ impl KeySources {
             schedule: Mutex::new(Schedule::default()),
             wake: self.wake.clone(),
         });
-        sources.insert(url, Arc::downgrade(&source));
+        sources.insert(endpoint.clone(), Arc::downgrade(&source));
         self.wake.notify_one();
         source
     }

@@ -228,11 +228,6 @@ fn check_fields(c: &AuthConfig, at: &str, problems: &mut Problems) {
             AuthKind::ForwardAuth,
         ),
         ("on_error", c.on_error.is_some(), AuthKind::ForwardAuth),
-        (
-            "hide_credentials",
-            c.hide_credentials.is_some() && c.kind == AuthKind::ForwardAuth,
-            AuthKind::ApiKey,
-        ),
     ];
     for (field, present, kind) in set {
         if present && kind != c.kind {
@@ -241,6 +236,13 @@ fn check_fields(c: &AuthConfig, at: &str, problems: &mut Problems) {
                 format!("does not apply to type: {}", kind_name(c.kind)),
             );
         }
+    }
+    // Forward auth has no credential of its own to hide: the auth service reads them.
+    if c.hide_credentials.is_some() && c.kind == AuthKind::ForwardAuth {
+        problems.push(
+            format!("{at}.hide_credentials"),
+            "does not apply to type: forward_auth",
+        );
     }
 }
 

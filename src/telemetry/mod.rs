@@ -16,6 +16,7 @@ pub mod policy;
 pub mod process;
 pub mod ratelimit;
 pub mod redis;
+pub mod service_metrics;
 pub mod span_export;
 pub mod tracing;
 pub mod upstream_pool;
