@@ -77,6 +77,10 @@ fn lines_name_host_protocol_agent_and_span_but_not_the_query_unless_asked() {
 
     let path = dir.path().join("with-query.log");
     let gw = gateway(&echo, &path, ", log_query: true");
-    assert_eq!(gw.get("/orders?page=2").status, 200);
-    assert_eq!(lines_of(&gw, &path, 1)[0]["query"], "page=2");
+    assert_eq!(gw.get("/orders?page=2&password=hunter2").status, 200);
+    assert_eq!(
+        lines_of(&gw, &path, 1)[0]["query"],
+        "page=2&password=REDACTED",
+        "secrets blanked even when queries are logged"
+    );
 }

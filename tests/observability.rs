@@ -160,7 +160,7 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
     let exported = gw.eventually(Duration::from_secs(10), || {
         seen = get(
             gw.addr,
-            "/ok/t?x=1",
+            "/ok/t?x=1&access_token=sekrit",
             &[("traceparent", &traceparent), ("user-agent", "probe/2")],
         )
         .json();
@@ -213,9 +213,14 @@ fn traces_export_a_server_and_a_client_span_and_propagate_upstream() {
     );
     assert_eq!(
         attr(client, "url.full"),
-        Some(format!("http://{}/t?x=1", echo.addr)),
-        "after strip_prefix, with the query"
+        Some(format!("http://{}/t?x=1&access_token=REDACTED", echo.addr)),
+        "after strip_prefix, with the query, its secret blanked"
     );
+    assert_eq!(
+        attr(server, "url.query").as_deref(),
+        Some("x=1&access_token=REDACTED")
+    );
+    assert_eq!(attr(server, "url.path").as_deref(), Some("/ok/t"));
     assert_eq!(attr(server, "http.request.method").as_deref(), Some("GET"));
     assert_eq!(
         attr(server, "http.response.status_code").as_deref(),

@@ -1,11 +1,12 @@
 //! The standard OpenTelemetry environment variables through the real binary: with no
 //! `tracing` section at all, `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL) turns tracing on and
 //! spans reach `/v1/traces`; `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER` win over the file;
-//! `OTEL_SDK_DISABLED` turns it off.
+//! `OTEL_SDK_DISABLED` turns it off; OTLP/gRPC and gzip, chosen by variable or by the file,
+//! reach collectors that check the wire format.
 
 mod support;
 use std::time::Duration;
-use support::otlp::{attr, collector};
+use support::otlp::{attr, collector, grpc_collector, http_collector, Received};
 use support::*;
 
 fn config(echo: &EchoServer, tracing: &str) -> String {
@@ -110,5 +111,81 @@ fn an_unreachable_collector_is_counted_not_silent() {
         gw.metric("portico_tracing_export_failures_total") >= 1.0
     });
     assert!(counted, "a refused export is counted");
+    assert!(gw.metric("portico_tracing_spans_dropped_total") >= 1.0);
+}
+
+/// Sends requests until `received` holds spans; the encodings the exports came with.
+fn exported(gw: &Gateway, received: &Received, what: &str) -> Vec<String> {
+    assert!(
+        gw.eventually(Duration::from_secs(10), || {
+            assert_eq!(gw.get("/x").status, 200);
+            !received.spans.lock().unwrap().is_empty()
+        }),
+        "{what}: spans reach the collector"
+    );
+    let span = received.spans.lock().unwrap()[0].clone();
+    assert_eq!(
+        attr(&span, "resource.service.name").as_deref(),
+        Some("portico"),
+        "{what}"
+    );
+    received.encodings.lock().unwrap().clone()
+}
+
+#[test]
+fn grpc_and_gzip_by_variable_or_by_file() {
+    let [echo] = echoes(["a"]);
+    let quick = ("OTEL_BSP_SCHEDULE_DELAY", "100");
+
+    // The variables: gRPC to a base URL used as it is, gzip-compressed messages.
+    let (port, received) = grpc_collector();
+    let base = format!("http://127.0.0.1:{port}");
+    let gw = Gateway::start_with_env(
+        &config(&echo, ""),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            quick,
+        ],
+    );
+    let encodings = exported(&gw, &received, "grpc + gzip from the environment");
+    assert!(encodings.iter().all(|e| e == "gzip"), "{encodings:?}");
+    drop(gw);
+
+    // The file: gRPC, uncompressed.
+    let (port, received) = grpc_collector();
+    let file = format!(
+        "tracing: {{protocol: grpc, otlp_endpoint: \"http://127.0.0.1:{port}\", sample_ratio: 1.0}}\n"
+    );
+    let gw = Gateway::start_with_env(&config(&echo, &file), &[quick]);
+    let encodings = exported(&gw, &received, "grpc from the file");
+    assert!(encodings.iter().all(|e| e == "identity"), "{encodings:?}");
+    drop(gw);
+
+    // The file: OTLP/HTTP with gzip bodies.
+    let (port, received) = http_collector();
+    let file = format!(
+        "tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}\", sample_ratio: 1.0, compression: gzip}}\n"
+    );
+    let gw = Gateway::start_with_env(&config(&echo, &file), &[quick]);
+    let encodings = exported(&gw, &received, "http + gzip from the file");
+    assert!(encodings.iter().all(|e| e == "gzip"), "{encodings:?}");
+}
+
+#[test]
+fn an_unreachable_grpc_collector_is_counted_and_serving_goes_on() {
+    let [echo] = echoes(["a"]);
+    let file = format!(
+        "tracing: {{protocol: grpc, otlp_endpoint: \"http://127.0.0.1:{}\", sample_ratio: 1.0, export_timeout: 1s}}\n",
+        free_port()
+    );
+    let gw = Gateway::start_with_env(&config(&echo, &file), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let counted = gw.eventually(Duration::from_secs(15), || {
+        assert_eq!(gw.get("/x").status, 200);
+        gw.metric("portico_tracing_export_failures_total") >= 1.0
+    });
+    assert!(counted, "a refused gRPC export is counted");
     assert!(gw.metric("portico_tracing_spans_dropped_total") >= 1.0);
 }

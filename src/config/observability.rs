@@ -88,13 +88,16 @@ impl Default for EventsConfig {
     }
 }
 
-/// OpenTelemetry tracing with OTLP/HTTP protobuf export.
+/// OpenTelemetry tracing with OTLP export (HTTP/protobuf or gRPC).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
-    /// OTLP/HTTP URL; `/v1/traces` is added when it has no path. `OTEL_*` variables override
-    /// these settings (`telemetry::otel_env`).
+    /// The collector. OTLP/HTTP: a URL, `/v1/traces` added when it has no path; gRPC: the
+    /// collector's base URL (`http://collector:4317`). `OTEL_*` variables override these
+    /// settings (`telemetry::otel_env`).
     pub otlp_endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub compression: OtlpCompression,
     /// Share of new traces sampled; an incoming sampled flag (when trusted) is honoured.
     pub sample_ratio: f64,
     pub service_name: String,
@@ -107,13 +110,39 @@ pub struct TracingConfig {
 impl Default for TracingConfig {
     fn default() -> Self {
         Self {
-            otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            otlp_endpoint: DEFAULT_HTTP_ENDPOINT.into(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            compression: OtlpCompression::None,
             sample_ratio: 0.1,
             service_name: "portico".into(),
             trust_incoming: TrustIncoming::TrustedProxies,
             export_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Where spans go when nothing names a collector: a local agent on the OTLP/HTTP port.
+pub const DEFAULT_HTTP_ENDPOINT: &str = "http://127.0.0.1:4318/v1/traces";
+/// The same for OTLP/gRPC.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://127.0.0.1:4317";
+
+/// The OTLP transport, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// Compression of export requests, as `OTEL_EXPORTER_OTLP_COMPRESSION` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpCompression {
+    #[default]
+    None,
+    Gzip,
 }
 
 /// Which clients may continue their own trace (and force sampling).

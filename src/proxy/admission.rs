@@ -16,7 +16,7 @@ use crate::router::{host_without_port, RequestFacts};
 use crate::snapshot::Route;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::InFlight;
-use crate::telemetry::tracing::{name_server_span, ServerFacts};
+use crate::telemetry::tracing::{name_server_span, set_url_query, ServerFacts};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use std::borrow::Cow;
@@ -149,6 +149,9 @@ impl Proxy {
             peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
         };
         ctx.trace = tracing.server_span(req, &facts);
+        if let Some(cx) = &ctx.trace {
+            set_url_query(cx, req, snapshot.query_redaction());
+        }
         if let (Some(cx), Some(i)) = (&ctx.trace, route) {
             let router = snapshot.router();
             let template = match router.matcher(i).prefix() {

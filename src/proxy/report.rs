@@ -146,7 +146,11 @@ impl Proxy {
                 .or_else(|| req.uri.authority().map(|a| a.as_str())),
             method: req.method.as_str(),
             path: req.uri.path(),
-            query: req.uri.query().filter(|_| cfg.log_query),
+            query: req
+                .uri
+                .query()
+                .filter(|_| cfg.log_query)
+                .map(|q| snapshot.query_redaction().redact(q)),
             protocol: protocol(req.version),
             user_agent: header_text(req, http::header::USER_AGENT),
             status: report.status,

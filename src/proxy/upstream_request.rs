@@ -82,10 +82,14 @@ pub(super) fn trace_url(upstream_request: &RequestHeader, ctx: &mut RequestCtx) 
         .route()
         .and_then(|r| r.upstream())
         .is_some_and(|u| u.config().tls);
+    let Some(snapshot) = ctx.snapshot.as_deref() else {
+        return;
+    };
     if let Some(attempt) = ctx.upstream.current.as_mut() {
         let addr = attempt.addr;
         if let Some(span) = attempt.span.as_deref_mut() {
-            crate::telemetry::tracing::set_url_full(span, tls, addr, upstream_request);
+            let redaction = snapshot.query_redaction();
+            crate::telemetry::tracing::set_url_full(span, tls, addr, upstream_request, redaction);
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::retry::RetryPolicy;
 use crate::router::{PathRewrite, Router};
 use crate::telemetry::kpi::Kpi;
 use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
+use crate::telemetry::query_redaction::QueryRedaction;
 use crate::upstream::{Resolved, Upstream};
 use arc_swap::ArcSwap;
 use pingora_load_balancing::HealthRegistry;
@@ -154,6 +155,8 @@ pub struct Snapshot {
     body_ceiling: u64,
     /// Some IP rule reads the Redis deny set.
     uses_redis_deny: bool,
+    /// Query parameters blanked in spans and the access log.
+    query_redaction: QueryRedaction,
     loaded_at: SystemTime,
 }
 
@@ -209,6 +212,8 @@ impl Snapshot {
             identity,
         };
         let uses_redis_deny = plan.ip_rules.values().any(|r| r.deny_from_redis);
+        let query_redaction =
+            QueryRedaction::new(plan.config.auth.values().filter_map(|a| a.query.clone()));
         let router = plan.router.map(|route| {
             let kpis = kpis.next().unwrap_or_default();
             build_route(route, &services, &policies, kpis)
@@ -222,6 +227,7 @@ impl Snapshot {
         Self {
             body_ceiling,
             uses_redis_deny,
+            query_redaction,
             hash: plan.hash,
             router,
             unmatched: RouteMetrics::new(UNMATCHED_ROUTE),
@@ -271,6 +277,11 @@ impl Snapshot {
     /// Whether some IP rule reads the Redis deny set (else it is not polled).
     pub fn uses_redis_deny(&self) -> bool {
         self.uses_redis_deny
+    }
+
+    /// Query parameters that carry secrets, for spans and the access log.
+    pub fn query_redaction(&self) -> &QueryRedaction {
+        &self.query_redaction
     }
 
     /// The largest request body any route accepts.

@@ -91,15 +91,20 @@ pub fn telemetry(config: &Config, problems: &mut Problems) {
         }
     }
     if let Some(t) = &config.tracing {
-        let ok = t
-            .otlp_endpoint
-            .parse::<http::Uri>()
-            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-        if !ok {
-            problems.push(
+        match t.otlp_endpoint.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            Ok(u) if u.scheme_str() == Some("https") => problems.push(
                 "tracing.otlp_endpoint",
-                format!("{:?} is not an http(s) URL", t.otlp_endpoint),
-            );
+                format!(
+                    "{:?}: the exporter speaks plaintext only; send spans to a collector or \
+                     agent beside the gateway (http://...)",
+                    t.otlp_endpoint
+                ),
+            ),
+            _ => problems.push(
+                "tracing.otlp_endpoint",
+                format!("{:?} is not an http URL", t.otlp_endpoint),
+            ),
         }
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             problems.push("tracing.sample_ratio", "must be between 0 and 1");

@@ -6,6 +6,7 @@
 use super::json_line::JsonLine;
 use super::metrics::family;
 use prometheus::{register_int_counter, IntCounter};
+use std::borrow::Cow;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -40,8 +41,8 @@ pub struct Entry<'a> {
     pub host: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
-    /// Logged only with `access_log.log_query`.
-    pub query: Option<&'a str>,
+    /// Logged only with `access_log.log_query`, secrets blanked.
+    pub query: Option<Cow<'a, str>>,
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
     pub protocol: &'a str,
     pub user_agent: Option<&'a str>,
@@ -79,7 +80,7 @@ impl Entry<'_> {
         }
         line.str("method", self.method);
         line.str("path", self.path);
-        if let Some(query) = self.query {
+        if let Some(query) = &self.query {
             line.str("query", query);
         }
         line.str("protocol", self.protocol);

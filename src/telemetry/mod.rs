@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod otel_env;
 pub mod policy;
 pub mod process;
+pub mod query_redaction;
 pub mod ratelimit;
 pub mod redis;
 pub mod service_metrics;

@@ -4,14 +4,18 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces` is appended) and
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is), `OTEL_SERVICE_NAME`,
 //! `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT`
-//! (milliseconds) and `OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL` (only `http/protobuf` is built
-//! in; another value is reported and ignored). `OTEL_EXPORTER_OTLP_HEADERS`,
-//! `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_BSP_*` are read by the SDK itself.
+//! (milliseconds), `OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL` (`http/protobuf`, `grpc`; another
+//! value is reported and ignored) and `OTEL_EXPORTER_OTLP[_TRACES]_COMPRESSION` (`gzip`,
+//! `none`). `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_BSP_*` are read
+//! by the SDK itself.
 //!
-//! Either way, an endpoint without a path (`http://collector:4318`) gets `/v1/traces`: posting
-//! spans to `/` would be lost silently.
+//! For OTLP/HTTP, an endpoint without a path (`http://collector:4318`) gets `/v1/traces` either
+//! way: posting spans to `/` would be lost silently. For gRPC the endpoint is the collector's
+//! base URL (the method path is fixed), and the default moves to port 4317.
 
-use crate::config::TracingConfig;
+use crate::config::{
+    OtlpCompression, OtlpProtocol, TracingConfig, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
+};
 use std::time::Duration;
 
 /// The tracing settings in force, and what the environment asked for that cannot be done.
@@ -32,12 +36,47 @@ pub fn settings(
         // An endpoint in the environment alone turns tracing on, as in any SDK.
         (None, _, _) => TracingConfig::default(),
     };
+    let protocol =
+        set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    match protocol.as_deref().map(str::trim) {
+        None => {}
+        Some("http/protobuf") => config.protocol = OtlpProtocol::HttpProtobuf,
+        Some("grpc") => config.protocol = OtlpProtocol::Grpc,
+        Some(p) => warnings.push(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={p}: not supported (http/protobuf, grpc); ignored"
+        )),
+    }
+    let grpc = config.protocol == OtlpProtocol::Grpc;
     if let Some(url) = traces_endpoint {
         config.otlp_endpoint = url;
     } else if let Some(base) = base_endpoint {
-        config.otlp_endpoint = format!("{}/v1/traces", base.trim_end_matches('/'));
+        config.otlp_endpoint = if grpc {
+            base
+        } else {
+            format!("{}/v1/traces", base.trim_end_matches('/'))
+        };
+    } else if grpc && config.otlp_endpoint == DEFAULT_HTTP_ENDPOINT {
+        config.otlp_endpoint = DEFAULT_GRPC_ENDPOINT.into();
     }
-    config.otlp_endpoint = with_traces_path(&config.otlp_endpoint);
+    if !grpc {
+        config.otlp_endpoint = with_traces_path(&config.otlp_endpoint);
+    }
+    if config.otlp_endpoint.starts_with("https:") {
+        warnings.push(format!(
+            "{}: the exporter speaks plaintext only; exports will fail",
+            config.otlp_endpoint
+        ));
+    }
+    let compression = set("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+        .or_else(|| set("OTEL_EXPORTER_OTLP_COMPRESSION"));
+    match compression.as_deref().map(str::trim) {
+        None => {}
+        Some("gzip") => config.compression = OtlpCompression::Gzip,
+        Some("none") => config.compression = OtlpCompression::None,
+        Some(c) => warnings.push(format!(
+            "OTEL_EXPORTER_OTLP_COMPRESSION={c}: not supported (gzip, none); ignored"
+        )),
+    }
     if let Some(name) = set("OTEL_SERVICE_NAME") {
         config.service_name = name;
     }
@@ -55,13 +94,6 @@ pub fn settings(
             Ok(ms) => config.export_timeout = Duration::from_millis(ms),
             Err(_) => warnings.push(format!("OTEL_EXPORTER_OTLP_TIMEOUT={ms}: not milliseconds")),
         }
-    }
-    let protocol =
-        set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"));
-    if let Some(p) = protocol.filter(|p| p.trim() != "http/protobuf") {
-        warnings.push(format!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL={p}: this build exports http/protobuf only; using it"
-        ));
     }
     (Some(config), warnings)
 }
@@ -178,7 +210,7 @@ mod tests {
         let (c, w) = with(
             &[
                 ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
             ],
             Some(&file),
         );
@@ -186,5 +218,44 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         let (c, _) = with(&[("OTEL_TRACES_SAMPLER", "always_on")], Some(&file));
         assert_eq!(c.unwrap().sample_ratio, 1.0);
+    }
+
+    #[test]
+    fn grpc_takes_the_base_url_as_it_is_and_moves_the_default_port() {
+        let (c, w) = with(
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ],
+            Some(&TracingConfig::default()),
+        );
+        let c = c.unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.protocol, OtlpProtocol::Grpc);
+        assert_eq!(c.compression, OtlpCompression::Gzip);
+        assert_eq!(c.otlp_endpoint, DEFAULT_GRPC_ENDPOINT);
+        let (c, _) = with(
+            &[
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ],
+            None,
+        );
+        let c = c.unwrap();
+        assert_eq!(
+            c.protocol,
+            OtlpProtocol::Grpc,
+            "the per-signal variable wins"
+        );
+        assert_eq!(c.otlp_endpoint, "http://collector:4317", "no /v1/traces");
+        let file = TracingConfig {
+            protocol: OtlpProtocol::Grpc,
+            otlp_endpoint: "http://agent:4317".into(),
+            ..TracingConfig::default()
+        };
+        let (c, w) = with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")], Some(&file));
+        assert_eq!(c.unwrap().otlp_endpoint, "http://agent:4317");
+        assert_eq!(w.len(), 1, "{w:?}");
     }
 }

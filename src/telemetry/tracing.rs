@@ -1,14 +1,15 @@
 //! OpenTelemetry tracing: a SERVER span per request and a CLIENT span per upstream attempt,
 //! W3C `traceparent`/`tracestate` continued from trusted peers and injected upstream,
-//! parent-based ratio sampling, OTLP/HTTP protobuf export through the exporter's own (blocking)
-//! HTTP client on the batch processor's own thread — never on the request path. An unreachable
-//! collector only loses spans.
+//! parent-based ratio sampling, OTLP export off the request path: HTTP/protobuf through the
+//! exporter's own (blocking) client on the batch processor's own thread, or gRPC driven on the
+//! tracing service's runtime. An unreachable collector only loses spans (counted).
 //!
 //! The provider is built inside a background service (after any daemonizing fork, so the
 //! batch thread lives in the serving process) and shut down, flushing, when the server stops.
 //! Requests served before it is up carry no span.
 
-use crate::config::{TracingConfig, TrustIncoming};
+use super::query_redaction::QueryRedaction;
+use crate::config::{OtlpCompression, OtlpProtocol, TracingConfig, TrustIncoming};
 use async_trait::async_trait;
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -16,9 +17,9 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, SpanExporter};
 use opentelemetry_sdk::Resource;
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
@@ -52,14 +53,50 @@ impl Tracing {
         }
     }
 
+    /// Builds the exporter and the provider; must run on the tracing service's runtime, which
+    /// drives a gRPC exporter's connection.
     fn start_provider(&self) -> Result<(), String> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(self.config.otlp_endpoint.clone())
-            .with_timeout(self.config.export_timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let compression = match self.config.compression {
+            OtlpCompression::None => None,
+            OtlpCompression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
+        };
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        let provider = match self.config.protocol {
+            OtlpProtocol::HttpProtobuf => {
+                let mut http = builder
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(self.config.otlp_endpoint.clone())
+                    .with_timeout(self.config.export_timeout);
+                if let Some(c) = compression {
+                    http = http.with_compression(c);
+                }
+                self.provider(http.build().map_err(|e| e.to_string())?)
+            }
+            OtlpProtocol::Grpc => {
+                let mut grpc = builder
+                    .with_tonic()
+                    .with_endpoint(self.config.otlp_endpoint.clone())
+                    .with_timeout(self.config.export_timeout);
+                if let Some(c) = compression {
+                    grpc = grpc.with_compression(c);
+                }
+                let exporter = grpc.build().map_err(|e| e.to_string())?;
+                self.provider(super::span_export::OnRuntime::new(
+                    exporter,
+                    tokio::runtime::Handle::current(),
+                ))
+            }
+        };
+        let scope = opentelemetry::InstrumentationScope::builder("portico")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let _ = self.tracer.set(provider.tracer_with_scope(scope));
+        let _ = self.provider.set(provider);
+        Ok(())
+    }
+
+    fn provider<E: SpanExporter + 'static>(&self, exporter: E) -> SdkTracerProvider {
         let resource = Resource::builder()
             .with_service_name(self.config.service_name.clone())
             .with_attributes([
@@ -69,19 +106,13 @@ impl Tracing {
                 KeyValue::new("host.name", super::host_name()),
             ])
             .build();
-        let provider = SdkTracerProvider::builder()
+        SdkTracerProvider::builder()
             .with_batch_exporter(super::span_export::Counted::new(exporter))
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 self.config.sample_ratio,
             ))))
             .with_resource(resource)
-            .build();
-        let scope = opentelemetry::InstrumentationScope::builder("portico")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        let _ = self.tracer.set(provider.tracer_with_scope(scope));
-        let _ = self.provider.set(provider);
-        Ok(())
+            .build()
     }
 
     /// Starts the SERVER span of a request. The incoming trace context is continued only when
@@ -240,13 +271,31 @@ pub fn name_server_span(cx: &Context, method: &http::Method, route: &str, templa
 
 /// The URL the upstream request actually targets — after strip, rewrite and credential
 /// removal — on the attempt's CLIENT span.
-pub fn set_url_full(span: &mut Span, tls: bool, addr: SocketAddr, req: &RequestHeader) {
+pub fn set_url_full(
+    span: &mut Span,
+    tls: bool,
+    addr: SocketAddr,
+    req: &RequestHeader,
+    redaction: &QueryRedaction,
+) {
     let scheme = if tls { "https" } else { "http" };
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    span.set_attribute(KeyValue::new(
-        "url.full",
-        format!("{scheme}://{addr}{target}"),
-    ));
+    let path = req.uri.path();
+    let url = match req.uri.query() {
+        Some(query) => format!("{scheme}://{addr}{path}?{}", redaction.redact(query)),
+        None => format!("{scheme}://{addr}{path}"),
+    };
+    span.set_attribute(KeyValue::new("url.full", url));
+}
+
+/// Records the client's query on a sampled SERVER span as `url.query`, secrets blanked.
+pub fn set_url_query(cx: &Context, req: &RequestHeader, redaction: &QueryRedaction) {
+    let span = cx.span();
+    if let Some(query) = req.uri.query().filter(|_| span.is_recording()) {
+        span.set_attribute(KeyValue::new(
+            "url.query",
+            redaction.redact(query).into_owned(),
+        ));
+    }
 }
 
 /// `network.protocol.version`: `1.0`, `1.1`, `2`.
@@ -379,8 +428,10 @@ impl BackgroundService for TracingService {
             return;
         }
         log::info!(
-            "tracing to {} (sample ratio {})",
+            "tracing to {} ({:?}, {:?} compression, sample ratio {})",
             self.0.config.otlp_endpoint,
+            self.0.config.protocol,
+            self.0.config.compression,
             self.0.config.sample_ratio
         );
         let _ = shutdown.changed().await;

@@ -269,3 +269,15 @@ services:
         ],
     );
 }
+
+#[test]
+fn tracing_settings_are_checked() {
+    reports_all(
+        &format!("tracing: {{otlp_endpoint: \"https://collector:4318\", protocol: grpc}}\n{GOOD}"),
+        &["tracing.otlp_endpoint", "plaintext only"],
+    );
+    reports_all(
+        &format!("tracing: {{protocol: http/json, compression: zstd}}\n{GOOD}"),
+        &["tracing.protocol", "tracing.compression"],
+    );
+}
