@@ -5,10 +5,20 @@ Run from the repository root:  python3 dashboards/check.py
 Prints a summary and exits non-zero on any failure.
 
 Checks, per dashboard file:
-  * parses as JSON; classic model (schemaVersion 42, no `__inputs`, editable, uid, tags,
-    refresh, time range); uids unique across files; panel ids unique;
+  * parses as JSON; classic model (no `__inputs`, editable, uid, tags, refresh, time range);
+    uids unique across files; panel ids unique;
+  * Grafana 10.0 compatibility: schemaVersion <= 38 (MAX_SCHEMA_VERSION), panel types from
+    PANEL_TYPES, and panel options / custom field options / transformation options only from
+    the Grafana 10.0 allow-lists below (options added later, e.g. wideLayout, hideZeros,
+    axisBorderShow, insertNulls, are refused);
+  * a tag-based `dashboards` link (tag `portico`) to the other Portico dashboards;
   * `datasource` / `job` / `instance` template variables; query variables use ${datasource}
-    and (except `job` itself) a job matcher;
+    and (except `job` itself) a job matcher; a `tracing` datasource variable (tempo or jaeger);
+  * every latency panel (request/upstream duration histograms) and error panel (5xx, failed
+    upstream attempts, upstream errors, gateway-made responses) has data links, each opening
+    /explore?left=<percent-encoded JSON> on ${tracing} over ${__from}..${__to}; the JSON must
+    decode, and ${__field.labels.X} / ${__data.fields.X} must name a label the panel's series
+    (or table rows) carry;
   * every panel (rows included) has datasource {"type": "prometheus", "uid": "${datasource}"};
     every target has a unique refId, the same datasource, and an expr selecting
     job=~"$job" and instance=~"$instance"; Prometheus annotations likewise;
@@ -31,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -42,6 +53,46 @@ FILES = {
     "portico-business.json": "portico-business",
 }
 DS = {"type": "prometheus", "uid": "${datasource}"}
+
+# Grafana 10.0 writes schemaVersion 38 (10.4 and 11.0: 39; 12: 41+). A newer number would make
+# Grafana 10 skip migrations it does not know about; an older one is migrated forward by all.
+MAX_SCHEMA_VERSION = 38
+# Panel types built into Grafana 10.0 that these dashboards may use.
+PANEL_TYPES = {"timeseries", "stat", "gauge", "table", "bargauge", "text", "row", "heatmap",
+               "state-timeline"}
+# Option keys that exist in Grafana 10.0 (panelcfg schemas of 10.0/10.1), per panel type.
+LEGEND_KEYS = {"displayMode", "placement", "showLegend", "asTable", "isVisible", "calcs", "width",
+               "sortBy", "sortDesc"}
+TOOLTIP_KEYS = {"mode", "sort"}
+OPTION_KEYS = {
+    "timeseries": {"legend", "tooltip", "timezone"},
+    "state-timeline": {"legend", "tooltip", "timezone", "showValue", "rowHeight", "mergeValues",
+                       "alignValue"},
+    "stat": {"reduceOptions", "orientation", "text", "graphMode", "colorMode", "justifyMode",
+             "textMode"},
+    "table": {"frameIndex", "showHeader", "showTypeIcons", "sortBy", "footer"},
+}
+CUSTOM_KEYS = {
+    "timeseries": {"lineColor", "lineWidth", "lineInterpolation", "lineStyle", "spanNulls",
+                   "fillColor", "fillOpacity", "fillBelowTo", "showPoints", "pointSize",
+                   "pointColor", "pointSymbol", "axisPlacement", "axisColorMode", "axisLabel",
+                   "axisWidth", "axisSoftMin", "axisSoftMax", "axisGridShow", "scaleDistribution",
+                   "barAlignment", "barWidthFactor", "barMaxWidth", "stacking", "hideFrom",
+                   "drawStyle", "gradientMode", "thresholdsStyle", "transform"},
+    "state-timeline": {"lineWidth", "fillOpacity", "hideFrom"},
+    "table": {"width", "minWidth", "align", "cellOptions", "hidden", "inspect", "filterable"},
+    "stat": set(),
+}
+TRANSFORM_KEYS = {"organize": {"excludeByName", "indexByName", "renameByName"}}
+
+# Panels that must link to traces: latency (request / upstream duration histograms) and errors
+# (5xx answers, failed upstream attempts, upstream errors, gateway-made responses).
+LATENCY_RE = re.compile(r"portico_http_request_duration_seconds_(?:bucket|sum)\b"
+                        r"|portico_upstream_(?:response|connect)_duration_seconds_bucket\b")
+ERROR_RE = re.compile(r'code=~"5\.\."|status_class=~"5xx\|error"'
+                      r"|portico_upstream_errors_total|portico_http_gateway_responses_total")
+LINK_PREFIX = "/explore?left="
+LINK_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 JOB_M = 'job=~"$job"'
 INST_M = 'instance=~"$instance"'
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -172,6 +223,106 @@ def all_panels(panels):
         yield from all_panels(p.get("panels") or [])
 
 
+def check_grafana10(where, p):
+    """Panel type and option keys Grafana 10.0 knows."""
+    kind = p.get("type")
+    if kind not in PANEL_TYPES:
+        fail(where, "panel type %r is not in the Grafana 10.0 allow-list" % kind)
+        return
+    options = p.get("options") or {}
+    allowed = OPTION_KEYS.get(kind)
+    if allowed is None:
+        fail(where, "no option allow-list for panel type %r; add one to check.py" % kind)
+        return
+    for key in sorted(set(options) - allowed):
+        fail(where, "option %r does not exist in Grafana 10.0 %s panels" % (key, kind))
+    for key in sorted(set(options.get("legend") or {}) - LEGEND_KEYS):
+        fail(where, "legend option %r does not exist in Grafana 10.0" % key)
+    for key in sorted(set(options.get("tooltip") or {}) - TOOLTIP_KEYS):
+        fail(where, "tooltip option %r does not exist in Grafana 10.0" % key)
+    custom = (p.get("fieldConfig") or {}).get("defaults", {}).get("custom") or {}
+    for key in sorted(set(custom) - CUSTOM_KEYS.get(kind, set())):
+        fail(where, "custom field option %r does not exist in Grafana 10.0 %s panels" % (key, kind))
+    for t in p.get("transformations") or []:
+        keys = TRANSFORM_KEYS.get(t.get("id"))
+        if keys is None:
+            fail(where, "transformation %r not in the allow-list" % t.get("id"))
+            continue
+        for key in sorted(set(t.get("options") or {}) - keys):
+            fail(where, "%s option %r does not exist in Grafana 10.0" % (t.get("id"), key))
+
+
+def series_labels(p):
+    """Labels the panel's series (or table rows) carry: by(...) clauses and legend templates."""
+    names = set()
+    for t in p.get("targets") or []:
+        bare = strip_strings(t.get("expr", ""))
+        for clause in re.findall(r"\b(?:by)\s*\(([^)]*)\)", bare):
+            names.update(n.strip() for n in clause.split(",") if n.strip())
+        names.update(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat") or ""))
+    return names - {"le"}
+
+
+def check_trace_links(where, p):
+    """Latency and error panels must link to traces; every link must be well formed.
+    Returns True when the panel has trace links."""
+    exprs = " ".join(t.get("expr", "") for t in p.get("targets") or [])
+    needs = bool(LATENCY_RE.search(exprs) or ERROR_RE.search(exprs))
+    links = (p.get("fieldConfig") or {}).get("defaults", {}).get("links") or []
+    if needs and not links:
+        fail(where, "latency/error panel without a trace link (fieldConfig.defaults.links)")
+    labels = series_labels(p)
+    for link in links:
+        lw = "%s link %r" % (where, link.get("title"))
+        url = link.get("url") or ""
+        if not link.get("title"):
+            fail(lw, "no title")
+        if not url.startswith(LINK_PREFIX):
+            fail(lw, "url does not start with %s" % LINK_PREFIX)
+            continue
+        rest = LINK_PLACEHOLDER.sub("", url[len(LINK_PREFIX):])
+        bad = sorted(set(re.sub(r"%[0-9A-Fa-f]{2}", "", rest)) - set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"))
+        if bad:
+            fail(lw, "unencoded characters %r in the URL (only ${...} placeholders may be raw)" % "".join(bad))
+        for ph in LINK_PLACEHOLDER.findall(url):
+            m = re.match(r"^__(field\.labels|data\.fields)\.(\w+)$", ph)
+            if ph in ("tracing", "__from", "__to"):
+                continue
+            if not m:
+                fail(lw, "unexpected placeholder ${%s}" % ph)
+            elif (m.group(1) == "data.fields") != (p.get("type") == "table"):
+                fail(lw, "${%s}: tables use ${__data.fields.X}, other panels ${__field.labels.X}" % ph)
+            elif m.group(2) not in labels:
+                fail(lw, "${%s}: the panel's series have no label %r (have %s)"
+                     % (ph, m.group(2), ", ".join(sorted(labels)) or "none"))
+        try:
+            left = json.loads(urllib.parse.unquote(url[len(LINK_PREFIX):]))
+        except ValueError as e:
+            fail(lw, "left= is not JSON after decoding: %s" % e)
+            continue
+        if left.get("datasource") != "${tracing}":
+            fail(lw, "Explore data source is %r, want ${tracing}" % left.get("datasource"))
+        if left.get("range") != {"from": "${__from}", "to": "${__to}"}:
+            fail(lw, "range is %r, want the panel's ${__from}..${__to}" % left.get("range"))
+        queries = left.get("queries") or []
+        if not queries:
+            fail(lw, "no query")
+        for q in queries:
+            ds = q.get("datasource") or {}
+            if ds.get("uid") != "${tracing}" or ds.get("type") not in ("tempo", "jaeger"):
+                fail(lw, "query data source %r" % ds)
+            if ds.get("type") == "tempo":
+                tql = q.get("query", "")
+                if q.get("queryType") != "traceql" or not (tql.startswith("{") and tql.endswith("}")):
+                    fail(lw, "not a TraceQL query: %r" % tql)
+                if tql.count('"') % 2 or tql.count("(") != tql.count(")"):
+                    fail(lw, "unbalanced quotes or parentheses in %r" % tql)
+            elif ds.get("type") == "jaeger" and (q.get("queryType") != "search" or not q.get("service")):
+                fail(lw, "Jaeger link is not a service search: %r" % q)
+    return bool(links)
+
+
 def check_dashboard(fname, expected_uid, catalog, stats):
     path = os.path.join(HERE, fname)
     try:
@@ -185,11 +336,19 @@ def check_dashboard(fname, expected_uid, catalog, stats):
         fail(fname, "no trailing newline")
     if "__inputs" in board or "__inputs" in raw:
         fail(fname, "__inputs present")
-    for key, want in (("schemaVersion", 42), ("uid", expected_uid), ("editable", True),
+    sv = board.get("schemaVersion")
+    if not isinstance(sv, int) or sv > MAX_SCHEMA_VERSION:
+        fail(fname, "schemaVersion %r: must be an integer <= %d (Grafana 10.0)" % (sv, MAX_SCHEMA_VERSION))
+    for key, want in (("uid", expected_uid), ("editable", True),
                       ("refresh", "30s"), ("tags", ["portico"]),
                       ("time", {"from": "now-6h", "to": "now"})):
         if board.get(key) != want:
             fail(fname, "%s is %r, want %r" % (key, board.get(key), want))
+
+    # Links to the other Portico dashboards (by tag; every dashboard carries the tag).
+    if not any(link.get("type") == "dashboards" and "portico" in (link.get("tags") or [])
+               for link in board.get("links", [])):
+        fail(fname, "no tag-based `dashboards` link with tag portico")
 
     # Every panel says what it shows.
     for panel in board.get("panels", []):
@@ -201,6 +360,9 @@ def check_dashboard(fname, expected_uid, catalog, stats):
     dsv = variables.get("datasource", {})
     if dsv.get("type") != "datasource" or dsv.get("query") != "prometheus":
         fail(fname, "datasource variable missing or wrong")
+    tv = variables.get("tracing", {})
+    if tv.get("type") != "datasource" or tv.get("query") not in ("tempo", "jaeger"):
+        fail(fname, "tracing variable missing, or not a tempo/jaeger datasource variable")
     for name in ("job", "instance"):
         v = variables.get(name)
         if not v or v.get("type") != "query" or not v.get("includeAll") or not v.get("multi"):
@@ -225,7 +387,8 @@ def check_dashboard(fname, expected_uid, catalog, stats):
             fail(fname, "variable %s: label %s not on %s" % (name, m.group(2), m.group(1)))
         if name != "job" and JOB_M not in q:
             fail(fname, "variable %s query lacks %s" % (name, JOB_M))
-    referenced_vars = set(re.findall(r"\$\{?(\w+)", raw)) - {"__rate_interval", "__range", "__all"}
+    referenced_vars = set(re.findall(r"\$\{?(\w+)", raw)) - {
+        "__rate_interval", "__range", "__all", "__from", "__to", "__field", "__data"}
     for name in sorted(referenced_vars - set(variables)):
         fail(fname, "references undefined variable $%s" % name)
 
@@ -263,8 +426,7 @@ def check_dashboard(fname, expected_uid, catalog, stats):
         if p.get("type") == "row":
             continue
         n_panels += 1
-        if p.get("type") not in ("timeseries", "stat", "table", "state-timeline"):
-            fail(where, "unexpected panel type %r" % p.get("type"))
+        check_grafana10(where, p)
         unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit")
         if p.get("type") != "state-timeline" and not unit:
             fail(where, "no unit")
@@ -280,6 +442,8 @@ def check_dashboard(fname, expected_uid, catalog, stats):
                 fail(tw, "datasource is %r" % t.get("datasource"))
             metrics_used |= set(check_expr(tw, t.get("expr", ""), t.get("legendFormat", ""), catalog))
             stats["queries"] += 1
+        if check_trace_links(where, p):
+            stats["linked"] += 1
     stats["panels"][fname] = n_panels
     stats["metrics"] |= metrics_used
     return board
@@ -325,7 +489,7 @@ def check_promql_syntax():
 
 def main():
     catalog = load_catalog()
-    stats = {"panels": {}, "queries": 0, "metrics": set()}
+    stats = {"panels": {}, "queries": 0, "metrics": set(), "linked": 0}
     uids = {}
     for fname, uid in FILES.items():
         board = check_dashboard(fname, uid, catalog, stats)
@@ -344,6 +508,7 @@ def main():
         print("  %-28s %2d panels (uid %s)" % (fname, n, FILES[fname]))
     print("queries checked: %d; metric families referenced: %d of %d"
           % (stats["queries"], len(families), len(catalog)))
+    print("panels with trace links: %d" % stats["linked"])
     print("promtool syntax check: %s" % syntax)
     unused = sorted(set(catalog) - families)
     print("catalog families not on any dashboard: %s" % (", ".join(unused) or "none"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate Portico's Grafana dashboards (classic JSON model, schemaVersion 42).
+"""Generate Portico's Grafana dashboards (classic JSON model, schemaVersion 38).
 
 Standard library only. Run from the repository root:
 
@@ -12,11 +12,19 @@ gridPos assigned in order, so a rerun is byte-identical and diffs stay reviewabl
 Metric and label names come from src/telemetry/catalog.rs; check.py verifies every name.
 Upstream instances are labelled `address` (Portico never exports a label called `instance`:
 that one is Prometheus' scraped gateway, which the `$instance` variable selects).
+
+Grafana 10.0 to 12: schemaVersion 38 (what Grafana 10.0 writes; newer versions migrate it
+forward on load) and only panel types and options Grafana 10.0 knows. Options added later
+(axisBorderShow, insertNulls, tooltip hideZeros, stat wideLayout/showPercentChange/...,
+table cellHeight, organize includeByName) are left out: their defaults are what we want, so
+newer Grafana renders the same. check.py enforces both.
 """
 
 import argparse
 import json
 import os
+import re
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,6 +32,14 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 # Every query selects the scraped gateway(s) with these two matchers.
 JI = 'job=~"$job", instance=~"$instance"'
 RI = "$__rate_interval"
+
+# The JSON model version Grafana 10.0 writes. check.py refuses anything newer.
+SCHEMA_VERSION = 38
+
+# Trace links (fieldConfig.defaults.links) open Explore on the `tracing` data source variable.
+# TRACE_SERVICE is the resource attribute service.name (tracing.service_name, default "portico").
+TRACE_SERVICE = "portico"
+SLOW_TRACE = "500ms"  # the latency SLO threshold: "slow" for the trace links
 
 SLO_AVAILABILITY = 0.999  # 99.9 % of requests answer without a 5xx
 LATENCY_THRESHOLD = "0.5"  # seconds; a bucket boundary of portico_http_request_duration_seconds
@@ -107,8 +123,6 @@ def timeseries(title, tgts, unit, desc="", stack=False, bars=False, legend_table
                thresholds=None, threshold_lines=False, minimum=0, maximum=None, axis_label="",
                overrides=None):
     custom = {
-        "axisBorderShow": False,
-        "axisCenteredZero": False,
         "axisColorMode": "text",
         "axisLabel": axis_label,
         "axisPlacement": "auto",
@@ -117,7 +131,6 @@ def timeseries(title, tgts, unit, desc="", stack=False, bars=False, legend_table
         "fillOpacity": 80 if bars else (25 if stack else 10),
         "gradientMode": "none",
         "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-        "insertNulls": False,
         "lineInterpolation": "linear",
         "lineWidth": 1,
         "pointSize": 4,
@@ -145,7 +158,7 @@ def timeseries(title, tgts, unit, desc="", stack=False, bars=False, legend_table
             "placement": "bottom",
             "showLegend": True,
         },
-        "tooltip": {"hideZeros": False, "mode": "multi", "sort": "desc"},
+        "tooltip": {"mode": "multi", "sort": "desc"},
     }
     return panel("timeseries", title, desc, tgts, defaults, options, overrides)
 
@@ -167,11 +180,8 @@ def stat(title, tgts, unit, desc="", thresholds=None, mappings=None, decimals=No
         "graphMode": "area" if graph else "none",
         "justifyMode": "auto",
         "orientation": "auto",
-        "percentChangeColorMode": "standard",
         "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
-        "showPercentChange": False,
         "textMode": "auto",
-        "wideLayout": True,
     }
     return panel("stat", title, desc, tgts, defaults, options)
 
@@ -182,7 +192,6 @@ def table(title, tgts, desc="", exclude=(), rename=None, order=(), unit="short",
     for name in exclude:
         excl[name] = True
     options = {
-        "cellHeight": "sm",
         "footer": {"countRows": False, "fields": "", "reducer": ["sum"], "show": False},
         "showHeader": True,
     }
@@ -199,7 +208,6 @@ def table(title, tgts, desc="", exclude=(), rename=None, order=(), unit="short",
         "id": "organize",
         "options": {
             "excludeByName": excl,
-            "includeByName": {},
             "indexByName": {name: i for i, name in enumerate(order)},
             "renameByName": rename or {},
         },
@@ -214,9 +222,7 @@ def state_timeline(title, tgts, desc="", mappings=None, thresholds=None, overrid
         "custom": {
             "fillOpacity": 80,
             "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-            "insertNulls": False,
             "lineWidth": 0,
-            "spanNulls": False,
         },
         "mappings": mappings or [],
         "thresholds": thresholds or steps(),
@@ -227,9 +233,85 @@ def state_timeline(title, tgts, desc="", mappings=None, thresholds=None, overrid
         "mergeValues": True,
         "rowHeight": 0.9,
         "showValue": "never",
-        "tooltip": {"hideZeros": False, "mode": "single", "sort": "none"},
+        "tooltip": {"mode": "single", "sort": "none"},
     }
     return panel("state-timeline", title, desc, tgts, defaults, options, overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Trace links: data links from latency and error panels to Explore on the `tracing` variable
+# --------------------------------------------------------------------------------------------
+
+# Metric label -> span attribute. `route` is the route NAME, which the SERVER span carries as
+# portico.route (http.route is the path template); `reason` (Portico's reply code) is error.type
+# on the SERVER span; an upstream error `kind` is error.type on the CLIENT span. The upstream
+# `service` has no span attribute (CLIENT spans carry the instance address only), so links from
+# per-service panels show all failing or slow CLIENT spans.
+SPAN_ATTRS = {
+    ("server", "route"): "portico.route",
+    ("server", "reason"): "error.type",
+    ("client", "kind"): "error.type",
+}
+
+
+def explore_url(ds_type, query):
+    """/explore?left=... (the URL form Grafana 10.0 to 12 all read) on ${tracing} over the
+    panel's time range. Everything but the ${...} placeholders is percent-encoded; Grafana
+    URL-encodes the values it substitutes."""
+    left = {
+        "datasource": "${tracing}",
+        "queries": [dict(query, refId="A", datasource={"type": ds_type, "uid": "${tracing}"})],
+        "range": {"from": "${__from}", "to": "${__to}"},
+    }
+    raw = json.dumps(left, separators=(",", ":"), sort_keys=True)
+    url = urllib.parse.quote(raw, safe="")
+    for ph in sorted(set(re.findall(r"\$\{[^}]+\}", raw))):
+        url = url.replace(urllib.parse.quote(ph, safe=""), ph)
+    return "/explore?left=" + url
+
+
+def trace_links(scope, what, *labels, table=False):
+    """Two links (Tempo TraceQL, Jaeger search) to the traces behind a panel: `scope` is the
+    span kind (server = the request, client = an upstream attempt), `what` is "slow"
+    (longer than the latency SLO threshold) or "failed" (5xx / failed attempt; narrowed to
+    the series' error.type when a label maps to it), `labels` the series labels to filter on
+    (table panels read them from the row: ${__data.fields.X})."""
+    ref = "${__data.fields.%s}" if table else "${__field.labels.%s}"
+    tql = ['resource.service.name = "%s"' % TRACE_SERVICE, "kind = %s" % scope]
+    tags = ["span.kind=%s" % scope]
+    jaeger = {"queryType": "search", "service": TRACE_SERVICE}
+    attrs = [SPAN_ATTRS[(scope, label)] for label in labels]
+    for label, attr in zip(labels, attrs):
+        tql.append('span.%s = "%s"' % (attr, ref % label))
+        tags.append("%s=%s" % (attr, ref % label))
+    if what == "slow":
+        tql.append("duration > %s" % SLOW_TRACE)
+        jaeger["minDuration"] = SLOW_TRACE
+        desc = "slower than 0.5 s"
+    elif "error.type" in attrs:
+        desc = "with this error.type"
+    elif scope == "server":
+        tql.append("span.http.response.status_code >= 500")
+        tags.append("error=true")
+        desc = "answered 5xx"
+    else:
+        tql.append('(span.http.response.status_code >= 500 || span.error.type =~ ".+")')
+        tags.append("error=true")
+        desc = "failed upstream attempts"
+    if "portico.route" in attrs:
+        desc += " on this route"
+    jaeger["tags"] = " ".join(tags)
+    tempo = {"queryType": "traceql", "query": "{ %s }" % " && ".join(tql), "limit": 20}
+    return [
+        {"targetBlank": True, "title": "Traces %s (Tempo)" % desc, "url": explore_url("tempo", tempo)},
+        {"targetBlank": True, "title": "Traces %s (Jaeger)" % desc, "url": explore_url("jaeger", jaeger)},
+    ]
+
+
+def traced(p, scope, what, *labels, table=False):
+    """Adds trace_links(...) to panel p and returns it."""
+    p["fieldConfig"]["defaults"]["links"] = trace_links(scope, what, *labels, table=table)
+    return p
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +382,24 @@ def datasource_var():
     }
 
 
+def tracing_var():
+    """The trace store the data links open (Tempo; Jaeger users set the query to "jaeger")."""
+    return {
+        "current": {},
+        "hide": 0,
+        "includeAll": False,
+        "label": "Traces",
+        "multi": False,
+        "name": "tracing",
+        "options": [],
+        "query": "tempo",
+        "refresh": 1,
+        "regex": "",
+        "skipUrlSync": False,
+        "type": "datasource",
+    }
+
+
 def query_var(name, label, query, multi=True, include_all=True):
     return {
         "allValue": ".*",
@@ -326,6 +426,7 @@ def base_vars():
         datasource_var(),
         query_var("job", "Job", "label_values(portico_build_info, job)"),
         query_var("instance", "Instance", 'label_values(portico_build_info{job=~"$job"}, instance)'),
+        tracing_var(),
     ]
 
 
@@ -432,7 +533,7 @@ def dashboard(uid, title, desc, panels, extra_vars=(), annotations=()):
         }],
         "panels": described(panels),
         "refresh": "30s",
-        "schemaVersion": 42,
+        "schemaVersion": SCHEMA_VERSION,
         "tags": ["portico"],
         "templating": {"list": base_vars() + list(extra_vars)},
         "time": {"from": "now-6h", "to": "now"},
@@ -466,13 +567,15 @@ def overview():
     L.row("Golden signals")
     L.add(stat("Requests / s", targets((total, "requests/s")), "reqps", graph=True,
                desc="All requests on the selected routes, including gateway-made responses."), 4, 4)
-    L.add(stat("5xx ratio", targets((total_5xx + " / " + total, "5xx ratio")), "percentunit",
-               thresholds=steps((0.01, "orange"), (0.05, "red")), decimals=2, graph=True,
-               desc="Share of requests answered with a 5xx (upstream or gateway-made)."), 4, 4)
-    L.add(stat("p99 latency", targets((
+    L.add(traced(stat("5xx ratio", targets((total_5xx + " / " + total, "5xx ratio")), "percentunit",
+                      thresholds=steps((0.01, "orange"), (0.05, "red")), decimals=2, graph=True,
+                      desc="Share of requests answered with a 5xx (upstream or gateway-made)."),
+                 "server", "failed"), 4, 4)
+    L.add(traced(stat("p99 latency", targets((
         "histogram_quantile(0.99, sum by (le) (%s))" % rate(dur + "_bucket", R), "p99")), "s",
         thresholds=steps((0.5, "orange"), (2, "red")), graph=True,
-        desc="Whole-request latency seen by Portico, 99th percentile over all selected routes."), 4, 4)
+        desc="Whole-request latency seen by Portico, 99th percentile over all selected routes."),
+        "server", "slow"), 4, 4)
     L.add(stat("In flight", targets((
         "sum(portico_http_requests_in_flight%s)" % sel(), "in flight")), "short", graph=True,
         desc="Requests currently being served, summed over the selected instances."), 4, 4)
@@ -539,48 +642,51 @@ def overview():
              "alerts at 14 and 2 days)."), 16, 7)
 
     L.row("Errors")
-    L.add(timeseries("5xx ratio by route", targets((
+    L.add(traced(timeseries("5xx ratio by route", targets((
         "sum by (route) (%s) / sum by (route) (%s)" % (rate(req, R, 'code=~"5.."'), rate(req, R)),
         "{{route}}")), "percentunit", legend_table=True,
         thresholds=steps((0.05, "red")), threshold_lines=True,
-        desc="Share of each route's requests answered with a 5xx."), 12, 8)
-    L.add(timeseries("Gateway-made error ratio by reason", targets((
+        desc="Share of each route's requests answered with a 5xx."), "server", "failed", "route"), 12, 8)
+    L.add(traced(timeseries("Gateway-made error ratio by reason", targets((
         "sum by (reason) (%s) / ignoring (reason) group_left sum(%s)"
         % (rate("portico_http_gateway_responses_total", R), rate(req, R)),
         "{{reason}}")), "percentunit", stack=True, legend_table=True,
         desc="Responses Portico made itself (no_route, no_healthy_upstream, circuit_open, "
-             "rate_limited, ...) as a share of all requests."), 12, 8)
-    L.add(timeseries("Gateway-made responses by reason", targets((
+             "rate_limited, ...) as a share of all requests."), "server", "failed", "reason"), 12, 8)
+    L.add(traced(timeseries("Gateway-made responses by reason", targets((
         "sum by (reason) (%s)" % rate("portico_http_gateway_responses_total", R), "{{reason}}")),
         "reqps", stack=True, legend_table=True,
         desc="portico_http_gateway_responses_total; the error code is also the Portico-Error header."),
-        12, 8)
-    L.add(table("Gateway-made responses in range by route and reason", targets((
+        "server", "failed", "reason"), 12, 8)
+    L.add(traced(table("Gateway-made responses in range by route and reason", targets((
         "sort_desc(sum by (route, reason) (%s) > 0)"
         % rate("portico_http_gateway_responses_total", R, window="$__range", fn="increase"), ""),
         instant=True, fmt="table"), rename={"Value": "responses"}, order=("route", "reason", "Value"),
-        sort_by="responses", desc="Counts over the selected time range."), 12, 8)
+        sort_by="responses", desc="Counts over the selected time range."),
+        "server", "failed", "route", "reason", table=True), 12, 8)
 
     L.row("Latency")
     q = "histogram_quantile(%s, sum by (le) (%s))"
-    L.add(timeseries("Request latency p50 / p90 / p99", targets(
+    L.add(traced(timeseries("Request latency p50 / p90 / p99", targets(
         (q % ("0.5", rate(dur + "_bucket", R)), "p50"),
         (q % ("0.9", rate(dur + "_bucket", R)), "p90"),
         (q % ("0.99", rate(dur + "_bucket", R)), "p99"),
-    ), "s", desc="From portico_http_request_duration_seconds, all status classes."), 12, 8)
-    L.add(timeseries("Request latency p99 by route", targets((
+    ), "s", desc="From portico_http_request_duration_seconds, all status classes."), "server", "slow"), 12, 8)
+    L.add(traced(timeseries("Request latency p99 by route", targets((
         "histogram_quantile(0.99, sum by (route, le) (%s))" % rate(dur + "_bucket", R), "{{route}}")),
-        "s", legend_table=True), 12, 8)
+        "s", legend_table=True), "server", "slow", "route"), 12, 8)
     slow = ("1 - sum(%s) / sum(%s)"
             % (rate(dur + "_bucket", R, 'status_class!="5xx"', 'le="%s"' % LATENCY_THRESHOLD),
                rate(dur + "_count", R, 'status_class!="5xx"')))
-    L.add(timeseries("Share of requests slower than %s s" % LATENCY_THRESHOLD, targets((slow, "slower than 0.5 s")),
-                     "percentunit", thresholds=steps((LATENCY_BUDGET, "red")), threshold_lines=True,
-                     desc="Non-5xx requests above the 0.5 s bucket boundary; the latency SLO allows 1 %."),
-          12, 7)
-    L.add(timeseries("Average latency by status class", targets((
+    L.add(traced(timeseries("Share of requests slower than %s s" % LATENCY_THRESHOLD,
+                            targets((slow, "slower than 0.5 s")),
+                            "percentunit", thresholds=steps((LATENCY_BUDGET, "red")), threshold_lines=True,
+                            desc="Non-5xx requests above the 0.5 s bucket boundary; the latency SLO "
+                                 "allows 1 %."), "server", "slow"), 12, 7)
+    L.add(traced(timeseries("Average latency by status class", targets((
         "sum by (status_class) (%s) / sum by (status_class) (%s)"
-        % (rate(dur + "_sum", R), rate(dur + "_count", R)), "{{status_class}}")), "s"), 12, 7)
+        % (rate(dur + "_sum", R), rate(dur + "_count", R)), "{{status_class}}")), "s"),
+        "server", "slow"), 12, 7)
 
     L.row("SLO (all routes)")
     budget = round(1 - SLO_AVAILABILITY, 6)
@@ -596,23 +702,28 @@ def overview():
 
     burn_desc = ("Availability SLO 99.9 %% (5xx = error). Burn rate = error ratio / %s; 1 spends the "
                  "30-day budget exactly in 30 days. Page when 1h > 14.4 or 6h > 6." % budget)
-    L.add(stat("Error budget burn rate (1h)", targets((burn("1h"), "1h")), "short", decimals=2,
-               thresholds=steps((1, "orange"), (14.4, "red")), desc=burn_desc), 6, 5)
-    L.add(stat("Error budget burn rate (6h)", targets((burn("6h"), "6h")), "short", decimals=2,
-               thresholds=steps((1, "orange"), (6, "red")), desc=burn_desc), 6, 5)
+    L.add(traced(stat("Error budget burn rate (1h)", targets((burn("1h"), "1h")), "short", decimals=2,
+                      thresholds=steps((1, "orange"), (14.4, "red")), desc=burn_desc),
+                 "server", "failed"), 6, 5)
+    L.add(traced(stat("Error budget burn rate (6h)", targets((burn("6h"), "6h")), "short", decimals=2,
+                      thresholds=steps((1, "orange"), (6, "red")), desc=burn_desc),
+                 "server", "failed"), 6, 5)
     lat_desc = "Latency SLO: 99 % of non-5xx requests faster than 0.5 s (budget 1 %)."
-    L.add(stat("Slower than 0.5 s (1h)", targets((slow_share("1h"), "1h")), "percentunit", decimals=2,
-               thresholds=steps((LATENCY_BUDGET, "red")), desc=lat_desc), 6, 5)
-    L.add(stat("Slower than 0.5 s (6h)", targets((slow_share("6h"), "6h")), "percentunit", decimals=2,
-               thresholds=steps((LATENCY_BUDGET, "red")), desc=lat_desc), 6, 5)
-    L.add(timeseries("Availability burn rate", targets((burn("1h"), "1h window"), (burn("6h"), "6h window")),
-                     "short", thresholds=steps((6, "orange"), (14.4, "red")), threshold_lines=True,
-                     axis_label="x budget", desc=burn_desc), 12, 8)
-    L.add(timeseries("Latency burn rate", targets(
+    L.add(traced(stat("Slower than 0.5 s (1h)", targets((slow_share("1h"), "1h")), "percentunit",
+                      decimals=2, thresholds=steps((LATENCY_BUDGET, "red")), desc=lat_desc),
+                 "server", "slow"), 6, 5)
+    L.add(traced(stat("Slower than 0.5 s (6h)", targets((slow_share("6h"), "6h")), "percentunit",
+                      decimals=2, thresholds=steps((LATENCY_BUDGET, "red")), desc=lat_desc),
+                 "server", "slow"), 6, 5)
+    L.add(traced(timeseries("Availability burn rate",
+                            targets((burn("1h"), "1h window"), (burn("6h"), "6h window")),
+                            "short", thresholds=steps((6, "orange"), (14.4, "red")), threshold_lines=True,
+                            axis_label="x budget", desc=burn_desc), "server", "failed"), 12, 8)
+    L.add(traced(timeseries("Latency burn rate", targets(
         ("(%s) / %s" % (slow_share("1h"), LATENCY_BUDGET), "1h window"),
         ("(%s) / %s" % (slow_share("6h"), LATENCY_BUDGET), "6h window")),
         "short", thresholds=steps((6, "orange"), (14.4, "red")), threshold_lines=True,
-        axis_label="x budget", desc=lat_desc), 12, 8)
+        axis_label="x budget", desc=lat_desc), "server", "slow"), 12, 8)
 
     L.row("Configuration and build")
     L.add(table("Config hash per instance", targets((
@@ -694,27 +805,28 @@ def upstreams():
     L.add(timeseries("Attempts by status class", targets((
         "sum by (status_class) (%s)" % rate(att, S), "{{status_class}}")), "reqps", stack=True,
         desc="Every try to an upstream, retries included; error = no HTTP response."), 12, 8)
-    L.add(timeseries("Attempt failure ratio by service", targets((
+    L.add(traced(timeseries("Attempt failure ratio by service", targets((
         "sum by (service) (%s) / sum by (service) (%s)"
         % (rate(att, S, 'status_class=~"5xx|error"'), rate(att, S)), "{{service}}")), "percentunit",
         thresholds=steps((0.1, "red")), threshold_lines=True,
-        desc="Share of attempts answered 5xx or failed without a response."), 12, 8)
-    L.add(timeseries("Errors by kind", targets((
+        desc="Share of attempts answered 5xx or failed without a response."), "client", "failed"), 12, 8)
+    L.add(traced(timeseries("Errors by kind", targets((
         "sum by (service, kind) (%s)" % rate("portico_upstream_errors_total", S),
-        "{{service}} {{kind}}")), "ops", stack=True, legend_table=True), 12, 8)
+        "{{service}} {{kind}}")), "ops", stack=True, legend_table=True), "client", "failed", "kind"), 12, 8)
     L.add(timeseries("Attempt rate by service", targets((
         "sum by (service) (%s)" % rate(att, S), "{{service}}")), "reqps", legend_table=True), 12, 8)
 
     L.row("Latency")
     rq = "histogram_quantile(%s, sum by (service, le) (%s))"
     resp = "portico_upstream_response_duration_seconds_bucket"
-    L.add(timeseries("Upstream response latency p50 / p99", targets(
+    L.add(traced(timeseries("Upstream response latency p50 / p99", targets(
         (rq % ("0.5", rate(resp, S)), "{{service}} p50"),
         (rq % ("0.99", rate(resp, S)), "{{service}} p99")), "s", legend_table=True,
-        desc="portico_upstream_response_duration_seconds per service."), 12, 8)
-    L.add(timeseries("Connect latency p99", targets((
+        desc="portico_upstream_response_duration_seconds per service."), "client", "slow"), 12, 8)
+    L.add(traced(timeseries("Connect latency p99", targets((
         rq % ("0.99", rate("portico_upstream_connect_duration_seconds_bucket", S)), "{{service}}")), "s",
-        legend_table=True, desc="New connections only (pooled connections are not measured)."), 12, 8)
+        legend_table=True, desc="New connections only (pooled connections are not measured)."),
+        "client", "slow"), 12, 8)
     L.add(timeseries("Upstream connection reuse", targets((
         "sum by (service) (%s) / sum by (service) (%s)"
         % (rate("portico_upstream_connections_total", S, 'kind="reused"'),
@@ -828,11 +940,12 @@ def ratelimit_deps():
         "short", legend_table=True,
         desc="Requests holding a slot of the route's concurrency limit; at the limit the next "
              "request gets 503 overloaded."), 8, 7)
-    L.add(timeseries("Forbidden and overloaded", targets((
+    L.add(traced(timeseries("Forbidden and overloaded", targets((
         "sum by (route, reason) (%s)" % rate("portico_http_gateway_responses_total",
                                                'route=~"$route"', 'reason=~"forbidden|overloaded"'),
         "{{route}} {{reason}}")), "reqps", stack=True,
-        desc="403 from IP rules or CORS reject; 503 from concurrency limits or full instances."), 8, 7)
+        desc="403 from IP rules or CORS reject; 503 from concurrency limits or full instances."),
+        "server", "failed", "route", "reason"), 8, 7)
     L.add(timeseries("Redis IP deny set", targets(
         ("max(portico_ip_deny_entries%s)" % sel(), "entries"),
         ("sum(%s)" % rate("portico_ip_deny_sync_failures_total", fn="increase"), "failed reads")),
@@ -846,12 +959,13 @@ def ratelimit_deps():
     L.add(timeseries("Compressed responses by algorithm", targets((
         "sum by (algorithm) (%s)" % rate("portico_compression_responses_total", 'route=~"$route"'),
         "{{algorithm}}")), "reqps", stack=True, desc="br, zstd or gzip, as clients negotiated."), 6, 7)
-    L.add(timeseries("Gateway answers by reason", targets((
+    L.add(traced(timeseries("Gateway answers by reason", targets((
         "sum by (route, reason) (%s)" % rate("portico_http_gateway_responses_total",
                                                'route=~"$route"',
                                                'reason=~"redirect|static_response|cors_preflight"'),
         "{{route}} {{reason}}")), "reqps", stack=True,
-        desc="Redirects, static responses and CORS preflights the gateway answered itself."), 12, 7)
+        desc="Redirects, static responses and CORS preflights the gateway answered itself."),
+        "server", "failed", "route", "reason"), 12, 7)
 
     L.row("Tracing")
     L.add(timeseries("Span export failures", targets(
@@ -866,13 +980,13 @@ def ratelimit_deps():
         "{{route}} {{result}}")), "reqps", stack=True, legend_table=True,
         desc="Per auth policy tried: allowed, missing (no credential of its kind), invalid, expired, "
              "forbidden (authenticated, not in allow_groups), error (could not be checked)."), 8, 7)
-    L.add(timeseries("Refused by authentication", targets((
+    L.add(traced(timeseries("Refused by authentication", targets((
         "sum by (route, reason) (%s)" % rate("portico_http_gateway_responses_total",
                                                'route=~"$route"',
                                                'reason=~"unauthorized|auth_unavailable|auth_denied"'),
         "{{route}} {{reason}}")), "reqps", stack=True,
         desc="401 unauthorized, 503 auth_unavailable (JWKS never read, auth service down) and the "
-             "forward-auth service's own refusals (auth_denied)."), 8, 7)
+             "forward-auth service's own refusals (auth_denied)."), "server", "failed", "route", "reason"), 8, 7)
     L.add(timeseries("Verified-token cache hit ratio", targets((
         "sum by (policy) (%s) / sum by (policy) (%s)"
         % (rate("portico_auth_token_cache_total", 'result="hit"'),
