@@ -7,7 +7,6 @@ use crate::config::EventsConfig;
 use crate::redis_client::{self, Redis, Topology};
 use crate::snapshot::Current;
 use crate::telemetry::events::{Event, EventSink, EVENTS_DROPPED, EVENTS_PUBLISHED};
-use crate::telemetry::redis::REDIS_UP;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -77,7 +76,6 @@ impl BackgroundService for Publisher {
         let Some(mut rx) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let up = REDIS_UP.with_label_values(&[CLIENT]);
         let mut batch = Vec::new();
         let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,12 +103,9 @@ impl BackgroundService for Publisher {
                     break;
                 }
                 match self.write(&cfg, &batch).await {
-                    Ok(()) => {
-                        up.set(1);
-                        EVENTS_PUBLISHED.inc_by(batch.len() as u64);
-                    }
+                    // `portico_redis_up` follows each call (telemetry::redis::observe).
+                    Ok(()) => EVENTS_PUBLISHED.inc_by(batch.len() as u64),
                     Err(e) => {
-                        up.set(0);
                         log::debug!("events: dropping {} event(s): {e}", batch.len());
                         EVENTS_DROPPED
                             .with_label_values(&["redis_error"])

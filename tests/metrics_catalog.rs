@@ -57,21 +57,12 @@ fn parse_values(text: &str) -> BTreeMap<String, (String, BTreeMap<String, BTreeS
     families
 }
 
-#[test]
-fn the_exposition_matches_the_catalogue() {
-    let redis = RedisServer::start();
-    let echo = EchoServer::start("a").unwrap();
-    let reg = EchoServer::start("r").unwrap();
-    let dead = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = support::tls::self_signed(dir.path(), "cert");
-    let tls_port = free_port();
-    let tls = format!(
-        "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
-    );
-    let gw = Gateway::start_with_server(
-        &format!(
-            r#"redis: {{url: "{url}"}}
+/// A configuration using every feature that has metrics: Redis (rate limits, registry,
+/// events, deny set), a dead service with a breaker, auth with a JWKS that cannot be read,
+/// compression, concurrency, a KPI by consumer.
+fn full_config(redis: &RedisServer, echo: &EchoServer, dead: u16) -> String {
+    format!(
+        r#"redis: {{url: "{url}"}}
 registry: {{poll_interval: 200ms}}
 events: {{stream: "portico:events"}}
 rate_limits:
@@ -102,11 +93,24 @@ services:
 kpis:
   - {{name: orders_placed, routes: [ok], methods: [POST], status: 2xx, by_consumer: true}}
 "#,
-            url = redis.url(),
-            echo = echo.addr,
-        ),
-        &tls,
+        url = redis.url(),
+        echo = echo.addr,
+    )
+}
+
+#[test]
+fn the_exposition_matches_the_catalogue() {
+    let redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let reg = EchoServer::start("r").unwrap();
+    let dead = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::tls::self_signed(dir.path(), "cert");
+    let tls_port = free_port();
+    let tls = format!(
+        "  tls: [{{listen: \"127.0.0.1:{tls_port}\", cert: \"{cert}\", key: \"{key}\"}}]\n"
     );
+    let gw = Gateway::start_with_server(&full_config(&redis, &echo, dead), &tls);
     redis.register("registered", "r1", &reg.addr.to_string());
     assert!(gw.eventually(Duration::from_secs(3), || gw.get("/reg").status == 200));
     assert_eq!(request(gw.addr, "POST", "/ok", &[], "{}").status, 200);
@@ -192,4 +196,110 @@ kpis:
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Label values that cannot all exist before traffic, and why; every other closed label shows
+/// each of its values at zero from the first scrape.
+const SHOWN_WHEN_USED: &[(&str, &str, &str)] = &[
+    (
+        "portico_http_requests_total",
+        "source",
+        "its `code` label is open: series start with a response",
+    ),
+    (
+        "portico_http_requests_total",
+        "method",
+        "its `code` label is open: series start with a response",
+    ),
+    (
+        "portico_redis_topology_info",
+        "topology",
+        "an info gauge: only the topology in force",
+    ),
+    (
+        "portico_redis_topology_info",
+        "tls",
+        "an info gauge: only the topology in force",
+    ),
+    (
+        "portico_redis_command_duration_seconds",
+        "client",
+        "per command, from a client's first call",
+    ),
+    (
+        "portico_ratelimit_fallback_decisions_total",
+        "policy",
+        "only the policy each rule configures",
+    ),
+    (
+        "portico_policy_refusals_total",
+        "policy",
+        "one series per configured gate",
+    ),
+    (
+        "portico_policy_refusals_total",
+        "mode",
+        "the mode each gate is configured in",
+    ),
+];
+
+#[test]
+fn every_family_and_known_label_value_is_present_at_zero_before_any_traffic() {
+    let redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::tls::self_signed(dir.path(), "cert");
+    let tls = format!(
+        "  tls: [{{listen: \"127.0.0.1:{}\", cert: \"{cert}\", key: \"{key}\"}}]\n",
+        free_port()
+    );
+    let gw = Gateway::start_with_server(&full_config(&redis, &echo, free_port()), &tls);
+    let text = gw.metrics_text();
+    let exposed = parse_values(&text);
+    let open = [
+        "portico_http_requests_total",
+        // Consumers are labels from their first event on, bounded by `max_consumers`.
+        "portico_business_events_by_consumer_total",
+    ];
+    for (name, _, _) in catalog::CATALOG {
+        if !open.contains(name) {
+            assert!(
+                exposed.contains_key(*name),
+                "{name} is not exported before traffic"
+            );
+        }
+    }
+    for (family, label, values) in catalog::VALUES {
+        if SHOWN_WHEN_USED
+            .iter()
+            .any(|(f, l, _)| f == family && l == label)
+        {
+            continue;
+        }
+        let seen = &exposed[*family].1[*label];
+        for value in *values {
+            // Answers (redirects, static responses, ...) are no errors: created at first use.
+            let answer = *family == "portico_http_gateway_responses_total"
+                && portico::reply::ANSWER_REASONS.contains(value);
+            // The admin client talks to Redis only when an operator acts: it has no `up`.
+            let on_demand = *family == "portico_redis_up" && *value == "admin";
+            if !answer && !on_demand {
+                assert!(
+                    seen.contains(*value),
+                    "{family}{{{label}=\"{value}\"}} is missing before traffic; seen {seen:?}"
+                );
+            }
+        }
+    }
+    // A client that has not failed is up: an idle event publisher raises no Redis alert.
+    assert_eq!(gw.metric("portico_redis_up{client=\"events\"}"), 1.0);
+    // Per route and per service, every error a request can meet is there at zero.
+    assert_eq!(
+        gw.metric("portico_http_gateway_responses_total{reason=\"circuit_open\",route=\"down\"}"),
+        0.0
+    );
+    assert_eq!(
+        gw.metric("portico_upstream_errors_total{kind=\"connect_refused\",service=\"dead\"}"),
+        0.0
+    );
 }

@@ -421,6 +421,7 @@ fn build_route(
         chain = chain.response(ResponseEdit::Cors(cors.clone()));
     }
     if let Some(compress) = plan.compress.take() {
+        crate::telemetry::policy::compression_series(&plan.name);
         chain = chain.compress(compress);
     }
     let policies = chain.log(Log::Kpis(KpiCounters::new(kpis))).build();

@@ -84,19 +84,7 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
         "portico_upstream_errors_total",
         "kind",
-        &[
-            "connect_timeout",
-            "connect_refused",
-            "connect_error",
-            "tls_handshake",
-            "read_timeout",
-            "write_timeout",
-            "connection_closed",
-            "read_error",
-            "write_error",
-            "invalid_response",
-            "other",
-        ],
+        &super::service_metrics::UPSTREAM_ERROR_KINDS,
     ),
     (
         "portico_upstream_retries_total",

@@ -2,6 +2,7 @@
 //! Prometheus registry, and per-route / per-service handle sets resolved once per config snapshot
 //! so the request path never hashes label values for the common cases.
 
+use crate::reply::ErrorCode;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
@@ -270,6 +271,10 @@ pub struct RouteMetrics {
     sizes: super::body_sizes::BodySizes,
     /// Lazily resolved `requests_total` handles: method × cached code × source.
     requests: Box<[OnceLock<IntCounter>]>,
+    /// Gateway responses for each error code, in `ErrorCode::ALL` order: created at zero, so
+    /// the first error of a route is not lost to `rate()`. Answers (redirects, static
+    /// responses...) are created at first use.
+    errors: Box<[IntCounter]>,
 }
 
 impl RouteMetrics {
@@ -283,6 +288,10 @@ impl RouteMetrics {
             sizes: super::body_sizes::BodySizes::new(route),
             requests: (0..METHOD_LABELS.len() * CACHED_CODES.len() * 2)
                 .map(|_| OnceLock::new())
+                .collect(),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|c| GATEWAY_RESPONSES.with_label_values(&[route, c.as_str()]))
                 .collect(),
         }
     }
@@ -321,9 +330,12 @@ impl RouteMetrics {
 
     /// Counts a response Portico produced itself.
     pub fn gateway_response(&self, reason: &str) {
-        GATEWAY_RESPONSES
-            .with_label_values(&[self.route.as_str(), reason])
-            .inc();
+        match ErrorCode::ALL.iter().position(|c| c.as_str() == reason) {
+            Some(i) => self.errors[i].inc(),
+            None => GATEWAY_RESPONSES
+                .with_label_values(&[self.route.as_str(), reason])
+                .inc(),
+        }
     }
 
     /// Removes the route's series (the route left the configuration).

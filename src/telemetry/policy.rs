@@ -55,6 +55,18 @@ pub fn count_compressed(route: &str, algorithm: &str, bytes_in: usize, bytes_out
         .inc_by(bytes_out as u64);
 }
 
+/// Pre-creates a compressing route's series, so they show 0 before its first compression.
+pub fn compression_series(route: &str) {
+    let algorithms =
+        super::label_values::values("portico_compression_responses_total", "algorithm");
+    for algorithm in algorithms.unwrap_or_default() {
+        COMPRESSED_RESPONSES.with_label_values(&[route, algorithm]);
+    }
+    for side in ["in", "out"] {
+        COMPRESSION_BYTES.with_label_values(&[route, side]);
+    }
+}
+
 /// Registers the families.
 pub fn init() {
     LazyLock::force(&POLICY_REFUSALS);

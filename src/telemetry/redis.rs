@@ -99,9 +99,18 @@ pub fn init() {
 /// Error kinds of `portico_redis_errors_total`.
 pub const ERROR_KINDS: [&str; 3] = ["timeout", "connection", "protocol"];
 
+/// Clients that talk to Redis only when an operator acts: they have no `portico_redis_up`, since
+/// one failed call would hold it at 0 — and the alert firing — until the next call, maybe days.
+const ON_DEMAND: &[&str] = &["admin"];
+
 /// Pre-creates the error series of a client that is about to talk to Redis, so each shows 0
-/// before its first error.
+/// before its first error, and its `up` gauge at 1: no call has failed yet (at 0, an idle
+/// client such as the event publisher with no events to write would raise
+/// `PorticoRedisUnreachable` without ever having tried).
 pub fn client_in_use(client: &str) {
+    if !ON_DEMAND.contains(&client) {
+        REDIS_UP.with_label_values(&[client]).set(1);
+    }
     for kind in ERROR_KINDS {
         REDIS_ERRORS.with_label_values(&[client, kind]);
     }
@@ -123,11 +132,17 @@ pub fn topology(kind: &str, tls: bool) {
         .set(1);
 }
 
-/// Records one Redis call of `client`: its latency, and its error kind if it failed.
+/// Records one Redis call of `client`: its latency, whether it succeeded (`up`), and its error
+/// kind if it failed.
 pub fn observe(client: &str, command: &str, elapsed: Duration, error: Option<&str>) {
     REDIS_COMMAND_DURATION
         .with_label_values(&[client, command])
         .observe(elapsed.as_secs_f64());
+    if !ON_DEMAND.contains(&client) {
+        REDIS_UP
+            .with_label_values(&[client])
+            .set(i64::from(error.is_none()));
+    }
     if let Some(kind) = error {
         REDIS_ERRORS.with_label_values(&[client, kind]).inc();
     }

@@ -20,7 +20,24 @@ pub struct ServiceMetrics {
     short_circuited: IntCounter,
     shadow_short_circuited: IntCounter,
     pool: super::upstream_pool::PoolCounters,
+    /// Attempt errors, in [`UPSTREAM_ERROR_KINDS`] order.
+    errors: [IntCounter; 11],
 }
+
+/// The `kind` label of `portico_upstream_errors_total`: every kind an attempt can fail with.
+pub const UPSTREAM_ERROR_KINDS: [&str; 11] = [
+    "connect_timeout",
+    "connect_refused",
+    "connect_error",
+    "tls_handshake",
+    "read_timeout",
+    "write_timeout",
+    "connection_closed",
+    "read_error",
+    "write_error",
+    "invalid_response",
+    "other",
+];
 
 impl ServiceMetrics {
     /// Resolves (and so pre-creates) the service's series.
@@ -49,6 +66,7 @@ impl ServiceMetrics {
             short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "enforced"]),
             shadow_short_circuited: BREAKER_SHORT_CIRCUITS.with_label_values(&[service, "shadow"]),
             pool: super::upstream_pool::PoolCounters::new(service),
+            errors: UPSTREAM_ERROR_KINDS.map(|k| UPSTREAM_ERRORS.with_label_values(&[service, k])),
         }
     }
 
@@ -114,9 +132,12 @@ impl ServiceMetrics {
     /// Counts an attempt that got no response, by error kind.
     pub fn attempt_error(&self, kind: &str) {
         self.attempts[ATTEMPT_ERROR].inc();
-        UPSTREAM_ERRORS
-            .with_label_values(&[&self.service, kind])
-            .inc();
+        match UPSTREAM_ERROR_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.errors[i].inc(),
+            None => UPSTREAM_ERRORS
+                .with_label_values(&[&self.service, kind])
+                .inc(),
+        }
     }
 
     /// Sets an instance's health gauge.
