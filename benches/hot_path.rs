@@ -11,7 +11,7 @@ use portico::hardening::normalize_path;
 use portico::router::RequestFacts;
 use portico::snapshot::{compile_str, Plan};
 use portico::telemetry::access_log::Entry;
-use portico::telemetry::metrics::{RouteMetrics, Source};
+use portico::telemetry::metrics::{Protocol, RouteMetrics, Source};
 use portico::upstream::health::{self, Verdicts};
 use portico::upstream::{Pick, Resolved, Upstream};
 use std::hint::black_box;
@@ -91,6 +91,7 @@ fn metrics(c: &mut Criterion) {
                     black_box(&Method::GET),
                     black_box(200),
                     Source::Upstream,
+                    Protocol::H1,
                     0.0012,
                 )
             })

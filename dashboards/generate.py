@@ -22,6 +22,7 @@ newer Grafana renders the same. check.py enforces both.
 
 import argparse
 import json
+import zlib
 import os
 import re
 import urllib.parse
@@ -355,8 +356,15 @@ class Layout:
             self._newline()
 
     def done(self):
-        for i, p in enumerate(self.panels, start=1):
-            p["id"] = i
+        # Ids follow from titles, not positions: alerts link to panels by id
+        # (`dashboard: /d/UID?viewPanel=ID`), and a panel added above another must not
+        # silently repoint those links. Titles are unique per dashboard (asserted).
+        seen = {}
+        for p in self.panels:
+            pid = 1 + zlib.crc32(p["title"].encode()) % 99999
+            assert pid not in seen, "panel id clash: %r and %r" % (p["title"], seen[pid])
+            seen[pid] = p["title"]
+            p["id"] = pid
         return self.panels
 
 
@@ -616,15 +624,18 @@ def overview():
 
     L.row("Client connections")
     L.add(timeseries("Open client connections", targets((
-        "sum by (instance) (portico_downstream_connections%s)" % sel(), "{{instance}}")), "short",
-        desc="Connections after the TLS handshake; compare with server.limits.max_connections."),
+        "sum by (listener, protocol) (portico_downstream_connections%s)" % sel(),
+        "{{listener}} {{protocol}}")), "short",
+        desc="Connections after the TLS handshake, by listener and the protocol the client speaks "
+             "(h1, h2); compare the total with server.limits.max_connections."),
         8, 7)
     L.add(timeseries("Connections accepted and refused", targets(
-        ("sum(%s)" % rate("portico_downstream_connections_accepted_total"), "accepted"),
+        ("sum by (listener, protocol) (%s)" % rate("portico_downstream_connections_accepted_total"),
+         "accepted: {{listener}} {{protocol}}"),
         ("sum by (reason) (%s)" % rate("portico_downstream_connections_refused_total"),
          "refused: {{reason}}"),
-    ), "cps", desc="Refused = closed on arrival by server.limits.max_connections or "
-                   "max_connections_per_ip."), 8, 7)
+    ), "cps", desc="Accepted by listener and protocol; refused = closed on arrival by "
+                   "server.limits.max_connections or max_connections_per_ip."), 8, 7)
     L.add(timeseries("Slow clients cut off", targets((
         "sum by (phase) (%s)" % rate("portico_downstream_slow_client_timeouts_total"), "{{phase}}")),
         "cps", desc="Connections closed because the request head (request_head) or the HTTP/2 "
@@ -634,12 +645,19 @@ def overview():
         "sum by (phase) (%s)" % rate("portico_downstream_disconnects_total"), "{{phase}}")),
         "cps", desc="Clients that closed or reset their connection before the response was "
                     "complete (before_response is answered 499); normal in small numbers."), 8, 7)
+    L.add(timeseries("TLS handshake failures", targets((
+        "sum by (listener, reason) (%s)" % rate("portico_downstream_tls_handshake_failures_total"),
+        "{{listener}} {{reason}}")),
+        "cps", desc="TLS handshakes that failed (error: no shared version or cipher, plain HTTP "
+                    "or garbage on a TLS port) or did not finish within "
+                    "server.limits.header_timeout (timeout). Scanners cause a steady trickle; a "
+                    "step after a certificate or client change is the signal."), 8, 7)
     L.add(stat("TLS certificate expires in", targets((
         "min by (listener) (portico_tls_certificate_expiry_timestamp_seconds%s) - time()" % sel(),
         "{{listener}}"), instant=True), "s",
         thresholds=steps((2 * 86400, "orange"), (14 * 86400, "green"), base="red"),
         desc="Time left before the certificate each TLS listener serves expires (read at start; "
-             "alerts at 14 and 2 days)."), 16, 7)
+             "alerts at 14 and 2 days)."), 8, 7)
 
     L.row("Errors")
     L.add(traced(timeseries("5xx ratio by route", targets((

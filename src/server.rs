@@ -72,14 +72,21 @@ pub fn build(
     // The idle limit between requests holds for HTTP/2 connections too.
     options.h2_idle_timeout = Some(cfg.limits.keepalive_timeout);
     proxy.server_options = Some(options);
+    let listeners: Vec<(String, bool)> = (cfg.listen.iter().map(|l| (l.clone(), false)))
+        .chain(cfg.tls.iter().map(|t| (t.listen.clone(), true)))
+        .collect();
     let frontend = Frontend::new(
         proxy,
         gateway.current().clone(),
         gateway.listeners().connections.clone(),
+        &listeners,
     );
     let mut listening = Service::new("portico proxy".to_string(), frontend);
     // A TLS handshake that does not complete holds a connection like a slow request head.
     listening.handshake_timeout = cfg.limits.header_timeout;
+    listening.handshake_failed = Some(Arc::new(
+        crate::telemetry::connections::tls_handshake_failed,
+    ));
     let mut addresses = Vec::new();
     for listen in &cfg.listen {
         listening.add_tcp(listen);

@@ -333,7 +333,7 @@ fn the_demo_serves_both_upstreams_and_counts_requests() {
     let metrics = request(admin, "GET", "/metrics", &[], "").body;
     assert_eq!(instances.len(), 2, "both demo upstreams answer in turn");
     assert!(
-        metrics.contains("portico_http_requests_total{code=\"200\",method=\"GET\",route=\"demo-api\",source=\"upstream\"} 4"),
+        metrics.contains("portico_http_requests_total{code=\"200\",method=\"GET\",protocol=\"h1\",route=\"demo-api\",source=\"upstream\"} 4"),
         "{metrics}"
     );
 }

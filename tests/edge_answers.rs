@@ -73,7 +73,7 @@ fn redirects_fill_their_target_and_touch_no_upstream() {
     );
     assert_eq!(
         gw.metric(
-            r#"portico_http_requests_total{code="308",method="GET",route="old-api",source="gateway"}"#
+            r#"portico_http_requests_total{code="308",method="GET",protocol="h1",route="old-api",source="gateway"}"#
         ),
         2.0
     );

@@ -135,7 +135,7 @@ fn requests_the_parser_refuses_get_the_documented_json_reply_and_are_counted() {
         6.0
     );
     assert_eq!(
-        gw.metric("portico_http_requests_total{code=\"400\",method=\"_OTHER\",route=\"unmatched\",source=\"gateway\"}"),
+        gw.metric("portico_http_requests_total{code=\"400\",method=\"_OTHER\",protocol=\"h1\",route=\"unmatched\",source=\"gateway\"}"),
         6.0
     );
     assert!(gw.eventually(std::time::Duration::from_secs(3), || {

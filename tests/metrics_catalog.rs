@@ -212,6 +212,11 @@ const SHOWN_WHEN_USED: &[(&str, &str, &str)] = &[
         "its `code` label is open: series start with a response",
     ),
     (
+        "portico_http_requests_total",
+        "protocol",
+        "its `code` label is open: series start with a response",
+    ),
+    (
         "portico_redis_topology_info",
         "topology",
         "an info gauge: only the topology in force",
@@ -276,7 +281,10 @@ fn every_family_and_known_label_value_is_present_at_zero_before_any_traffic() {
         {
             continue;
         }
-        let seen = &exposed[*family].1[*label];
+        let seen = exposed
+            .get(*family)
+            .and_then(|(_, labels)| labels.get(*label))
+            .unwrap_or_else(|| panic!("{family} has no {label} before traffic"));
         for value in *values {
             // Answers (redirects, static responses, ...) are no errors: created at first use.
             let answer = *family == "portico_http_gateway_responses_total"

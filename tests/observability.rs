@@ -35,7 +35,7 @@ fn each_code_path_moves_exactly_its_counters() {
     let echo = EchoServer::start("a").unwrap();
     let gw = Gateway::start(&config(&echo, ""));
     let ok =
-        "portico_http_requests_total{code=\"200\",method=\"GET\",route=\"ok\",source=\"upstream\"}";
+        "portico_http_requests_total{code=\"200\",method=\"GET\",protocol=\"h1\",route=\"ok\",source=\"upstream\"}";
     let ok_class = "portico_upstream_attempts_total{service=\"echo\",status_class=\"2xx\"}";
     let ok_hist = "portico_http_request_duration_seconds_count{route=\"ok\",status_class=\"2xx\"}";
     let d = deltas(&gw, &[ok, ok_class, ok_hist], || {
@@ -44,7 +44,7 @@ fn each_code_path_moves_exactly_its_counters() {
     assert_eq!(d, [1.0, 1.0, 1.0]);
     assert!(gw.metric("portico_http_response_body_bytes_total{route=\"ok\"}") > 0.0);
 
-    let nr = "portico_http_requests_total{code=\"404\",method=\"GET\",route=\"unmatched\",source=\"gateway\"}";
+    let nr = "portico_http_requests_total{code=\"404\",method=\"GET\",protocol=\"h1\",route=\"unmatched\",source=\"gateway\"}";
     let nr_reason = "portico_http_gateway_responses_total{reason=\"no_route\",route=\"unmatched\"}";
     let d = deltas(&gw, &[nr, nr_reason, ok], || {
         assert_eq!(gw.get("/nowhere").status, 404);
@@ -52,14 +52,14 @@ fn each_code_path_moves_exactly_its_counters() {
     assert_eq!(d, [1.0, 1.0, 0.0]);
 
     let e5 =
-        "portico_http_requests_total{code=\"500\",method=\"GET\",route=\"ok\",source=\"upstream\"}";
+        "portico_http_requests_total{code=\"500\",method=\"GET\",protocol=\"h1\",route=\"ok\",source=\"upstream\"}";
     let e5_class = "portico_upstream_attempts_total{service=\"echo\",status_class=\"5xx\"}";
     let d = deltas(&gw, &[e5, e5_class, ok_class], || {
         assert_eq!(gw.get("/ok/status/500").status, 500);
     });
     assert_eq!(d, [1.0, 1.0, 0.0]);
 
-    let refused = "portico_http_requests_total{code=\"502\",method=\"GET\",route=\"down\",source=\"gateway\"}";
+    let refused = "portico_http_requests_total{code=\"502\",method=\"GET\",protocol=\"h1\",route=\"down\",source=\"gateway\"}";
     let refused_kind = "portico_upstream_errors_total{kind=\"connect_refused\",service=\"dead\"}";
     let refused_class = "portico_upstream_attempts_total{service=\"dead\",status_class=\"error\"}";
     let refused_reason =

@@ -91,6 +91,27 @@ fn tls_listeners_speak_http2_and_http1_and_h2c_is_optional() {
     let plain = format!("http://{}/y", tls.gw.addr);
     assert_eq!(curl(&["--http2-prior-knowledge", &plain]), "2 200", "h2c");
     assert_eq!(curl(&[&plain]), "1.1 200");
+    // Connections and requests by listener and protocol: one of each kind on each listener.
+    let (gw, tls_listener) = (&tls.gw, format!("listener=\"127.0.0.1:{}\"", tls.port));
+    let plain_listener = format!("listener=\"{}\"", gw.addr);
+    for (listener, protocol) in [
+        (&tls_listener, "protocol=\"h2\""),
+        (&tls_listener, "protocol=\"h1\""),
+        (&plain_listener, "protocol=\"h2\""),
+        (&plain_listener, "protocol=\"h1\""),
+    ] {
+        let accepted = gw.metric_sum(
+            "portico_downstream_connections_accepted_total",
+            &[listener, protocol],
+        );
+        assert_eq!(accepted, 1.0, "{listener} {protocol}");
+    }
+    let requests = |p: &str| gw.metric_sum("portico_http_requests_total", &[p]);
+    assert_eq!(requests("protocol=\"h2\""), 2.0);
+    assert_eq!(requests("protocol=\"h1\""), 2.0);
+    assert!(gw.eventually(Duration::from_secs(3), || {
+        gw.metric_sum("portico_downstream_connections", &[]) == 0.0
+    }));
     // Without `h2c: true` the HTTP/2 preface is not a request Portico accepts in clear.
     let no_h2c = Gateway::start(&routes(&echo));
     let plain = format!("http://{}/y", no_h2c.addr);
@@ -212,11 +233,30 @@ fn time_to_close(mut s: std::net::TcpStream) -> Duration {
 fn a_tls_handshake_that_never_completes_is_closed_at_the_header_deadline() {
     let echo = EchoServer::start("e").unwrap();
     let tls = TlsGateway::start(&echo, "  limits: {header_timeout: 1s}\n");
+    let failures = |reason: &str| {
+        tls.gw.metric(&format!(
+            "portico_downstream_tls_handshake_failures_total{{listener=\"127.0.0.1:{}\",reason=\"{reason}\"}}",
+            tls.port
+        ))
+    };
+    assert_eq!((failures("error"), failures("timeout")), (0.0, 0.0));
     let s = std::net::TcpStream::connect(("127.0.0.1", tls.port)).unwrap();
     let took = time_to_close(s);
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "closed after {took:?}"
+    );
+    // Plain HTTP to the TLS port, as a scanner or a misconfigured client sends it.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tls.port)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(time_to_close(s) < Duration::from_secs(3));
+    assert!(tls
+        .gw
+        .eventually(Duration::from_secs(2), || failures("error") == 1.0));
+    assert_eq!(
+        failures("timeout"),
+        1.0,
+        "each failure counted once, by its kind"
     );
     let [c, cert, r, resolve, url] = tls.curl_args("/");
     assert_eq!(

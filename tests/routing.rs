@@ -40,7 +40,7 @@ fn routes_match_by_host_path_method_and_header_in_order() {
     );
     let counted = |route: &str, method: &str| {
         gw.metric(&format!(
-            "portico_http_requests_total{{code=\"200\",method=\"{method}\",route=\"{route}\",source=\"upstream\"}}"
+            "portico_http_requests_total{{code=\"200\",method=\"{method}\",protocol=\"h1\",route=\"{route}\",source=\"upstream\"}}"
         ))
     };
     assert_eq!(counted("by-host", "GET"), 1.0);
@@ -65,7 +65,7 @@ fn unmatched_requests_get_a_json_404_with_the_no_route_code() {
     assert_eq!(body["error"]["request_id"], "rid-404");
     assert_eq!(up.requests(), 0);
     assert_eq!(
-        gw.metric("portico_http_requests_total{code=\"404\",method=\"GET\",route=\"unmatched\",source=\"gateway\"}"),
+        gw.metric("portico_http_requests_total{code=\"404\",method=\"GET\",protocol=\"h1\",route=\"unmatched\",source=\"gateway\"}"),
         1.0
     );
     assert_eq!(

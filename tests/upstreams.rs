@@ -286,7 +286,7 @@ fn upstream_errors_pass_through_and_are_counted_by_class() {
         1.0
     );
     assert_eq!(
-        gw.metric("portico_http_requests_total{code=\"503\",method=\"GET\",route=\"all\",source=\"upstream\"}"),
+        gw.metric("portico_http_requests_total{code=\"503\",method=\"GET\",protocol=\"h1\",route=\"all\",source=\"upstream\"}"),
         1.0
     );
 }

@@ -141,7 +141,7 @@ fn trickling_request_heads_are_cut_at_the_header_deadline_while_others_are_serve
         gw.metric("portico_downstream_slow_client_timeouts_total{phase=\"request_head\"}"),
         200.0
     );
-    assert_eq!(gw.metric("portico_downstream_connections"), 0.0);
+    assert_eq!(gw.metric_sum("portico_downstream_connections", &[]), 0.0);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn connections_beyond_the_process_limit_are_refused_and_counted() {
     );
     let held: Vec<Connection> = (0..2).map(|_| connect(gw.addr)).collect();
     assert!(gw.eventually(Duration::from_secs(2), || gw
-        .metric("portico_downstream_connections")
+        .metric_sum("portico_downstream_connections", &[])
         == 2.0));
     let mut extra = TcpStream::connect(gw.addr).unwrap();
     assert!(
@@ -203,12 +203,15 @@ fn connections_beyond_the_process_limit_are_refused_and_counted() {
         "a third connection is closed on arrival"
     );
     assert_eq!(
-        gw.metric("portico_downstream_connections_refused_total{reason=\"max_connections\"}"),
+        gw.metric_sum(
+            "portico_downstream_connections_refused_total",
+            &["reason=\"max_connections\""]
+        ),
         1.0
     );
     drop(held);
     assert!(gw.eventually(Duration::from_secs(2), || gw
-        .metric("portico_downstream_connections")
+        .metric_sum("portico_downstream_connections", &[])
         == 0.0));
     assert_eq!(connect(gw.addr).get("/"), Some((200, true)), "room again");
 }
@@ -225,8 +228,9 @@ fn connections_beyond_the_per_address_limit_are_refused_and_counted() {
     let mut second = TcpStream::connect(gw.addr).unwrap();
     assert!(refused(&mut second));
     assert_eq!(
-        gw.metric(
-            "portico_downstream_connections_refused_total{reason=\"max_connections_per_ip\"}"
+        gw.metric_sum(
+            "portico_downstream_connections_refused_total",
+            &["reason=\"max_connections_per_ip\""]
         ),
         1.0
     );

@@ -2,7 +2,7 @@
 //! address. A connection is admitted with a [`ConnectionGuard`] that gives its place back when
 //! dropped, however the connection ends; shutdown waits on [`Connections::wait_idle`].
 
-use crate::telemetry::connections::{DOWNSTREAM_ACCEPTED, DOWNSTREAM_OPEN, DOWNSTREAM_REFUSED};
+use prometheus::IntGauge;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +17,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Its place in `telemetry::connections::REFUSAL_REASONS`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,7 +59,7 @@ impl Connections {
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if limits.max > 0 && open > limits.max {
             self.release();
-            return Err(self.refused(Refusal::MaxConnections));
+            return Err(Refusal::MaxConnections);
         }
         let tracked_ip = match peer.filter(|_| limits.per_ip > 0) {
             Some(ip) => {
@@ -63,18 +68,17 @@ impl Connections {
                 if *count >= limits.per_ip {
                     drop(map);
                     self.release();
-                    return Err(self.refused(Refusal::MaxConnectionsPerIp));
+                    return Err(Refusal::MaxConnectionsPerIp);
                 }
                 *count += 1;
                 Some(ip)
             }
             None => None,
         };
-        DOWNSTREAM_ACCEPTED.inc();
-        DOWNSTREAM_OPEN.inc();
         Ok(ConnectionGuard {
             connections: self.clone(),
             ip: tracked_ip,
+            gauge: None,
         })
     }
 
@@ -94,11 +98,6 @@ impl Connections {
         }
     }
 
-    fn refused(&self, why: Refusal) -> Refusal {
-        DOWNSTREAM_REFUSED.with_label_values(&[why.as_str()]).inc();
-        why
-    }
-
     fn release(&self) {
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
@@ -110,6 +109,15 @@ impl Connections {
 pub struct ConnectionGuard {
     connections: Arc<Connections>,
     ip: Option<IpAddr>,
+    /// The open-connections gauge counting it, once its protocol is known.
+    gauge: Option<IntGauge>,
+}
+
+impl ConnectionGuard {
+    /// Makes `gauge` (already incremented) count down when the connection closes.
+    pub fn counted_in(&mut self, gauge: IntGauge) {
+        self.gauge = Some(gauge);
+    }
 }
 
 impl Drop for ConnectionGuard {
@@ -127,7 +135,9 @@ impl Drop for ConnectionGuard {
                 }
             }
         }
-        DOWNSTREAM_OPEN.dec();
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
+        }
         self.connections.release();
     }
 }

@@ -8,7 +8,7 @@
 use super::connections::{Connections, Limits};
 use super::head_deadline::{HeadClock, TimedStream};
 use crate::snapshot::Current;
-use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
+use crate::telemetry::connections::{ListenerMetrics, DOWNSTREAM_TIMEOUTS};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
@@ -35,6 +35,25 @@ pub struct Frontend<P> {
     /// reload.
     current: Arc<Current>,
     connections: Arc<Connections>,
+    /// Per listener, in configuration order (never empty).
+    listeners: Vec<Listener>,
+}
+
+/// A listener's address, parsed once, and its connection metrics.
+struct Listener {
+    addr: Option<std::net::SocketAddr>,
+    port: Option<u16>,
+    metrics: ListenerMetrics,
+}
+
+impl Listener {
+    fn new(listen: &str, tls: bool) -> Self {
+        Self {
+            addr: listen.parse().ok(),
+            port: listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok()),
+            metrics: ListenerMetrics::new(listen, tls),
+        }
+    }
 }
 
 impl<P> Frontend<P>
@@ -42,13 +61,44 @@ where
     P: ProxyHttp + Send + Sync + 'static,
     P::CTX: Send + Sync,
 {
-    /// Serves `proxy`, admitting connections through `connections`.
-    pub fn new(proxy: HttpProxy<P>, current: Arc<Current>, connections: Arc<Connections>) -> Self {
+    /// Serves `proxy` on `listeners` (listen address, TLS), admitting connections through
+    /// `connections`.
+    pub fn new(
+        proxy: HttpProxy<P>,
+        current: Arc<Current>,
+        connections: Arc<Connections>,
+        listeners: &[(String, bool)],
+    ) -> Self {
+        let mut listeners: Vec<Listener> = listeners
+            .iter()
+            .map(|(listen, tls)| Listener::new(listen, *tls))
+            .collect();
+        if listeners.is_empty() {
+            listeners.push(Listener::new("", false));
+        }
         Self {
             proxy: Arc::new(proxy),
             current,
             connections,
+            listeners,
         }
+    }
+
+    /// The listener a connection came in on: the one whose address is the socket's local
+    /// address, else the one on its port (a wildcard address), else the first.
+    fn listener_of(&self, stream: &Stream) -> &ListenerMetrics {
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().cloned())
+            .and_then(|a| a.as_inet().copied());
+        let first = &self.listeners[0].metrics;
+        let Some(local) = local else {
+            return first;
+        };
+        let exact = self.listeners.iter().find(|l| l.addr == Some(local));
+        exact
+            .or_else(|| self.listeners.iter().find(|l| l.port == Some(local.port())))
+            .map_or(first, |l| &l.metrics)
     }
 
     /// HTTP/1 requests on one connection, in order, until it closes.
@@ -130,8 +180,15 @@ where
                 server.h2c,
             )
         };
+        let listener = self.listener_of(&stream);
         // A refused connection is closed before a byte is read.
-        let _place = self.connections.admit(peer_ip(&stream), limits).ok()?;
+        let mut place = match self.connections.admit(peer_ip(&stream), limits) {
+            Ok(place) => place,
+            Err(refusal) => {
+                listener.refused(refusal.index());
+                return None;
+            }
+        };
         let tls = stream.get_ssl_digest().is_some();
         let h2 = if tls {
             matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
@@ -140,6 +197,7 @@ where
         } else {
             false
         };
+        place.counted_in(listener.accepted(h2));
         if h2 {
             // Pingora's loop, which finds the same preface or ALPN and serves HTTP/2.
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;

@@ -9,7 +9,7 @@ use super::Proxy;
 use crate::reply::{self, ErrorCode};
 use crate::request_id;
 use crate::telemetry::access_log::Entry;
-use crate::telemetry::metrics::{Source, UNMATCHED_ROUTE};
+use crate::telemetry::metrics::{Protocol, Source, UNMATCHED_ROUTE};
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 use std::net::{IpAddr, Ipv4Addr};
@@ -35,10 +35,12 @@ impl Proxy {
         // `_OTHER`, the label of every method outside the standard set.
         let method = http::Method::from_bytes(b"_OTHER").unwrap_or_default();
         let status = ErrorCode::BadRequest.status();
+        // Only HTTP/1 reaches this hook: an HTTP/2 stream with a bad head is refused by h2.
         metrics.record(
             &method,
             status,
             Source::Gateway,
+            Protocol::H1,
             start.elapsed().as_secs_f64(),
         );
         metrics.gateway_response(ErrorCode::BadRequest.as_str());

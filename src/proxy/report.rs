@@ -7,7 +7,7 @@ use crate::reply::ErrorCode;
 use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::events::Event;
-use crate::telemetry::metrics::Source;
+use crate::telemetry::metrics::{Protocol, Source};
 use crate::telemetry::tracing::{end_client_span, end_server_span, span_facts, trace_id};
 use pingora::proxy::Session;
 use std::time::Duration;
@@ -44,10 +44,12 @@ impl Proxy {
             Source::Upstream
         };
         let elapsed = ctx.request.start.elapsed();
+        let req = session.req_header();
         metrics.record(
-            &session.req_header().method,
+            &req.method,
             status,
             source,
+            Protocol::of(req.version),
             elapsed.as_secs_f64(),
         );
         let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());

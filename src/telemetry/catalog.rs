@@ -80,22 +80,31 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ("portico_config_reloads_total", Counter, &["result"]),
     ("portico_consumer_sync_failures_total", Counter, &[]),
     ("portico_consumers", Gauge, &["source"]),
-    ("portico_downstream_connections", Gauge, &[]),
+    (
+        "portico_downstream_connections",
+        Gauge,
+        &["listener", "protocol"],
+    ),
     ("portico_downstream_disconnects_total", Counter, &["phase"]),
     (
         "portico_downstream_connections_accepted_total",
         Counter,
-        &[],
+        &["listener", "protocol"],
     ),
     (
         "portico_downstream_connections_refused_total",
         Counter,
-        &["reason"],
+        &["listener", "reason"],
     ),
     (
         "portico_downstream_slow_client_timeouts_total",
         Counter,
         &["phase"],
+    ),
+    (
+        "portico_downstream_tls_handshake_failures_total",
+        Counter,
+        &["listener", "reason"],
     ),
     ("portico_events_dropped_total", Counter, &["reason"]),
     ("portico_events_published_total", Counter, &[]),
@@ -120,7 +129,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     (
         "portico_http_requests_total",
         Counter,
-        &["code", "method", "route", "source"],
+        &["code", "method", "protocol", "route", "source"],
     ),
     (
         "portico_http_response_body_bytes_total",

@@ -1,11 +1,10 @@
-//! Downstream connection families: how many are open, accepted, refused by a connection limit,
-//! and closed because the client was too slow to send a request head or the HTTP/2 preface; and
-//! when each TLS listener's certificate expires.
+//! Downstream connection families: how many are open and accepted per listener and protocol,
+//! refused by a connection limit, failed in the TLS handshake, closed because the client was too
+//! slow to send a request head or the HTTP/2 preface; and when each TLS listener's certificate
+//! expires. Listener handles are made at start (listeners do not reload), every series at zero.
 
 use super::metrics::family;
-use prometheus::{
-    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-};
+use prometheus::{register_int_counter_vec, register_int_gauge_vec};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::sync::LazyLock;
 
@@ -16,19 +15,79 @@ pub const DISCONNECT_PHASES: [&str; 2] = ["before_response", "during_response"];
 /// Which wait ran out on a slow client.
 pub const TIMEOUT_PHASES: [&str; 2] = ["request_head", "h2_preface"];
 
-family!(DOWNSTREAM_OPEN: IntGauge = register_int_gauge!(
+/// The `protocol` label of connections: what the client speaks, known from ALPN on TLS and
+/// from the preface on cleartext.
+pub const PROTOCOLS: [&str; 2] = ["h1", "h2"];
+/// Why a TLS handshake failed.
+pub const HANDSHAKE_FAILURES: [&str; 2] = ["error", "timeout"];
+
+family!(DOWNSTREAM_OPEN: IntGaugeVec = register_int_gauge_vec!(
     "portico_downstream_connections",
-    "Client connections open now (after the TLS handshake)."
+    "Client connections open now (after the TLS handshake), by listener and protocol.",
+    &["listener", "protocol"]
 ));
-family!(DOWNSTREAM_ACCEPTED: IntCounter = register_int_counter!(
+family!(DOWNSTREAM_ACCEPTED: IntCounterVec = register_int_counter_vec!(
     "portico_downstream_connections_accepted_total",
-    "Client connections admitted by the connection limits."
+    "Client connections admitted by the connection limits, by listener and the protocol they spoke.",
+    &["listener", "protocol"]
 ));
 family!(DOWNSTREAM_REFUSED: IntCounterVec = register_int_counter_vec!(
     "portico_downstream_connections_refused_total",
     "Client connections closed on arrival because a connection limit was reached.",
-    &["reason"]
+    &["listener", "reason"]
 ));
+family!(TLS_HANDSHAKE_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "portico_downstream_tls_handshake_failures_total",
+    "TLS handshakes with clients that failed (no shared version or cipher, bad SNI, not TLS at all) or did not finish within server.limits.header_timeout.",
+    &["listener", "reason"]
+));
+
+/// One listener's connection handles.
+pub struct ListenerMetrics {
+    /// The configured listen address: the `listener` label.
+    pub listen: String,
+    accepted: [IntCounter; 2],
+    open: [IntGauge; 2],
+    refused: [IntCounter; 2],
+}
+
+impl ListenerMetrics {
+    /// Makes (at zero) the series of `listen`; a TLS listener also gets its handshake failures.
+    pub fn new(listen: &str, tls: bool) -> Self {
+        if tls {
+            for reason in HANDSHAKE_FAILURES {
+                TLS_HANDSHAKE_FAILURES.with_label_values(&[listen, reason]);
+            }
+        }
+        Self {
+            listen: listen.to_string(),
+            accepted: PROTOCOLS.map(|p| DOWNSTREAM_ACCEPTED.with_label_values(&[listen, p])),
+            open: PROTOCOLS.map(|p| DOWNSTREAM_OPEN.with_label_values(&[listen, p])),
+            refused: REFUSAL_REASONS.map(|r| DOWNSTREAM_REFUSED.with_label_values(&[listen, r])),
+        }
+    }
+
+    /// Counts an admitted connection speaking `h2` or not; the gauge of its open count, to be
+    /// decremented when it closes.
+    pub fn accepted(&self, h2: bool) -> IntGauge {
+        let p = usize::from(h2);
+        self.accepted[p].inc();
+        self.open[p].inc();
+        self.open[p].clone()
+    }
+
+    /// Counts a connection refused for the `reason`-th of [`REFUSAL_REASONS`].
+    pub fn refused(&self, reason: usize) {
+        self.refused[reason].inc();
+    }
+}
+
+/// Counts a failed TLS handshake on `listener` (Pingora's handshake hook).
+pub fn tls_handshake_failed(listener: &str, timed_out: bool) {
+    TLS_HANDSHAKE_FAILURES
+        .with_label_values(&[listener, HANDSHAKE_FAILURES[usize::from(timed_out)]])
+        .inc();
+}
 family!(DOWNSTREAM_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
     "portico_downstream_slow_client_timeouts_total",
     "Client connections closed because the request head (or the HTTP/2 preface) did not arrive in time.",
@@ -65,10 +124,9 @@ pub fn tls_certificate_expiry(listener: &str, not_after: i64) {
 pub fn init() {
     LazyLock::force(&DOWNSTREAM_OPEN);
     LazyLock::force(&DOWNSTREAM_ACCEPTED);
+    LazyLock::force(&DOWNSTREAM_REFUSED);
+    LazyLock::force(&TLS_HANDSHAKE_FAILURES);
     LazyLock::force(&TLS_CERT_EXPIRY);
-    for reason in REFUSAL_REASONS {
-        DOWNSTREAM_REFUSED.with_label_values(&[reason]);
-    }
     for phase in TIMEOUT_PHASES {
         DOWNSTREAM_TIMEOUTS.with_label_values(&[phase]);
     }

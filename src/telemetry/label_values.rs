@@ -23,6 +23,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "portico_http_requests_total",
+        "protocol",
+        &super::metrics::Protocol::LABELS,
+    ),
+    (
+        "portico_http_requests_total",
         "method",
         &[
             "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
@@ -200,6 +205,21 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         "portico_events_dropped_total",
         "reason",
         &["queue_full", "redis_error"],
+    ),
+    (
+        "portico_downstream_connections",
+        "protocol",
+        &super::connections::PROTOCOLS,
+    ),
+    (
+        "portico_downstream_connections_accepted_total",
+        "protocol",
+        &super::connections::PROTOCOLS,
+    ),
+    (
+        "portico_downstream_tls_handshake_failures_total",
+        "reason",
+        &super::connections::HANDSHAKE_FAILURES,
     ),
     (
         "portico_downstream_connections_refused_total",

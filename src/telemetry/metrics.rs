@@ -45,8 +45,8 @@ pub(crate) use family;
 
 family!(HTTP_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "portico_http_requests_total",
-    "Finished downstream requests by route, method, status code and who produced the response.",
-    &["route", "method", "code", "source"]
+    "Finished downstream requests by route, method, status code, who produced the response and the client's HTTP protocol.",
+    &["route", "method", "code", "source", "protocol"]
 ));
 family!(HTTP_DURATION: HistogramVec = register_histogram_vec!(
     "portico_http_request_duration_seconds",
@@ -262,6 +262,27 @@ impl Source {
     }
 }
 
+/// The client's HTTP protocol: the `protocol` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    H1 = 0,
+    H2 = 1,
+}
+
+impl Protocol {
+    /// Every label value, in discriminant order.
+    pub const LABELS: [&'static str; 2] = ["h1", "h2"];
+
+    /// The protocol a request came over.
+    pub fn of(version: http::Version) -> Self {
+        if version == http::Version::HTTP_2 {
+            Protocol::H2
+        } else {
+            Protocol::H1
+        }
+    }
+}
+
 /// Handles for one route (or for unmatched requests).
 pub struct RouteMetrics {
     route: String,
@@ -269,7 +290,7 @@ pub struct RouteMetrics {
     request_bytes: IntCounter,
     response_bytes: IntCounter,
     sizes: super::body_sizes::BodySizes,
-    /// Lazily resolved `requests_total` handles: method × cached code × source.
+    /// Lazily resolved `requests_total` handles: method × cached code × source × protocol.
     requests: Box<[OnceLock<IntCounter>]>,
     /// Gateway responses for each error code, in `ErrorCode::ALL` order: created at zero, so
     /// the first error of a route is not lost to `rate()`. Answers (redirects, static
@@ -286,7 +307,7 @@ impl RouteMetrics {
             request_bytes: HTTP_REQUEST_BYTES.with_label_values(&[route]),
             response_bytes: HTTP_RESPONSE_BYTES.with_label_values(&[route]),
             sizes: super::body_sizes::BodySizes::new(route),
-            requests: (0..METHOD_LABELS.len() * CACHED_CODES.len() * 2)
+            requests: (0..METHOD_LABELS.len() * CACHED_CODES.len() * 4)
                 .map(|_| OnceLock::new())
                 .collect(),
             errors: ErrorCode::ALL
@@ -297,27 +318,36 @@ impl RouteMetrics {
     }
 
     /// Records one finished request.
-    pub fn record(&self, method: &http::Method, code: u16, source: Source, seconds: f64) {
+    pub fn record(
+        &self,
+        method: &http::Method,
+        code: u16,
+        source: Source,
+        protocol: Protocol,
+        seconds: f64,
+    ) {
         self.duration[status_class(code)].observe(seconds);
         let m = method_index(method);
         match CACHED_CODES.iter().position(|c| *c == code) {
             Some(ci) => {
-                let slot = (m * CACHED_CODES.len() + ci) * 2 + source as usize;
+                let slot =
+                    ((m * CACHED_CODES.len() + ci) * 2 + source as usize) * 2 + protocol as usize;
                 self.requests[slot]
-                    .get_or_init(|| self.counter(m, code, source))
+                    .get_or_init(|| self.counter(m, code, source, protocol))
                     .inc();
             }
-            None => self.counter(m, code, source).inc(),
+            None => self.counter(m, code, source, protocol).inc(),
         }
     }
 
-    fn counter(&self, method: usize, code: u16, source: Source) -> IntCounter {
+    fn counter(&self, method: usize, code: u16, source: Source, protocol: Protocol) -> IntCounter {
         let mut buf = itoa_buf(code);
         HTTP_REQUESTS.with_label_values(&[
             self.route.as_str(),
             METHOD_LABELS[method],
             code_str(&mut buf),
             source.label(),
+            Protocol::LABELS[protocol as usize],
         ])
     }
 

@@ -389,6 +389,26 @@ impl Gateway {
         })
     }
 
+    /// The sum of a family's samples whose labels include every `matchers` pair (`k="v"`),
+    /// as `sum(family{matchers})` would give; panics when no sample matches.
+    pub fn metric_sum(&self, family: &str, matchers: &[&str]) -> f64 {
+        let text = self.metrics_text();
+        let values: Vec<f64> = text
+            .lines()
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+                (name == family && matchers.iter().all(|m| labels.contains(m)))
+                    .then(|| value.parse().ok())?
+            })
+            .collect();
+        assert!(
+            !values.is_empty(),
+            "no sample of {family} with {matchers:?}"
+        );
+        values.iter().sum()
+    }
+
     /// The value of one metric sample, or `None` when the series is not exported.
     pub fn metric_if_exported(&self, series: &str) -> Option<f64> {
         sample(&self.metrics_text(), series)

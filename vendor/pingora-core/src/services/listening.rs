@@ -43,6 +43,9 @@ use std::time::Duration;
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
 
+/// PATCH(portico): see [`Service::handshake_failed`].
+pub type HandshakeFailed = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
 /// The type of service that is associated with a list of listening endpoints and a particular application
 pub struct Service<A> {
     name: String,
@@ -53,6 +56,11 @@ pub struct Service<A> {
     /// PATCH(portico): how long a connection's transport handshake (TLS) may take; the
     /// connection is closed when it runs out. Default 60 s (the constant it replaces).
     pub handshake_timeout: Duration,
+    /// PATCH(portico): called when a connection's transport handshake (TLS) fails, with the
+    /// listen address and whether it timed out, so the application can count failures per
+    /// listener. When set, the failure is logged at debug level instead of error: a scanner
+    /// would otherwise write an error line per probe.
+    pub handshake_failed: Option<HandshakeFailed>,
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
@@ -67,6 +75,7 @@ impl<A> Service<A> {
             app_logic: Some(app_logic),
             threads: None,
             handshake_timeout: Duration::from_secs(60),
+            handshake_failed: None,
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
@@ -82,6 +91,7 @@ impl<A> Service<A> {
             app_logic: Some(app_logic),
             threads: None,
             handshake_timeout: Duration::from_secs(60),
+            handshake_failed: None,
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
@@ -209,7 +219,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
         handshake_timeout: Duration,
+        handshake_failed: Option<HandshakeFailed>,
     ) {
+        // PATCH(portico): the listen address the failure hook reports, made once.
+        let listener: Option<Arc<str>> = handshake_failed.as_ref().map(|_| Arc::from(stack.as_str()));
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
@@ -235,6 +248,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // PATCH(portico): the failure hook and the listener it reports.
+                    let failed = handshake_failed.clone();
+                    let listener = listener.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
                         match timeout(handshake_timeout, io.handshake()).await {
@@ -242,8 +258,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
                                     Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
+                                        if let (Some(hook), Some(l)) = (&failed, &listener) {
+                                            hook(l, false);
+                                            debug!("Downstream handshake error from {peer_addr:?}: {e}");
+                                        } else if let Some(addr) = peer_addr {
                                             error!("Downstream handshake error from {}: {e}", addr);
                                         } else {
                                             error!("Downstream handshake error: {e}");
@@ -252,7 +270,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 }
                             }
                             Err(_) => {
-                                error!("Downstream handshake timeout");
+                                if let (Some(hook), Some(l)) = (&failed, &listener) {
+                                    hook(l, true);
+                                    debug!("Downstream handshake timeout");
+                                } else {
+                                    error!("Downstream handshake timeout");
+                                }
                             }
                         }
                     });
@@ -313,8 +336,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let endpoint = endpoint.clone();
 
                 let handshake_timeout = self.handshake_timeout;
+                let handshake_failed = self.handshake_failed.clone();
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown, handshake_timeout).await;
+                    Self::run_endpoint(
+                        my_app_logic,
+                        endpoint,
+                        shutdown,
+                        handshake_timeout,
+                        handshake_failed,
+                    )
+                    .await;
                 });
 
                 handlers.push(jh);
