@@ -107,6 +107,7 @@ impl Gateway {
     /// pool and balancer updates only read memory.
     pub fn new(plan: Plan, source: ConfigSource) -> std::io::Result<Arc<Self>> {
         crate::telemetry::init();
+        crate::log_filter::configured(plan.config.log.level.as_deref());
         let verdicts = Arc::new(Verdicts::default());
         let health = health::registry(verdicts.clone());
         let config = plan.config.clone();
@@ -356,6 +357,10 @@ impl Gateway {
         crate::telemetry::kpi::retire(old.config(), next.config());
         metrics::set_config_hash(Some(old.hash()), next.hash());
         metrics::CONFIG_LAST_RELOAD_TIME.set(unix_seconds(next.loaded_at()));
+        crate::log_filter::reconfigured(
+            old.config().log.level.as_deref(),
+            next.config().log.level.as_deref(),
+        );
         let hash = next.hash().to_string();
         self.current.replace(next);
         Ok(hash)

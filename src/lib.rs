@@ -6,6 +6,7 @@
 
 // Vocabulary: no dependency on anything below.
 pub mod hex; // lower-case hex into byte buffers (ids on the request path)
+pub mod log_filter; // the operational log: format, and a RUST_LOG-syntax filter changeable live
 pub mod ip_text; // addresses as text without core::fmt (request path)
 pub mod ip_set; // sets of IP networks as merged ranges (allow and deny lists)
 pub mod config; // YAML schema, env expansion, every mistake located

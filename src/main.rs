@@ -4,7 +4,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portico::gateway::{ConfigSource, Gateway};
 use portico::server::{self, ProcessOptions};
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 /// mimalloc instead of glibc malloc: fewer instructions per request on the proxy path and no
@@ -347,29 +346,7 @@ fn register(args: RegisterArgs) -> anyhow::Result<()> {
         .block_on(portico::registry::agent::run(opts))
 }
 
-/// Logs to stderr: JSON lines when stderr is not a terminal, text otherwise. `RUST_LOG` filters.
+/// Logs to stderr (`portico::log_filter`), filtered by `RUST_LOG` when it is set and valid.
 fn init_logging() {
-    let json = !std::io::stderr().is_terminal();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(move |buf, record| {
-            if json {
-                let line = serde_json::json!({
-                    "ts": buf.timestamp_millis().to_string(),
-                    "level": record.level().as_str(),
-                    "target": record.target(),
-                    "msg": record.args().to_string(),
-                });
-                writeln!(buf, "{line}")
-            } else {
-                writeln!(
-                    buf,
-                    "{} {:5} {}: {}",
-                    buf.timestamp_millis(),
-                    record.level(),
-                    record.target(),
-                    record.args()
-                )
-            }
-        })
-        .init();
+    portico::log_filter::init_from_env();
 }

@@ -92,6 +92,11 @@ impl Admin {
                 consumers::handle(&self.gateway, name, consumers::Operation::Remove).await
             }
             (&Method::GET, ["admin", "config"]) => (StatusCode::OK, self.config(&snapshot)),
+            (&Method::GET, ["admin", "log-level"]) => (
+                StatusCode::OK,
+                json!({"level": crate::log_filter::current()}),
+            ),
+            (&Method::PUT, ["admin", "log-level"]) => set_log_level(body),
             (&Method::POST, ["admin", "reload"]) => match self.gateway.reload().await {
                 Ok(hash) => (StatusCode::OK, json!({"reloaded": true, "hash": hash})),
                 Err(e) => (
@@ -276,6 +281,30 @@ fn routes(snapshot: &Snapshot) -> Value {
 }
 
 /// An admin error answer: `{"error": {"code", "message"}}`.
+/// `PUT /admin/log-level`: the body is the filter in `RUST_LOG` syntax, as text or as
+/// `{"level": "..."}`. It holds until the process ends or a reload changes `log.level`.
+fn set_log_level(body: &[u8]) -> (StatusCode, Value) {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let spec = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => match o.get("level").and_then(Value::as_str) {
+            Some(level) => level.to_string(),
+            None => {
+                let message = "a JSON body needs a string `level`".to_string();
+                return error(StatusCode::BAD_REQUEST, "bad_request", message);
+            }
+        },
+        _ => text.to_string(),
+    };
+    match crate::log_filter::set(&spec) {
+        Ok(previous) => {
+            log::warn!("log filter {previous:?} -> {spec:?} (PUT /admin/log-level)");
+            (StatusCode::OK, json!({"level": spec, "previous": previous}))
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", e),
+    }
+}
+
 fn error(status: StatusCode, code: &str, message: String) -> (StatusCode, Value) {
     (status, json!({"error": {"code": code, "message": message}}))
 }

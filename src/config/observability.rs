@@ -156,6 +156,15 @@ pub enum TrustIncoming {
     None,
 }
 
+/// The operational log (standard error).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax (`info`, `warn,portico::proxy=debug`). Applied at start
+    /// unless `RUST_LOG` is set, and by every reload that changes it.
+    pub level: Option<String>,
+}
+
 /// The access log: one JSON line per request.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -60,6 +60,8 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// Listeners and process settings; changing them needs a restart or binary upgrade.

@@ -110,6 +110,11 @@ pub fn telemetry(config: &Config, problems: &mut Problems) {
             problems.push("tracing.sample_ratio", "must be between 0 and 1");
         }
     }
+    if let Some(level) = &config.log.level {
+        if let Err(e) = crate::log_filter::check(level) {
+            problems.push("log.level", e);
+        }
+    }
     if !(0.0..=1.0).contains(&config.access_log.sample) {
         problems.push("access_log.sample", "must be between 0 and 1");
     }
