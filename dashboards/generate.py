@@ -901,6 +901,15 @@ def upstreams():
         desc="Failed lookups of static instances' host names; the last good addresses stay in use."),
         12, 7)
 
+    L.row("Traffic splits")
+    L.add(timeseries("Split share by route and service", targets((
+        "sum by (route, service) (%s) / ignoring(service) group_left sum by (route) (%s)"
+        % (rate("portico_split_requests_total"), rate("portico_split_requests_total")),
+        "{{route}} → {{service}}")), "percentunit", stack=True,
+        desc="Share of each split route's requests each service took: the weights, plus requests "
+             "forced by `when`, minus a side that had no available instance (failed over)."),
+        24, 7)
+
     return dashboard("portico-upstreams", "Portico / Upstreams",
                      "Upstream services: instance health, attempts, errors, latency, retries and circuit "
                      "breakers.", L.done(), extra_vars=[SERVICE_VAR])

@@ -74,6 +74,7 @@ routes:
   - {{name: reg, match: {{path_prefix: /reg}}, service: registered}}
   - {{name: capped, match: {{path_prefix: /capped}}, service: echo, concurrency: {{max: 10}}, ip: [shared-deny], compress: {{min_size: 10B}}}}
   - {{name: private, match: {{path_prefix: /private}}, service: echo, auth: [keys, idp]}}
+  - {{name: canary, match: {{path_prefix: /canary}}, split: [{{service: echo, weight: 9}}, {{service: registered, weight: 1}}]}}
 ip_rules:
   shared-deny: {{deny_from_redis: true}}
 consumers:

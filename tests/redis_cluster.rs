@@ -9,10 +9,12 @@ use support::redis_cluster::RedisCluster;
 use support::*;
 
 /// Two discovered services (in different hash slots), a route per service, and a
-/// Redis-stored global limit of `limit` per `per` on the default route.
+/// Redis-stored global limit of `limit` per `per` on the default route. The command timeout is
+/// generous: these tests count decisions Redis made, and under a loaded test run a 50 ms
+/// timeout turned some into fallback decisions.
 fn body(cluster: &RedisCluster, limit: u32, per: &str) -> String {
     format!(
-        "redis: {{cluster: {}, gateway_ttl: 1s}}\nregistry: {{poll_interval: 200ms}}\n\
+        "redis: {{cluster: {}, gateway_ttl: 1s, command_timeout: 1s}}\nregistry: {{poll_interval: 200ms}}\n\
          events: {{stream: \"portico:events\", maxlen: 10000}}\n\
          kpis:\n  - {{name: calls, routes: [api], status: 2xx}}\n\
          rate_limits:\n  shared: {{key: global, limit: {limit}, per: {per}, store: redis}}\n\

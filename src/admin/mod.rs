@@ -273,14 +273,14 @@ fn routes(snapshot: &Snapshot) -> Value {
             .routes
             .iter()
             .map(|r| {
-                json!({"name": r.name, "service": r.service, "match": r.matcher,
-                            "strip_prefix": r.strip_prefix, "rewrite": r.rewrite})
+                json!({"name": r.name, "service": r.service, "split": r.split,
+                       "sticky": r.sticky, "match": r.matcher,
+                       "strip_prefix": r.strip_prefix, "rewrite": r.rewrite})
             })
             .collect(),
     )
 }
 
-/// An admin error answer: `{"error": {"code", "message"}}`.
 /// `PUT /admin/log-level`: the body is the filter in `RUST_LOG` syntax, as text or as
 /// `{"level": "..."}`. It holds until the process ends or a reload changes `log.level`.
 fn set_log_level(body: &[u8]) -> (StatusCode, Value) {
@@ -305,6 +305,7 @@ fn set_log_level(body: &[u8]) -> (StatusCode, Value) {
     }
 }
 
+/// An admin error answer: `{"error": {"code", "message"}}`.
 fn error(status: StatusCode, code: &str, message: String) -> (StatusCode, Value) {
     (status, json!({"error": {"code": code, "message": message}}))
 }

@@ -20,6 +20,7 @@ mod observability;
 mod rate_limit;
 mod redis;
 mod scalar;
+mod split;
 pub mod suggest;
 mod tree;
 mod types;

@@ -7,6 +7,7 @@ pub use super::limits::*;
 pub use super::observability::*;
 pub use super::rate_limit::*;
 pub use super::redis::*;
+pub use super::split::*;
 pub use super::units::{byte_size, duration, opt_byte_size, opt_duration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -166,9 +167,16 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
-    /// Where requests go; every route has exactly one of `service`, `redirect` and `respond`.
+    /// Where requests go; every route has exactly one of `service`, `split`, `redirect` and
+    /// `respond`.
     #[serde(default)]
     pub service: Option<String>,
+    /// Several services: by weight, by match, stickily (`split.rs`).
+    #[serde(default)]
+    pub split: Vec<SplitEntryConfig>,
+    /// Keeps a caller on one side of the `split`.
+    #[serde(default)]
+    pub sticky: Option<StickyConfig>,
     /// The gateway answers with a redirect.
     #[serde(default)]
     pub redirect: Option<RedirectConfig>,

@@ -105,9 +105,17 @@ impl Proxy {
                     .get(http::header::ACCEPT_ENCODING),
             )
         });
+        // After the access policies: a split may keep callers by their consumer.
+        let consumer = reply.policy.consumer().map(|c| c.name.as_str());
+        let choice = route
+            .split()
+            .map(|s| s.choose(session.req_header(), consumer));
+        let side = choice.as_ref().map_or(0, |c| c.side);
+        reply.set_cookie = choice.and_then(|c| c.set_cookie);
         *upstream = UpstreamState {
+            side,
             attempts: Attempts::new(request.start, route.timeout()),
-            budget: route.upstream().map(|u| u.budget().enter()),
+            budget: route.upstream(side).map(|u| u.budget().enter()),
             ..UpstreamState::default()
         };
         let limits = &snapshot.config().server.limits;

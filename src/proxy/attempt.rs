@@ -45,7 +45,7 @@ impl Proxy {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
         let route = snapshot.router().route(index);
-        let Some(upstream) = route.upstream() else {
+        let Some(upstream) = route.upstream(ctx.upstream.side) else {
             return Error::e_explain(ErrorType::InternalError, "the route has no service");
         };
         let attempts = &mut ctx.upstream.attempts;
@@ -198,7 +198,7 @@ impl Proxy {
             return false;
         };
         let route = snapshot.router().route(index);
-        let Some(upstream) = route.upstream() else {
+        let Some(upstream) = route.upstream(state.side) else {
             return false;
         };
         state.report(upstream, false);
@@ -249,7 +249,7 @@ impl Proxy {
             return false;
         };
         let route = snapshot.router().route(index);
-        let Some(upstream) = route.upstream() else {
+        let Some(upstream) = route.upstream(state.side) else {
             return false;
         };
         let failed = upstream.is_failure_status(status);

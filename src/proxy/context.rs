@@ -53,6 +53,8 @@ pub(super) struct RequestInfo {
 /// The request's attempts on the route's service.
 #[derive(Default)]
 pub(super) struct UpstreamState {
+    /// The side of the route's split the request goes to (0 for a route with one service).
+    pub side: usize,
     pub attempts: Attempts,
     /// The request's place in the service's retry budget.
     pub budget: Option<BudgetEntry>,
@@ -97,6 +99,8 @@ pub(super) struct ReplyState {
     pub encoding: Option<Algorithm>,
     /// The encoder of a response being compressed.
     pub encoder: Option<Encoder>,
+    /// A split's sticky cookie to set on the response.
+    pub set_cookie: Option<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -182,13 +186,14 @@ impl RequestCtx {
         } = self;
         upstream.current = None;
         reply.policy.release();
+        let side = upstream.side;
         if let Some(entry) = upstream.budget.take() {
             let route = snapshot
                 .as_ref()
                 .zip(*route)
                 .map(|(s, i)| s.router().route(i));
-            if let Some(upstream) = route.and_then(|r| r.upstream()) {
-                upstream.budget().leave(entry);
+            if let Some(service) = route.and_then(|r| r.upstream(side)) {
+                service.budget().leave(entry);
             }
         }
         *in_flight = None;

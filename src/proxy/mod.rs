@@ -155,7 +155,7 @@ impl ProxyHttp for Proxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(upstream) = ctx.route().and_then(|r| r.upstream()) else {
+        let Some(upstream) = ctx.route().and_then(|r| r.upstream(ctx.upstream.side)) else {
             return Ok(());
         };
         upstream.metrics().count_connection(reused);
@@ -215,6 +215,9 @@ impl ProxyHttp for Proxy {
             route
                 .policies()
                 .edit_response(upstream_response, &ctx.reply.policy)?;
+        }
+        if let Some(cookie) = ctx.reply.set_cookie.take() {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
         self.start_compression(session, upstream_response, ctx)
     }

@@ -161,7 +161,7 @@ impl Proxy {
                 Source::Gateway => "gateway",
             },
             reason: report.reason,
-            service: route.and_then(|r| r.service()),
+            service: route.and_then(|r| r.service(ctx.upstream.side)),
             consumer: ctx.reply.policy.consumer().map(|c| c.name.as_str()),
             instance: ctx.upstream.last_instance,
             attempts: ctx.upstream.attempts.made(),

@@ -80,7 +80,7 @@ impl Proxy {
 pub(super) fn trace_url(upstream_request: &RequestHeader, ctx: &mut RequestCtx) {
     let tls = ctx
         .route()
-        .and_then(|r| r.upstream())
+        .and_then(|r| r.upstream(ctx.upstream.side))
         .is_some_and(|u| u.config().tls);
     let Some(snapshot) = ctx.snapshot.as_deref() else {
         return;

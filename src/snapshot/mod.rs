@@ -26,6 +26,7 @@ use crate::ratelimit::shared::SharedStore;
 use crate::ratelimit::Rule;
 use crate::retry::RetryPolicy;
 use crate::router::{PathRewrite, Router};
+use crate::split::Split;
 use crate::telemetry::kpi::Kpi;
 use crate::telemetry::metrics::{RouteMetrics, UNMATCHED_ROUTE};
 use crate::telemetry::query_redaction::QueryRedaction;
@@ -71,12 +72,10 @@ pub struct Route {
     policies: Chain,
 }
 
-/// Where a route's requests end: a service's instances, or an answer the gateway makes.
+/// Where a route's requests end: services' instances (one, or a split), or an answer the
+/// gateway makes.
 enum Target {
-    Service {
-        name: String,
-        upstream: Arc<Upstream>,
-    },
+    Services(Split),
     Answer(Answer),
 }
 
@@ -86,10 +85,16 @@ impl Route {
         &self.name
     }
 
-    /// The service's name (the access log's `service`); `None` when the gateway answers.
-    pub fn service(&self) -> Option<&str> {
+    /// The name of the service at `side` of the route's split (0 for a route with one
+    /// service; the access log's `service`); `None` when the gateway answers.
+    pub fn service(&self, side: usize) -> Option<&str> {
+        self.split().map(|s| s.side(side).service())
+    }
+
+    /// The route's services; `None` when the gateway answers.
+    pub fn split(&self) -> Option<&Split> {
         match &self.target {
-            Target::Service { name, .. } => Some(name),
+            Target::Services(split) => Some(split),
             Target::Answer(_) => None,
         }
     }
@@ -109,19 +114,17 @@ impl Route {
         self.timeout
     }
 
-    /// The service's instances; `None` when the gateway answers.
-    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
-        match &self.target {
-            Target::Service { upstream, .. } => Some(upstream),
-            Target::Answer(_) => None,
-        }
+    /// The instances of the service at `side` of the route's split; `None` when the gateway
+    /// answers.
+    pub fn upstream(&self, side: usize) -> Option<&Arc<Upstream>> {
+        self.split().map(|s| s.side(side).upstream())
     }
 
     /// What the gateway answers instead of a service.
     pub fn answer(&self) -> Option<&Answer> {
         match &self.target {
             Target::Answer(answer) => Some(answer),
-            Target::Service { .. } => None,
+            Target::Services(_) => None,
         }
     }
 
@@ -426,13 +429,7 @@ fn build_route(
     }
     let policies = chain.log(Log::Kpis(KpiCounters::new(kpis))).build();
     let target = match plan.destination {
-        Destination::Service(name) => Target::Service {
-            upstream: services
-                .get(&name)
-                .cloned()
-                .expect("the compile step checked that every route's service exists"),
-            name,
-        },
+        Destination::Services(spec) => Target::Services(Split::new(&plan.name, spec, services)),
         Destination::Answer(answer) => Target::Answer(answer),
     };
     Route {

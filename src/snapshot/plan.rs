@@ -21,6 +21,7 @@ use crate::ratelimit::RuleSpec;
 use crate::redis_client::Topology;
 use crate::retry::RetryPolicy;
 use crate::router::{Matcher, PathRewrite, Router};
+use crate::split::SplitSpec;
 use crate::telemetry::kpi::{self, KpiSpec};
 use crate::upstream::ServiceSpec;
 use std::collections::{BTreeMap, HashSet};
@@ -79,9 +80,9 @@ pub struct RoutePlan {
     pub allow_groups: Vec<String>,
 }
 
-/// Where a route's requests end: a service (by name), or the gateway's own answer.
+/// Where a route's requests end: services (one, or a split), or the gateway's own answer.
 pub enum Destination {
-    Service(String),
+    Services(SplitSpec),
     Answer(Answer),
 }
 
@@ -273,10 +274,16 @@ fn compile_route(
             &r.service,
             Answer::compile(r.redirect.as_ref(), r.respond.as_ref(), at, problems),
         ) {
-            (Some(service), _) => Destination::Service(service.clone()),
+            (Some(service), _) => Destination::Services(SplitSpec::single(service)),
+            _ if !r.split.is_empty() => Destination::Services(SplitSpec::compile(
+                &r.split,
+                r.sticky.as_ref(),
+                at,
+                problems,
+            )),
             (None, Some(answer)) => Destination::Answer(answer),
             // `check_target` reported it; the plan is discarded.
-            (None, None) => Destination::Service(String::new()),
+            (None, None) => Destination::Services(SplitSpec::single("")),
         },
         max_request_body: r.max_request_body,
         rewrite: PathRewrite::compile(r, at, problems),
@@ -344,6 +351,12 @@ fn check_identity(r: &RouteConfig, at: &str, config: &Config, problems: &mut Pro
             "needs `auth` on the route (groups belong to authenticated consumers)",
         );
     }
+    if r.sticky.as_ref().is_some_and(|s| s.consumer) {
+        problems.push(
+            format!("{at}.sticky.consumer"),
+            "needs `auth` on the route (only an authenticated caller has a consumer)",
+        );
+    }
     if r.concurrency.as_ref().is_some_and(|c| c.per == "consumer") {
         problems.push(
             format!("{at}.concurrency.per"),
@@ -364,33 +377,46 @@ fn check_identity(r: &RouteConfig, at: &str, config: &Config, problems: &mut Pro
     }
 }
 
-/// Exactly one of `service`, `redirect` and `respond`; a known service; nothing that only a
-/// service would use on a route the gateway answers itself.
+/// Exactly one of `service`, `split`, `redirect` and `respond`; known services; nothing that
+/// only a service would use on a route the gateway answers itself.
 fn check_target(r: &RouteConfig, at: &str, config: &Config, problems: &mut Problems) {
     let targets = [
         r.service.is_some(),
+        !r.split.is_empty(),
         r.redirect.is_some(),
         r.respond.is_some(),
     ];
     match targets.iter().filter(|t| **t).count() {
         0 => problems.push(
             format!("{at}.service"),
-            "a route needs one of `service`, `redirect` and `respond`",
+            "a route needs one of `service`, `split`, `redirect` and `respond`",
         ),
         1 => {}
         _ => problems.push(
             at.to_string(),
-            "a route has exactly one of `service`, `redirect` and `respond`",
+            "a route has exactly one of `service`, `split`, `redirect` and `respond`",
         ),
     }
-    if let Some(service) = &r.service {
+    if r.sticky.is_some() && r.split.is_empty() {
+        problems.push(
+            format!("{at}.sticky"),
+            "only applies to a route with a `split`",
+        );
+    }
+    let known_service = |service: &str, at: String, problems: &mut Problems| {
         if !config.services.contains_key(service) {
             let hint = config::suggest::hint(service, config.services.keys().map(String::as_str));
-            problems.push(
-                format!("{at}.service"),
-                format!("unknown service {service:?}{hint}"),
-            );
+            problems.push(at, format!("unknown service {service:?}{hint}"));
         }
+    };
+    for (i, entry) in r.split.iter().enumerate() {
+        known_service(&entry.service, format!("{at}.split[{i}].service"), problems);
+    }
+    if let Some(service) = &r.service {
+        known_service(service, format!("{at}.service"), problems);
+        return;
+    }
+    if !r.split.is_empty() {
         return;
     }
     let unused = [

@@ -203,6 +203,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_registry_syncs_total", Counter, &["result"]),
     (
+        "portico_split_requests_total",
+        Counter,
+        &["route", "service"],
+    ),
+    (
         "portico_tls_certificate_expiry_timestamp_seconds",
         Gauge,
         &["listener"],

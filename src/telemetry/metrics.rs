@@ -379,6 +379,7 @@ impl RouteMetrics {
         super::body_sizes::BodySizes::remove(&self.route);
         let _ = HTTP_RESPONSE_BYTES.remove_label_values(&[&self.route]);
         super::kpi::remove_route(&self.route);
+        super::split::remove_route(&self.route);
     }
 }
 

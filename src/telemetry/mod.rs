@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod service_metrics;
 pub mod span_export;
+pub mod split;
 pub mod tracing;
 pub mod upstream_pool;
 
@@ -42,6 +43,7 @@ pub fn init() {
         span_export::init();
         body_sizes::init();
         upstream_pool::init();
+        split::init();
         // The default registry refuses a second registration; `DONE` makes this the only one.
         let _ = prometheus::register(Box::new(process::ProcessCollector::default()));
     });

@@ -148,6 +148,15 @@ pub fn observe(client: &str, command: &str, elapsed: Duration, error: Option<&st
     }
 }
 
+/// Makes a registry-discovered service's series (at zero until the watcher's first pass; a
+/// reload keeps the values they have).
+pub fn registry_service(service: &str) {
+    REGISTRY_EXPIRED_REMOVED.with_label_values(&[service]);
+    for state in INSTANCE_STATES {
+        REGISTRY_INSTANCES.with_label_values(&[service, state]);
+    }
+}
+
 /// Sets the registry's per-service instance counts.
 pub fn registry_instances(service: &str, counts: [usize; 4]) {
     REGISTRY_EXPIRED_REMOVED.with_label_values(&[service]);

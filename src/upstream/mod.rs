@@ -135,6 +135,10 @@ impl Upstream {
         let config = &spec.config;
         let probe = Arc::new(spec.probe.clone());
         let metrics = ServiceMetrics::new(name);
+        if config.discovery == crate::config::Discovery::Redis {
+            // At zero before the watcher's first pass, which runs after the gateway is ready.
+            crate::telemetry::redis::registry_service(name);
+        }
         let members = build_members(config, &probe, &spec.instances, &resolved, registered);
         for b in &members.backends {
             metrics.instance_health(&b.addr.to_string(), true);

@@ -12,6 +12,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Upstream {
+    /// Whether some instance passes its health checks and is not cut off by an open breaker.
+    /// A traffic split sends nothing to a service without one while another side has one.
+    pub fn has_available_instance(&self, now: Instant) -> bool {
+        let backends = self.balancer.backends();
+        backends.get_backend().iter().any(|b| {
+            backends.ready(b)
+                && b.addr.as_inet().is_none_or(|a| {
+                    !matches!(self.breakers.view(a, now), Some((super::State::Open, _)))
+                })
+        })
+    }
+
     /// Picks a healthy instance not in `tried` whose breaker admits it. When no instance at all
     /// is healthy, falls back to the whole set (panic mode) rather than failing every request;
     /// breakers still apply there.

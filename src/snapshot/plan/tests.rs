@@ -99,7 +99,7 @@ services:
     reports_all(
         text,
         &[
-            "f:3:5: routes[0].service: a route needs one of `service`, `redirect` and `respond`",
+            "f:3:5: routes[0].service: a route needs one of `service`, `split`, `redirect` and `respond`",
             "f:4:5: routes[1]: a route has exactly one of",
             "routes[2].redirect.status: must be 301, 302, 303, 307 or 308",
             "routes[2].redirect.to: `$pth` is not $path, $query, $host",
@@ -279,5 +279,49 @@ fn tracing_settings_are_checked() {
     reports_all(
         &format!("tracing: {{protocol: http/json, compression: zstd}}\n{GOOD}"),
         &["tracing.protocol", "tracing.compression"],
+    );
+}
+
+#[test]
+fn split_mistakes_are_located() {
+    let text = r#"
+routes:
+  - name: both
+    service: trading
+    split: [{service: trading, weight: 1}]
+  - name: bad
+    split:
+      - {service: tradnig, weight: 1}
+      - {service: trading, weight: 0}
+      - {service: trading, weight: 2, when: {header: {x-canary: "1"}}}
+      - {service: trading}
+      - {service: trading, when: {}}
+    sticky: {cookie: "bad name", header: x-user}
+  - name: forced-only
+    split: [{service: trading, when: {query: {canary: "1"}}}]
+  - name: unsplit
+    service: trading
+    sticky: {header: x-user}
+  - name: anonymous
+    split: [{service: trading, weight: 1}]
+    sticky: {consumer: true}
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+    reports_all(
+        text,
+        &[
+            "routes[0]: a route has exactly one of `service`, `split`",
+            "routes[1].split[0].service: unknown service \"tradnig\"",
+            "routes[1].split[1].weight: must be positive",
+            "routes[1].split[2].weight: an entry with `when`",
+            "routes[1].split[3]: needs a `weight` or a `when`",
+            "routes[1].split[4].when: needs a `header`, `cookie` or `query`",
+            "routes[1].sticky: needs exactly one of",
+            "routes[2].split: needs at least one entry with a `weight`",
+            "routes[3].sticky: only applies to a route with a `split`",
+            "routes[4].sticky.consumer: needs `auth` on the route",
+        ],
     );
 }
