@@ -65,19 +65,29 @@ fn routing(c: &mut Criterion) {
 }
 
 fn selection(c: &mut Criterion) {
-    let plan = config();
     let registry = health::registry(Arc::new(Verdicts::default()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let upstream = Upstream::new(&plan.services["s"], &registry, Vec::new(), Resolved::new());
-    rt.block_on(upstream.refresh()).unwrap();
-    c.bench_function("instance selection with breaker check (4 instances)", |b| {
-        b.iter(|| match upstream.select(b"", &[], Instant::now()) {
-            Pick::Selected(s) => black_box(s.backend.weight),
-            _ => 0,
-        })
-    });
+    // Round robin is the baseline of the load-aware balancers, measured in the same run.
+    for balance in ["round_robin", "least_request", "ewma"] {
+        let plan = compile_str(
+            "bench.yaml",
+            &format!(
+                "routes: [{{name: r, service: s}}]\nservices:\n  s: {{balance: {balance}, instances: [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]}}\n"
+            ),
+        )
+        .expect("valid bench config");
+        let upstream = Upstream::new(&plan.services["s"], &registry, Vec::new(), Resolved::new());
+        rt.block_on(upstream.refresh()).unwrap();
+        let name = format!("instance selection with breaker check (4 instances, {balance})");
+        c.bench_function(&name, |b| {
+            b.iter(|| match upstream.select(b"", &[], Instant::now()) {
+                Pick::Selected(s) => black_box(s.backend.weight),
+                _ => 0,
+            })
+        });
+    }
 }
 
 fn metrics(c: &mut Criterion) {

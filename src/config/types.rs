@@ -436,6 +436,18 @@ pub enum Balance {
     Random,
     /// Ketama consistent hashing on `hash_key`.
     ConsistentHash,
+    /// Power of two choices on requests in flight per instance (Envoy's LEAST_REQUEST).
+    LeastRequest,
+    /// Power of two choices on a decaying average of response time × (in flight + 1)
+    /// (Finagle's and linkerd's peak EWMA).
+    Ewma,
+}
+
+impl Balance {
+    /// Whether selection compares two random instances' load (`least_request`, `ewma`).
+    pub fn is_p2c(self) -> bool {
+        matches!(self, Balance::LeastRequest | Balance::Ewma)
+    }
 }
 
 /// Active health check of every instance of a service.

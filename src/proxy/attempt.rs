@@ -258,6 +258,7 @@ impl Proxy {
             let took = attempt.started.elapsed();
             state.response_time = Some(took);
             upstream.metrics().observe_response(took);
+            upstream.observe_latency(&attempt.addr, took);
             if let Some(span) = attempt.span.take() {
                 end_client_span(*span, Some(status), None);
             }

@@ -159,7 +159,11 @@ impl Upstream {
             Balance::RoundRobin | Balance::Weighted => {
                 Balancer::RoundRobin(LoadBalancer::from_backends(backends()))
             }
-            Balance::Random => Balancer::Random(LoadBalancer::from_backends(backends())),
+            // Two choices are made in `selection.rs`; the random balancer keeps the set and
+            // serves the fallback when neither choice can be used.
+            Balance::Random | Balance::LeastRequest | Balance::Ewma => {
+                Balancer::Random(LoadBalancer::from_backends(backends()))
+            }
             Balance::ConsistentHash => {
                 Balancer::Consistent(LoadBalancer::from_backends(backends()))
             }
@@ -178,9 +182,12 @@ impl Upstream {
             budget: RetryBudget::default(),
             update_lock: tokio::sync::Mutex::new(()),
             fail_open_cursor: AtomicUsize::new(0),
-            load: config
-                .max_connections_per_instance
-                .map(load::InstanceLoad::new),
+            // Counted when capped, and always for the balancers that compare load.
+            load: match (config.max_connections_per_instance, config.balance.is_p2c()) {
+                (Some(max), _) => Some(load::InstanceLoad::new(max)),
+                (None, true) => Some(load::InstanceLoad::new(u32::MAX)),
+                (None, false) => None,
+            },
         }
     }
 

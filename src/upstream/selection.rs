@@ -71,6 +71,11 @@ impl Upstream {
                 slot: slot.take(),
             })
         };
+        if self.config.balance.is_p2c() {
+            if let Some(backend) = self.two_choices(|b| untried(b) && admit(b)) {
+                return selected(backend, false);
+            }
+        }
         if let Some(backend) = self
             .balancer
             .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
@@ -95,6 +100,58 @@ impl Upstream {
                 Pick::CircuitOpen { retry_after }
             }
             None => Pick::Exhausted,
+        }
+    }
+
+    /// Power of two choices: two distinct random instances, the lighter one first, the first
+    /// that is healthy and `usable` (untried, with room, admitted by its breaker). None sends
+    /// the caller to the random balancer over the whole set, as when both are unusable.
+    /// Weights divide the load compared, so an instance of weight 2 takes twice the share.
+    fn two_choices(&self, usable: impl Fn(&Backend) -> bool) -> Option<Backend> {
+        let load = self.load.as_ref()?;
+        let backends = self.balancer.backends();
+        let set = backends.get_backend();
+        let n = set.len();
+        if n == 0 {
+            return None;
+        }
+        let i = fastrand::usize(..n);
+        let j = if n > 1 {
+            (i + 1 + fastrand::usize(..n - 1)) % n
+        } else {
+            i
+        };
+        let (a, b) = (set.iter().nth(i)?, set.iter().nth(j)?);
+        let now = Instant::now();
+        let weighted = |x: &Backend| {
+            let cost = x
+                .addr
+                .as_inet()
+                .map_or(f64::MAX, |addr| match self.config.balance {
+                    Balance::Ewma => load.cost(addr, now),
+                    _ => f64::from(load.in_flight(addr)) + 1.0,
+                });
+            cost / x.weight.max(1) as f64
+        };
+        let (first, second) = if weighted(b) < weighted(a) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        // Bound before returning: the candidates borrow `set`, which the tail expression's
+        // temporaries would otherwise outlive.
+        #[allow(clippy::let_and_return)]
+        let chosen = [first, second]
+            .into_iter()
+            .find(|c| backends.ready(c) && usable(c))
+            .cloned();
+        chosen
+    }
+
+    /// Folds an attempt's time to response header into its instance's average (`ewma`).
+    pub fn observe_latency(&self, addr: &SocketAddr, took: Duration) {
+        if let (Some(load), Balance::Ewma) = (&self.load, self.config.balance) {
+            load.observe(addr, took, Instant::now());
         }
     }
 
