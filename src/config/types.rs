@@ -348,6 +348,9 @@ pub struct ServiceConfig {
     /// is full the request gets 503 `overloaded`. Absent = no cap.
     #[serde(default)]
     pub max_connections_per_instance: Option<u32>,
+    /// A new or recovered instance's share ramps from 10% to its full weight over this time.
+    #[serde(default, with = "opt_duration")]
+    pub slow_start: Option<Duration>,
 }
 
 /// Per-instance circuit breaker settings of a service (on by default).

@@ -17,6 +17,7 @@ pub mod health;
 mod load;
 mod registration;
 mod selection;
+mod slow_start;
 mod spec;
 
 pub use breakers::Verdict;
@@ -119,6 +120,8 @@ pub struct Upstream {
     fail_open_cursor: AtomicUsize,
     /// In-flight counts per instance, when the service caps them.
     load: Option<load::InstanceLoad>,
+    /// Ramps of new and recovered instances, when the service has `slow_start`.
+    slow_start: Option<slow_start::SlowStart>,
 }
 
 impl Upstream {
@@ -182,6 +185,9 @@ impl Upstream {
             budget: RetryBudget::default(),
             update_lock: tokio::sync::Mutex::new(()),
             fail_open_cursor: AtomicUsize::new(0),
+            slow_start: config
+                .slow_start
+                .map(|w| slow_start::SlowStart::new(w, addrs.iter().copied(), now)),
             // Counted when capped, and always for the balancers that compare load.
             load: match (config.max_connections_per_instance, config.balance.is_p2c()) {
                 (Some(max), _) => Some(load::InstanceLoad::new(max)),
@@ -326,6 +332,9 @@ impl Upstream {
             .collect();
         for b in &gone {
             self.metrics.remove_instance(&b.addr.to_string());
+        }
+        if let Some(ramps) = &self.slow_start {
+            ramps.retain(|a| inet_addrs(&members.backends).any(|m| m == *a));
         }
         let fresh = self.breakers.sync(inet_addrs(&members.backends), now);
         self.breakers.export(&fresh, &self.metrics, now);

@@ -33,6 +33,9 @@ impl Upstream {
         let refused: Cell<Option<Duration>> = Cell::new(None);
         let saturated = Cell::new(false);
         let slot: Cell<Option<LoadSlot>> = Cell::new(None);
+        // Slow start passes ramping instances over, until a pass finds nothing else.
+        let ramp = Cell::new(self.slow_start.is_some());
+        let ramped = Cell::new(false);
         let admit = |b: &Backend| {
             let Some(addr) = b.addr.as_inet() else {
                 return true;
@@ -50,17 +53,39 @@ impl Upstream {
                 None => None,
             };
             match self.breakers.admit(addr, now, &self.metrics) {
+                // A half-open breaker's probe always goes: it decides whether the instance
+                // is back at all.
+                Verdict::Send { probe: false }
+                    if ramp.get()
+                        && self
+                            .slow_start
+                            .as_ref()
+                            .is_some_and(|s| !s.admits(addr, now)) =>
+                {
+                    ramped.set(true);
+                    false
+                }
                 Verdict::Send { probe: p } => {
                     probe.set(p);
                     slot.set(taken);
                     true
                 }
                 Verdict::Refuse { retry_after } => {
+                    if let Some(ramps) = &self.slow_start {
+                        ramps.down(addr);
+                    }
                     let wait = refused.get().map_or(retry_after, |w| w.min(retry_after));
                     refused.set(Some(wait));
                     false
                 }
             }
+        };
+        // An unhealthy instance is marked down, so its recovery starts a ramp.
+        let healthy = |b: &Backend, ready: bool| {
+            if let (false, Some(ramps), Some(addr)) = (ready, &self.slow_start, b.addr.as_inet()) {
+                ramps.down(addr);
+            }
+            ready
         };
         let budget = 2 * self.instance_count() + 4;
         let selected = |backend, panic| {
@@ -71,16 +96,21 @@ impl Upstream {
                 slot: slot.take(),
             })
         };
-        if self.config.balance.is_p2c() {
-            if let Some(backend) = self.two_choices(|b| untried(b) && admit(b)) {
+        for _pass in 0..2 {
+            if self.config.balance.is_p2c() {
+                if let Some(backend) = self.two_choices(healthy, |b| untried(b) && admit(b)) {
+                    return selected(backend, false);
+                }
+            }
+            if let Some(backend) = self.balancer.select_with(key, budget, |b, ready| {
+                healthy(b, ready) && untried(b) && admit(b)
+            }) {
                 return selected(backend, false);
             }
-        }
-        if let Some(backend) = self
-            .balancer
-            .select_with(key, budget, |b, healthy| healthy && untried(b) && admit(b))
-        {
-            return selected(backend, false);
+            if !ramped.get() {
+                break;
+            }
+            ramp.set(false);
         }
         let backends = self.balancer.backends();
         if !backends.get_backend().iter().any(|b| backends.ready(b)) {
@@ -107,7 +137,11 @@ impl Upstream {
     /// that is healthy and `usable` (untried, with room, admitted by its breaker). None sends
     /// the caller to the random balancer over the whole set, as when both are unusable.
     /// Weights divide the load compared, so an instance of weight 2 takes twice the share.
-    fn two_choices(&self, usable: impl Fn(&Backend) -> bool) -> Option<Backend> {
+    fn two_choices(
+        &self,
+        healthy: impl Fn(&Backend, bool) -> bool,
+        usable: impl Fn(&Backend) -> bool,
+    ) -> Option<Backend> {
         let load = self.load.as_ref()?;
         let backends = self.balancer.backends();
         let set = backends.get_backend();
@@ -143,7 +177,7 @@ impl Upstream {
         #[allow(clippy::let_and_return)]
         let chosen = [first, second]
             .into_iter()
-            .find(|c| backends.ready(c) && usable(c))
+            .find(|c| healthy(c, backends.ready(c)) && usable(c))
             .cloned();
         chosen
     }

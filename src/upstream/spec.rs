@@ -133,6 +133,11 @@ impl ServiceSpec {
         if s.heartbeat_ttl < Duration::from_millis(100) {
             problems.push(format!("{at}.heartbeat_ttl"), "must be at least 100ms");
         }
+        if s.slow_start
+            .is_some_and(|w| !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&w))
+        {
+            problems.push(format!("{at}.slow_start"), "must be between 1s and 1h");
+        }
         if s.max_connections_per_instance == Some(0) {
             problems.push(
                 format!("{at}.max_connections_per_instance"),
