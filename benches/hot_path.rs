@@ -70,17 +70,23 @@ fn selection(c: &mut Criterion) {
         .build()
         .unwrap();
     // Round robin is the baseline of the load-aware balancers, measured in the same run.
-    for balance in ["round_robin", "least_request", "ewma"] {
+    for (balance, extra) in [
+        ("round_robin", ""),
+        ("least_request", ""),
+        ("ewma", ""),
+        ("round_robin", ", zone_aware: {local_zone: a}"),
+    ] {
         let plan = compile_str(
             "bench.yaml",
             &format!(
-                "routes: [{{name: r, service: s}}]\nservices:\n  s: {{balance: {balance}, instances: [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]}}\n"
+                "routes: [{{name: r, service: s}}]\nservices:\n  s: {{balance: {balance}{extra}, instances: [\"127.0.0.1:1 zone=a\", \"127.0.0.1:2 zone=a\", \"127.0.0.1:3 zone=b\", \"127.0.0.1:4 zone=b\"]}}\n"
             ),
         )
         .expect("valid bench config");
         let upstream = Upstream::new(&plan.services["s"], &registry, Vec::new(), Resolved::new());
         rt.block_on(upstream.refresh()).unwrap();
-        let name = format!("instance selection with breaker check (4 instances, {balance})");
+        let zones = if extra.is_empty() { "" } else { ", zone_aware" };
+        let name = format!("instance selection with breaker check (4 instances, {balance}{zones})");
         c.bench_function(&name, |b| {
             b.iter(|| match upstream.select(b"", &[], Instant::now()) {
                 Pick::Selected(s) => black_box(s.backend.weight),

@@ -901,6 +901,14 @@ def upstreams():
         desc="Failed lookups of static instances' host names; the last good addresses stay in use."),
         12, 7)
 
+    L.add(timeseries("Cross-zone share (zone-aware services)", targets((
+        "sum by (service) (%s) / sum by (service) (%s)"
+        % (rate("portico_upstream_zone_requests_total", S, 'locality="cross_zone"'),
+           rate("portico_upstream_zone_requests_total", S)), "{{service}}")), "percentunit",
+        desc="Share of a zone-aware service's attempts sent out of the gateway's zone: 0 while "
+             "at least min_healthy of the local zone is available, rising in proportion as it "
+             "loses instances."), 24, 7)
+
     L.row("Traffic splits")
     L.add(timeseries("Split share by route and service", targets((
         "sum by (route, service) (%s) / ignoring(service) group_left sum by (route) (%s)"

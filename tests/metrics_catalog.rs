@@ -84,7 +84,8 @@ auth:
   idp: {{type: jwt, jwks_url: "http://127.0.0.1:{dead}/keys"}}
 services:
   echo:
-    instances: ["{echo}"]
+    instances: ["{echo} zone=a"]
+    zone_aware: {{local_zone: a}}
     health_check: {{type: tcp, interval: 200ms, timeout: 100ms}}
   dead:
     instances: ["127.0.0.1:{dead}"]

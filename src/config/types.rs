@@ -351,6 +351,25 @@ pub struct ServiceConfig {
     /// A new or recovered instance's share ramps from 10% to its full weight over this time.
     #[serde(default, with = "opt_duration")]
     pub slow_start: Option<Duration>,
+    /// Prefer instances in the gateway's own zone.
+    #[serde(default)]
+    pub zone_aware: Option<ZoneAwareConfig>,
+}
+
+/// Zone-aware balancing: requests stay in `local_zone` while enough of it is available.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneAwareConfig {
+    /// The gateway's zone (typically `${PORTICO_ZONE:-}`); empty turns zone awareness off.
+    pub local_zone: String,
+    /// Least share of the local zone's instances that must be available for all requests
+    /// to stay local; below it, requests spill over in proportion.
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: f64,
+}
+
+fn default_min_healthy() -> f64 {
+    0.7
 }
 
 /// Per-instance circuit breaker settings of a service (on by default).

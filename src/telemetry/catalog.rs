@@ -261,6 +261,11 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         Counter,
         &["service"],
     ),
+    (
+        "portico_upstream_zone_requests_total",
+        Counter,
+        &["locality", "service"],
+    ),
 ];
 
 /// `process_*` families from the process collector (`telemetry/process.rs`).

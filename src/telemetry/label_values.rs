@@ -92,6 +92,11 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
         &super::service_metrics::UPSTREAM_ERROR_KINDS,
     ),
     (
+        "portico_upstream_zone_requests_total",
+        "locality",
+        &["local", "cross_zone"],
+    ),
+    (
         "portico_upstream_retries_total",
         "reason",
         &["connect_failure", "status", "error"],

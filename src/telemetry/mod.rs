@@ -44,6 +44,7 @@ pub fn init() {
         body_sizes::init();
         upstream_pool::init();
         split::init();
+        service_metrics::ServiceMetrics::init();
         // The default registry refuses a second registration; `DONE` makes this the only one.
         let _ = prometheus::register(Box::new(process::ProcessCollector::default()));
     });

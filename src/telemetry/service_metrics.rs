@@ -3,7 +3,8 @@
 //! path never hashes label values. The families themselves are declared in `metrics.rs`.
 
 use super::metrics::*;
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{register_int_counter_vec, Histogram, IntCounter, IntCounterVec, IntGauge};
+use std::sync::LazyLock;
 
 /// Handles for one service.
 pub struct ServiceMetrics {
@@ -23,6 +24,12 @@ pub struct ServiceMetrics {
     /// Attempt errors, in [`UPSTREAM_ERROR_KINDS`] order.
     errors: [IntCounter; 11],
 }
+
+family!(ZONE_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "portico_upstream_zone_requests_total",
+    "Attempts of zone-aware services by whether the instance was in the gateway's zone (local) or not (cross_zone).",
+    &["service", "locality"]
+));
 
 /// The `kind` label of `portico_upstream_errors_total`: every kind an attempt can fail with.
 pub const UPSTREAM_ERROR_KINDS: [&str; 11] = [
@@ -115,6 +122,16 @@ impl ServiceMetrics {
         }
     }
 
+    /// Registers the families made only for some services.
+    pub fn init() {
+        LazyLock::force(&ZONE_REQUESTS);
+    }
+
+    /// The zone-aware attempt counters (local, cross_zone), made at zero.
+    pub fn zone_counters(&self) -> [IntCounter; 2] {
+        ["local", "cross_zone"].map(|l| ZONE_REQUESTS.with_label_values(&[&self.service, l]))
+    }
+
     /// Counts an attempt that is a retry.
     pub fn retried(&self, cause: crate::retry::Cause) {
         let i = crate::retry::Cause::ALL
@@ -182,6 +199,7 @@ impl ServiceMetrics {
             &*PANIC_SELECTIONS,
             &*BREAKER_TRANSITIONS,
             &*BREAKER_SHORT_CIRCUITS,
+            &*ZONE_REQUESTS,
         ] {
             remove_matching(family, "service", &self.service);
         }

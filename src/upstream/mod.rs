@@ -19,6 +19,7 @@ mod registration;
 mod selection;
 mod slow_start;
 mod spec;
+mod zones;
 
 pub use breakers::Verdict;
 pub use discovery::{InstanceSet, Members};
@@ -122,6 +123,8 @@ pub struct Upstream {
     load: Option<load::InstanceLoad>,
     /// Ramps of new and recovered instances, when the service has `slow_start`.
     slow_start: Option<slow_start::SlowStart>,
+    /// The local-zone preference, when `zone_aware` names a zone.
+    zones: Option<zones::ZoneAware>,
 }
 
 impl Upstream {
@@ -138,6 +141,18 @@ impl Upstream {
         let config = &spec.config;
         let probe = Arc::new(spec.probe.clone());
         let metrics = ServiceMetrics::new(name);
+        let zones = config.zone_aware.as_ref().and_then(|z| {
+            let aware = zones::ZoneAware::new(&z.local_zone, z.min_healthy, metrics.zone_counters());
+            let zoned = spec.instances.iter().any(|i| i.zone.is_some());
+            if aware.is_none() {
+                log::info!("service {name}: zone_aware has no local_zone; zone awareness is off");
+            } else if !zoned && config.discovery == crate::config::Discovery::Static {
+                log::warn!(
+                    "service {name}: zone_aware, but no instance has a zone (add zone=NAME): every request counts as cross-zone"
+                );
+            }
+            aware
+        });
         if config.discovery == crate::config::Discovery::Redis {
             // At zero before the watcher's first pass, which runs after the gateway is ready.
             crate::telemetry::redis::registry_service(name);
@@ -188,6 +203,7 @@ impl Upstream {
             slow_start: config
                 .slow_start
                 .map(|w| slow_start::SlowStart::new(w, addrs.iter().copied(), now)),
+            zones,
             // Counted when capped, and always for the balancers that compare load.
             load: match (config.max_connections_per_instance, config.balance.is_p2c()) {
                 (Some(max), _) => Some(load::InstanceLoad::new(max)),
@@ -496,13 +512,16 @@ fn build_members(
         Balance::RoundRobin => 1,
         _ => w,
     };
-    let backend = |addr: SocketAddr, w: usize| {
+    let backend = |addr: SocketAddr, w: usize, zone: Option<&String>| {
         let mut b = Backend {
             addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
             weight: weight(w),
             ext: Default::default(),
         };
         b.ext.insert(probe.clone());
+        if let Some(zone) = zone {
+            b.ext.insert(zones::Zone(Arc::from(zone.as_str())));
+        }
         b
     };
     let mut backends = BTreeSet::new();
@@ -515,7 +534,7 @@ fn build_members(
         };
         for addr in addrs {
             if taken.insert(*addr) {
-                backends.insert(backend(*addr, instance.weight));
+                backends.insert(backend(*addr, instance.weight, instance.zone.as_ref()));
             }
         }
     }
@@ -524,7 +543,7 @@ fn build_members(
     registered.sort_by(|a, b| a.id.cmp(&b.id));
     registered.retain(|r| taken.insert(r.addr));
     for r in &registered {
-        let b = backend(r.addr, r.weight);
+        let b = backend(r.addr, r.weight, r.zone.as_ref());
         enabled.insert(discovery::enablement_key(&b), !r.draining);
         backends.insert(b);
     }

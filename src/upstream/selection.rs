@@ -16,12 +16,17 @@ impl Upstream {
     /// A traffic split sends nothing to a service without one while another side has one.
     pub fn has_available_instance(&self, now: Instant) -> bool {
         let backends = self.balancer.backends();
-        backends.get_backend().iter().any(|b| {
-            backends.ready(b)
-                && b.addr.as_inet().is_none_or(|a| {
-                    !matches!(self.breakers.view(a, now), Some((super::State::Open, _)))
-                })
-        })
+        backends
+            .get_backend()
+            .iter()
+            .any(|b| backends.ready(b) && !self.breaker_open(b, now))
+    }
+
+    /// Whether `b`'s breaker is open (refusing everything until its cool-down ends).
+    fn breaker_open(&self, b: &Backend, now: Instant) -> bool {
+        b.addr
+            .as_inet()
+            .is_some_and(|a| matches!(self.breakers.view(a, now), Some((super::State::Open, _))))
     }
 
     /// Picks a healthy instance not in `tried` whose breaker admits it. When no instance at all
@@ -88,7 +93,10 @@ impl Upstream {
             ready
         };
         let budget = 2 * self.instance_count() + 4;
-        let selected = |backend, panic| {
+        let selected = |backend: Backend, panic| {
+            if let Some(zones) = &self.zones {
+                zones.count(&backend);
+            }
             Pick::Selected(Selection {
                 backend,
                 panic,
@@ -96,21 +104,38 @@ impl Upstream {
                 slot: slot.take(),
             })
         };
-        for _pass in 0..2 {
+        // Zone awareness narrows the first pass to the local zone; each pass that finds
+        // nothing drops one preference (the zone, then slow start) before giving up.
+        let local = Cell::new(self.zones.as_ref().is_some_and(|z| {
+            let backends = self.balancer.backends();
+            z.stay_local(
+                backends,
+                |b| backends.ready(b) && !self.breaker_open(b, now),
+                now,
+            )
+        }));
+        let in_zone =
+            |b: &Backend| !local.get() || self.zones.as_ref().is_none_or(|z| z.is_local(b));
+        let usable = |b: &Backend| in_zone(b) && untried(b) && admit(b);
+        for _pass in 0..3 {
             if self.config.balance.is_p2c() {
-                if let Some(backend) = self.two_choices(healthy, |b| untried(b) && admit(b)) {
+                if let Some(backend) = self.two_choices(healthy, usable) {
                     return selected(backend, false);
                 }
             }
-            if let Some(backend) = self.balancer.select_with(key, budget, |b, ready| {
-                healthy(b, ready) && untried(b) && admit(b)
-            }) {
+            if let Some(backend) = self
+                .balancer
+                .select_with(key, budget, |b, ready| healthy(b, ready) && usable(b))
+            {
                 return selected(backend, false);
             }
-            if !ramped.get() {
+            if local.get() {
+                local.set(false);
+            } else if ramped.get() && ramp.get() {
+                ramp.set(false);
+            } else {
                 break;
             }
-            ramp.set(false);
         }
         let backends = self.balancer.backends();
         if !backends.get_backend().iter().any(|b| backends.ready(b)) {

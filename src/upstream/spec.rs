@@ -30,11 +30,13 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// One `instances` entry: `HOST:PORT` with an optional ` weight=N`.
+/// One `instances` entry: `HOST:PORT` with optional ` weight=N` and ` zone=NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StaticInstance {
     pub target: Target,
     pub weight: usize,
+    /// The instance's zone, for `zone_aware` balancing.
+    pub zone: Option<String>,
 }
 
 impl StaticInstance {
@@ -43,8 +45,10 @@ impl StaticInstance {
         let mut parts = entry.split_whitespace();
         let text = parts.next().ok_or("empty instance")?;
         let mut weight = 1;
+        let mut zone = None;
         for option in parts {
             match option.split_once('=') {
+                Some(("zone", z)) if !z.is_empty() => zone = Some(z.to_string()),
                 Some(("weight", w)) => {
                     weight = w
                         .parse::<usize>()
@@ -56,7 +60,7 @@ impl StaticInstance {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown instance option {option:?}; expected weight=N"
+                        "unknown instance option {option:?}; expected weight=N or zone=NAME"
                     ))
                 }
             }
@@ -64,6 +68,7 @@ impl StaticInstance {
         Ok(Self {
             target: parse_target(text)?,
             weight,
+            zone,
         })
     }
 }
@@ -137,6 +142,11 @@ impl ServiceSpec {
             .is_some_and(|w| !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&w))
         {
             problems.push(format!("{at}.slow_start"), "must be between 1s and 1h");
+        }
+        if let Some(z) = &s.zone_aware {
+            if !(z.min_healthy > 0.0 && z.min_healthy <= 1.0) {
+                problems.push(format!("{at}.zone_aware.min_healthy"), "must be in (0, 1]");
+            }
         }
         if s.max_connections_per_instance == Some(0) {
             problems.push(

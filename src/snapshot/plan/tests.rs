@@ -325,3 +325,24 @@ services:
         ],
     );
 }
+
+#[test]
+fn balancing_settings_are_checked() {
+    let text = r#"
+routes: [{name: api, service: s}]
+services:
+  s:
+    instances: ["127.0.0.1:1 zone=eu-1", "127.0.0.1:2 rack=7"]
+    balance: least_request
+    slow_start: 500ms
+    zone_aware: {local_zone: eu-1, min_healthy: 1.5}
+"#;
+    reports_all(
+        text,
+        &[
+            "services.s.instances[1]: unknown instance option \"rack=7\"; expected weight=N or zone=NAME",
+            "services.s.slow_start: must be between 1s and 1h",
+            "services.s.zone_aware.min_healthy: must be in (0, 1]",
+        ],
+    );
+}
