@@ -191,6 +191,15 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process, and the reloader installs its handler only
+    // once its background service runs — after the configuration is compiled and the
+    // listeners report ready. A reload signal sent in that window (an orchestrator reloading
+    // right after a start) killed the gateway. Ignored until then; the reloader's handler
+    // replaces this.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     init_logging();
     let options = ProcessOptions {
         upgrade: args.upgrade,

@@ -337,3 +337,64 @@ fn the_demo_serves_both_upstreams_and_counts_requests() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_sighup_while_starting_does_not_end_the_process() {
+    let up = EchoServer::start("e").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, admin): (std::net::SocketAddr, std::net::SocketAddr) = (
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    );
+    let path = dir.path().join("portico.yaml");
+    std::fs::write(
+        &path,
+        Gateway::config_text(addr, admin, "", &config(&up, "first")),
+    )
+    .unwrap();
+    let mut p = Process::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null()),
+    );
+    // Reload signals from the moment the process ignores SIGHUP (per /proc; before that the
+    // dynamic loader is still running and no program can help it) until the gateway answers.
+    // Polled every millisecond: the window before the reloader's handler replaces the
+    // disposition is a few milliseconds at least (compile, bootstrap, bind).
+    let status = format!("/proc/{}/status", p.0.id());
+    let ignores_hup = || {
+        std::fs::read_to_string(&status).is_ok_and(|s| {
+            s.lines().filter(|l| l.starts_with("SigIgn:")).any(|l| {
+                let mask = l.split_whitespace().nth(1).unwrap_or("0");
+                u64::from_str_radix(mask, 16).unwrap_or(0) & 1 == 1
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ignores_hup() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never ignored SIGHUP while starting"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ready = false;
+    while !ready && std::time::Instant::now() < deadline {
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &p.0.id().to_string()])
+            .status();
+        assert!(
+            p.0.try_wait().unwrap().is_none(),
+            "a SIGHUP during start ended the gateway"
+        );
+        ready =
+            std::net::TcpStream::connect(admin).is_ok() && get(admin, "/readyz", &[]).status == 200;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(ready);
+    assert_eq!(get(addr, "/api/x", &[]).status, 200);
+    assert!(p.0.try_wait().unwrap().is_none());
+}

@@ -9,6 +9,7 @@
 //! serde_yaml stops at the first error and knows no positions for later checks; it stays the
 //! reference a test compares valid files against.
 
+mod balancing;
 mod de;
 mod edge;
 mod env;

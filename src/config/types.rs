@@ -1,6 +1,7 @@
 //! The YAML schema as serde types. Defaults live here, in one place; what the values mean (and
 //! whether they make sense) is the compile step's business (`snapshot::compile_file`).
 
+pub use super::balancing::*;
 pub use super::edge::*;
 pub use super::identity::*;
 pub use super::limits::*;
@@ -356,22 +357,6 @@ pub struct ServiceConfig {
     pub zone_aware: Option<ZoneAwareConfig>,
 }
 
-/// Zone-aware balancing: requests stay in `local_zone` while enough of it is available.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneAwareConfig {
-    /// The gateway's zone (typically `${PORTICO_ZONE:-}`); empty turns zone awareness off.
-    pub local_zone: String,
-    /// Least share of the local zone's instances that must be available for all requests
-    /// to stay local; below it, requests spill over in proportion.
-    #[serde(default = "default_min_healthy")]
-    pub min_healthy: f64,
-}
-
-fn default_min_healthy() -> f64 {
-    0.7
-}
-
 /// Per-instance circuit breaker settings of a service (on by default).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -443,33 +428,6 @@ fn default_read_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(4)
-}
-
-/// Selection algorithm of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Each instance in turn, ignoring weights.
-    #[default]
-    RoundRobin,
-    /// Round robin in proportion to instance weights.
-    Weighted,
-    /// Uniformly random (weights honoured).
-    Random,
-    /// Ketama consistent hashing on `hash_key`.
-    ConsistentHash,
-    /// Power of two choices on requests in flight per instance (Envoy's LEAST_REQUEST).
-    LeastRequest,
-    /// Power of two choices on a decaying average of response time × (in flight + 1)
-    /// (Finagle's and linkerd's peak EWMA).
-    Ewma,
-}
-
-impl Balance {
-    /// Whether selection compares two random instances' load (`least_request`, `ewma`).
-    pub fn is_p2c(self) -> bool {
-        matches!(self, Balance::LeastRequest | Balance::Ewma)
-    }
 }
 
 /// Active health check of every instance of a service.

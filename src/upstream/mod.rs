@@ -15,6 +15,7 @@ mod discovery;
 mod hash_key;
 pub mod health;
 mod load;
+mod members;
 mod registration;
 mod selection;
 mod slow_start;
@@ -36,9 +37,10 @@ use breaker::State;
 use breakers::Breakers;
 use discovery::SetDiscovery;
 use health::ProbeSpec;
+use members::{build_members, inet_addrs};
 use pingora::upstreams::peer::HttpPeer;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -497,66 +499,6 @@ impl Upstream {
     pub fn instance_set(&self) -> &Arc<InstanceSet> {
         &self.instances
     }
-}
-
-/// Static instances (IP addresses and resolved host names) plus registry entries at other
-/// addresses, weighted per the balance mode.
-fn build_members(
-    config: &ServiceConfig,
-    probe: &Arc<ProbeSpec>,
-    statics: &[StaticInstance],
-    resolved: &Resolved,
-    registered: Vec<Registration>,
-) -> Members {
-    let weight = |w: usize| match config.balance {
-        Balance::RoundRobin => 1,
-        _ => w,
-    };
-    let backend = |addr: SocketAddr, w: usize, zone: Option<&String>| {
-        let mut b = Backend {
-            addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
-            weight: weight(w),
-            ext: Default::default(),
-        };
-        b.ext.insert(probe.clone());
-        if let Some(zone) = zone {
-            b.ext.insert(zones::Zone(Arc::from(zone.as_str())));
-        }
-        b
-    };
-    let mut backends = BTreeSet::new();
-    let mut enabled = HashMap::new();
-    let mut taken = std::collections::HashSet::new();
-    for instance in statics {
-        let addrs = match &instance.target {
-            Target::Ip(addr) => std::slice::from_ref(addr),
-            host => resolved.get(host).map_or(&[][..], Vec::as_slice),
-        };
-        for addr in addrs {
-            if taken.insert(*addr) {
-                backends.insert(backend(*addr, instance.weight, instance.zone.as_ref()));
-            }
-        }
-    }
-    // Sorted by id so that heartbeat order in the sorted set never looks like a change.
-    let mut registered: Vec<Registration> = registered;
-    registered.sort_by(|a, b| a.id.cmp(&b.id));
-    registered.retain(|r| taken.insert(r.addr));
-    for r in &registered {
-        let b = backend(r.addr, r.weight, r.zone.as_ref());
-        enabled.insert(discovery::enablement_key(&b), !r.draining);
-        backends.insert(b);
-    }
-    Members {
-        backends,
-        enabled,
-        registered,
-    }
-}
-
-/// The IP addresses of `backends`.
-fn inet_addrs(backends: &BTreeSet<Backend>) -> impl Iterator<Item = SocketAddr> + '_ {
-    backends.iter().filter_map(|b| b.addr.as_inet().copied())
 }
 
 #[cfg(test)]
