@@ -9,6 +9,7 @@ pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod log_filter; // the operational log: format, and a RUST_LOG-syntax filter changeable live
 pub mod ip_text; // addresses as text without core::fmt (request path)
 pub mod ip_set; // sets of IP networks as merged ranges (allow and deny lists)
+pub mod request_values; // a request's cookie and query values by name
 pub mod config; // YAML schema, env expansion, every mistake located
 pub mod reply; // gateway-made JSON error responses and their codes
 pub mod request_id; // X-Request-Id acceptance and generation

@@ -9,6 +9,7 @@
 //! A route with a plain `service` is a split of one side, which costs nothing to choose.
 
 use crate::config::{Problems, SplitEntryConfig, SplitWhenConfig, StickyConfig};
+use crate::request_values::{cookie, query_value};
 use crate::telemetry::split as metrics;
 use crate::upstream::Upstream;
 use http::{HeaderName, HeaderValue};
@@ -406,27 +407,6 @@ impl Split {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
-}
-
-/// The raw value of query parameter `name`.
-fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
-}
-
 /// The sticky cookie's value for a service: 12 hex digits of its SHA-256.
 fn token(service: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, service.as_bytes());
@@ -447,18 +427,6 @@ fn fnv1a(key: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookies_and_query_values_are_found_exactly() {
-        let mut req = RequestHeader::build("GET", b"/x?a=1&canary=yes&b", None).unwrap();
-        req.append_header("cookie", "x=1; portico_split=abc; y=2")
-            .unwrap();
-        assert_eq!(cookie(&req, "portico_split"), Some("abc"));
-        assert_eq!(cookie(&req, "portico"), None);
-        assert_eq!(query_value(req.uri.query().unwrap(), "canary"), Some("yes"));
-        assert_eq!(query_value(req.uri.query().unwrap(), "b"), Some(""));
-        assert_eq!(query_value(req.uri.query().unwrap(), "c"), None);
-    }
 
     #[test]
     fn tokens_are_stable_and_distinct() {

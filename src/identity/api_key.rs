@@ -5,6 +5,7 @@
 
 use super::verdicts::Verdict;
 use super::{digest, Consumers, Digest, Identity};
+pub use crate::request_values::query_value;
 use http::{HeaderMap, HeaderName, Uri};
 
 /// Shortest plain key accepted: anything shorter can be guessed by a patient client.
@@ -92,15 +93,6 @@ impl ApiKey {
             },
         }
     }
-}
-
-/// The value of the first `name=` parameter of `query`, as written (not percent-decoded:
-/// keys are URL-safe by construction).
-pub fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
 }
 
 /// `query` without its `name` parameters; `None` when nothing is left.

@@ -1,5 +1,6 @@
 //! What a consistent-hash service hashes on.
 
+use crate::request_values::cookie;
 use http::HeaderName;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -43,17 +44,6 @@ impl HashKey {
             IpAddr::V6(v6) => v6.octets().to_vec(),
         })
     }
-}
-
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
