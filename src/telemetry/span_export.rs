@@ -4,12 +4,12 @@
 //! collector used to lose spans without a trace of its own.
 
 use super::metrics::family;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use prometheus::{register_int_counter, IntCounter};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 family!(EXPORT_FAILURES: IntCounter = register_int_counter!(
@@ -88,50 +88,5 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
-    }
-}
-
-/// An exporter whose exports run on a Tokio runtime. The batch processor polls exports on its
-/// own plain thread; tonic's channel, timers and connection need the runtime they were built
-/// on, so each export is spawned there and only its result awaited on the batch thread.
-#[derive(Debug)]
-pub struct OnRuntime<E> {
-    inner: Arc<E>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl<E> OnRuntime<E> {
-    /// Wraps `inner`, built on `runtime`.
-    pub fn new(inner: E, runtime: tokio::runtime::Handle) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            runtime,
-        }
-    }
-}
-
-impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let inner = self.inner.clone();
-        let export = self.runtime.spawn(async move { inner.export(batch).await });
-        export
-            .await
-            .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(e.to_string())))
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        // Called once while the provider is built, before any export shares the exporter.
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.set_resource(resource),
-            None => log::warn!("tracing: resource set after exports began; ignored"),
-        }
     }
 }

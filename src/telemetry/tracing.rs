@@ -81,11 +81,10 @@ impl Tracing {
                 if let Some(c) = compression {
                     grpc = grpc.with_compression(c);
                 }
-                let exporter = grpc.build().map_err(|e| e.to_string())?;
-                self.provider(super::span_export::OnRuntime::new(
-                    exporter,
-                    tokio::runtime::Handle::current(),
-                ))
+                // Built here, on the tracing service's runtime: tonic's channel spawns its
+                // connection there (the documented pattern: the runtime must outlive the
+                // provider, and this service's lives until the provider is shut down).
+                self.provider(grpc.build().map_err(|e| e.to_string())?)
             }
         };
         let scope = opentelemetry::InstrumentationScope::builder("portico")
