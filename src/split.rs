@@ -122,16 +122,6 @@ impl SplitSpec {
         let sticky = sticky.and_then(|s| Sticky::compile(s, &format!("{at}.sticky"), problems));
         Self { sides, sticky }
     }
-
-    /// The services of the split, in entry order (a service may appear more than once).
-    pub fn services(&self) -> impl Iterator<Item = &str> {
-        self.sides.iter().map(|s| s.service.as_str())
-    }
-
-    /// Whether the split keeps callers by consumer (the route then needs `auth`).
-    pub fn sticky_by_consumer(&self) -> bool {
-        matches!(self.sticky, Some(Sticky::Consumer))
-    }
 }
 
 impl When {
@@ -294,11 +284,6 @@ impl Split {
     /// The side at `i` (0 for a route with one service).
     pub fn side(&self, i: usize) -> &Side {
         &self.sides[i.min(self.sides.len() - 1)]
-    }
-
-    /// The sides, in entry order.
-    pub fn sides(&self) -> &[Side] {
-        &self.sides
     }
 
     /// Chooses the side of one request; `consumer` is the authenticated caller, if any.
