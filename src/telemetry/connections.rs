@@ -15,9 +15,9 @@ pub const DISCONNECT_PHASES: [&str; 2] = ["before_response", "during_response"];
 /// Which wait ran out on a slow client.
 pub const TIMEOUT_PHASES: [&str; 2] = ["request_head", "h2_preface"];
 
-/// The `protocol` label of connections: what the client speaks, known from ALPN on TLS and
-/// from the preface on cleartext.
-pub const PROTOCOLS: [&str; 2] = ["h1", "h2"];
+/// The `protocol` label of connections (the same values as on request counts): what the
+/// client speaks, known from ALPN on TLS and from the preface on cleartext.
+const PROTOCOLS: [&str; 2] = super::metrics::Protocol::LABELS;
 /// Why a TLS handshake failed.
 pub const HANDSHAKE_FAILURES: [&str; 2] = ["error", "timeout"];
 

@@ -214,12 +214,12 @@ pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
         "portico_downstream_connections",
         "protocol",
-        &super::connections::PROTOCOLS,
+        &super::metrics::Protocol::LABELS,
     ),
     (
         "portico_downstream_connections_accepted_total",
         "protocol",
-        &super::connections::PROTOCOLS,
+        &super::metrics::Protocol::LABELS,
     ),
     (
         "portico_downstream_tls_handshake_failures_total",

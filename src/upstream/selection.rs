@@ -5,7 +5,7 @@
 use super::breakers::Verdict;
 use super::{LoadSlot, Pick, Selection, Upstream};
 use crate::config::Balance;
-use pingora_load_balancing::Backend;
+use pingora_load_balancing::{Backend, Backends};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -19,14 +19,16 @@ impl Upstream {
         backends
             .get_backend()
             .iter()
-            .any(|b| backends.ready(b) && !self.breaker_open(b, now))
+            .any(|b| self.available(backends, b, now))
     }
 
-    /// Whether `b`'s breaker is open (refusing everything until its cool-down ends).
-    fn breaker_open(&self, b: &Backend, now: Instant) -> bool {
-        b.addr
-            .as_inet()
-            .is_some_and(|a| matches!(self.breakers.view(a, now), Some((super::State::Open, _))))
+    /// Whether `b` passes its health check (and is not draining) and its breaker is not open
+    /// (refusing everything until its cool-down ends).
+    fn available(&self, backends: &Backends, b: &Backend, now: Instant) -> bool {
+        backends.ready(b)
+            && !b.addr.as_inet().is_some_and(|a| {
+                matches!(self.breakers.view(a, now), Some((super::State::Open, _)))
+            })
     }
 
     /// Picks a healthy instance not in `tried` whose breaker admits it. When no instance at all
@@ -108,11 +110,7 @@ impl Upstream {
         // nothing drops one preference (the zone, then slow start) before giving up.
         let local = Cell::new(self.zones.as_ref().is_some_and(|z| {
             let backends = self.balancer.backends();
-            z.stay_local(
-                backends,
-                |b| backends.ready(b) && !self.breaker_open(b, now),
-                now,
-            )
+            z.stay_local(backends, |b| self.available(backends, b, now), now)
         }));
         let in_zone =
             |b: &Backend| !local.get() || self.zones.as_ref().is_none_or(|z| z.is_local(b));
