@@ -1,4 +1,5 @@
-//! Outbound HTTP calls the gateway makes for itself (a JWKS document, a forward-auth check),
+//! Outbound HTTP calls the gateway makes for itself (a JWKS document, a forward-auth check, a
+//! mirrored request),
 //! through Pingora's own connector: pooled keep-alive connections, TLS with the same stack
 //! as upstreams, no second HTTP client in the binary.
 
@@ -111,11 +112,6 @@ impl Caller {
             let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
             peer.options.connection_timeout = Some(timeout);
             peer.options.total_connection_timeout = Some(timeout);
-            let (mut session, _reused) = self
-                .connector
-                .get_http_session(&peer)
-                .await
-                .map_err(CallError::http)?;
             let mut req = RequestHeader::build(method, endpoint.path_and_query.as_bytes(), None)
                 .map_err(CallError::http)?;
             req.insert_header(http::header::HOST, &endpoint.authority)
@@ -124,36 +120,16 @@ impl Caller {
                 req.append_header(name.clone(), value.clone())
                     .map_err(CallError::http)?;
             }
-            session
-                .write_request_header(Box::new(req))
-                .await
-                .map_err(CallError::http)?;
-            session
-                .finish_request_body()
-                .await
-                .map_err(CallError::http)?;
-            session
-                .read_response_header()
-                .await
-                .map_err(CallError::http)?;
-            let head = session
-                .response_header()
-                .ok_or_else(|| CallError::Http("no response header".into()))?;
-            let (status, headers) = (head.status.as_u16(), head.headers.clone());
             let mut body = BytesMut::new();
-            while let Some(chunk) = session
-                .read_response_body()
-                .await
-                .map_err(CallError::http)?
-            {
-                if body.len() + chunk.len() > max_body {
-                    return Err(CallError::TooLarge(max_body));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            self.connector
-                .release_http_session(session, &peer, Some(POOL_IDLE))
-                .await;
+            let (status, headers) = self
+                .send(&peer, Box::new(req), Bytes::new(), |chunk| {
+                    if body.len() + chunk.len() > max_body {
+                        return Err(CallError::TooLarge(max_body));
+                    }
+                    body.extend_from_slice(chunk);
+                    Ok(())
+                })
+                .await?;
             Ok(Reply {
                 status,
                 headers,
@@ -163,6 +139,63 @@ impl Caller {
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(CallError::Timeout))
+    }
+
+    /// Sends `req` with `body` (none when empty) to `peer` and hands each chunk of the
+    /// response body to `on_chunk`, which may stop the exchange with an error; returns the
+    /// response status and headers. The connection goes back to the pool only when the
+    /// response was read to its end. Unbounded in time: callers wrap it in their timeout.
+    pub async fn send(
+        &self,
+        peer: &HttpPeer,
+        req: Box<RequestHeader>,
+        body: Bytes,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), CallError>,
+    ) -> Result<(u16, HeaderMap), CallError> {
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(peer)
+            .await
+            .map_err(CallError::http)?;
+        session
+            .write_request_header(req)
+            .await
+            .map_err(CallError::http)?;
+        if !body.is_empty() {
+            session
+                .write_request_body(body, true)
+                .await
+                .map_err(CallError::http)?;
+        }
+        session
+            .finish_request_body()
+            .await
+            .map_err(CallError::http)?;
+        // Interim answers (`100 Continue`, `103 Early Hints`) come before the real one.
+        let head = loop {
+            session
+                .read_response_header()
+                .await
+                .map_err(CallError::http)?;
+            let head = session
+                .response_header()
+                .ok_or_else(|| CallError::Http("no response header".into()))?;
+            if !head.status.is_informational() {
+                break head;
+            }
+        };
+        let (status, headers) = (head.status.as_u16(), head.headers.clone());
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(CallError::http)?
+        {
+            on_chunk(&chunk)?;
+        }
+        self.connector
+            .release_http_session(session, peer, Some(POOL_IDLE))
+            .await;
+        Ok((status, headers))
     }
 }
 
