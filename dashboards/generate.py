@@ -918,6 +918,23 @@ def upstreams():
              "forced by `when`, minus a side that had no available instance (failed over)."),
         24, 7)
 
+    L.row("Request mirrors")
+    L.add(timeseries("Mirror comparisons by route and result", targets((
+        "sum by (route, result) (%s)" % rate("portico_mirror_comparisons_total"),
+        "{{route}} {{result}}")), "reqps", stack=True,
+        desc="Mirrored requests of a route with `compare`: match, status_mismatch, body_mismatch "
+             "(same status, other body; with compare_body) or error (either side without a "
+             "complete answer). Shift traffic to the mirror's version once only match is left."),
+        12, 7)
+    L.add(timeseries("Mirror copies: answered, failed, dropped", targets(
+        ("sum by (route, outcome) (%s)" % rate("portico_mirror_requests_total"),
+         "{{route}} {{outcome}}"),
+        ("sum by (route, reason) (%s)" % rate("portico_mirror_dropped_total"),
+         "{{route}} dropped: {{reason}}")), "reqps",
+        desc="Copies sent to each route's mirror by outcome, and sampled requests not copied: "
+             "max_in_flight copies already out (a slow mirror) or a body over max_body."),
+        12, 7)
+
     return dashboard("portico-upstreams", "Portico / Upstreams",
                      "Upstream services: instance health, attempts, errors, latency, retries and circuit "
                      "breakers.", L.done(), extra_vars=[SERVICE_VAR])

@@ -34,6 +34,7 @@ pub mod identity; // consumers, API keys, basic auth, JWT/JWKS, forward auth
 // Per-service and per-route state.
 pub mod upstream; // balancers, instances, host-name resolution, health checks, breakers
 pub mod split; // traffic splits: weighted, forced by match, sticky, failing over
+pub mod mirror; // sampled request copies to another service, compared with the primary
 pub mod ratelimit; // GCRA limits: local and Redis stores, keys, rules
 pub mod policy; // the per-route policy chain: rate limits, header edits, KPIs
 pub mod snapshot; // compile a configuration (every error), build and hold the one in force

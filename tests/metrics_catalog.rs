@@ -59,7 +59,7 @@ fn parse_values(text: &str) -> BTreeMap<String, (String, BTreeMap<String, BTreeS
 
 /// A configuration using every feature that has metrics: Redis (rate limits, registry,
 /// events, deny set), a dead service with a breaker, auth with a JWKS that cannot be read,
-/// compression, concurrency, a KPI by consumer.
+/// compression, concurrency, a KPI by consumer, a split, a compared mirror.
 fn full_config(redis: &RedisServer, echo: &EchoServer, dead: u16) -> String {
     format!(
         r#"redis: {{url: "{url}"}}
@@ -75,6 +75,7 @@ routes:
   - {{name: capped, match: {{path_prefix: /capped}}, service: echo, concurrency: {{max: 10}}, ip: [shared-deny], compress: {{min_size: 10B}}}}
   - {{name: private, match: {{path_prefix: /private}}, service: echo, auth: [keys, idp]}}
   - {{name: canary, match: {{path_prefix: /canary}}, split: [{{service: echo, weight: 9}}, {{service: registered, weight: 1}}]}}
+  - {{name: shadowed, match: {{path_prefix: /shadowed}}, service: echo, mirror: {{service: registered, compare: true}}}}
 ip_rules:
   shared-deny: {{deny_from_redis: true}}
 consumers:

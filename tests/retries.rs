@@ -182,3 +182,21 @@ fn error_retries_recover_a_timed_out_read_for_idempotent_methods_or_when_allowed
         "only the small POST was retried"
     );
 }
+
+#[test]
+fn a_resent_body_counts_once_against_the_body_limit() {
+    // Pingora passes a retried attempt's body through the body filter again; a limit summed
+    // there saw 2 × 40 KiB against 60 KiB and refused the retry with a 413.
+    let echo = EchoServer::start("echo").unwrap();
+    let (gw, key) = hashed_to_black_hole(
+        &echo,
+        "    max_request_body: 60KiB\n    retry: {attempts: 1, on: [error], non_idempotent: true, backoff: 1ms}",
+    );
+    let body = "x".repeat(40 * 1024);
+    let post = request(gw.addr, "POST", "/", &[("x-k", &key)], &body);
+    assert_eq!(post.status, 200, "{}", post.body);
+    assert_eq!(post.instance().as_deref(), Some("echo"));
+    let over = "x".repeat(61 * 1024);
+    let post = request(gw.addr, "POST", "/", &[("x-k", &key)], &over);
+    assert_eq!(post.status, 413, "{}", post.body);
+}

@@ -274,7 +274,7 @@ fn routes(snapshot: &Snapshot) -> Value {
             .iter()
             .map(|r| {
                 json!({"name": r.name, "service": r.service, "split": r.split,
-                       "sticky": r.sticky, "match": r.matcher,
+                       "sticky": r.sticky, "mirror": r.mirror, "match": r.matcher,
                        "strip_prefix": r.strip_prefix, "rewrite": r.rewrite})
             })
             .collect(),

@@ -17,6 +17,7 @@ mod error;
 mod identity;
 mod limits;
 mod load;
+mod mirror;
 mod observability;
 mod rate_limit;
 mod redis;

@@ -5,6 +5,7 @@ pub use super::balancing::*;
 pub use super::edge::*;
 pub use super::identity::*;
 pub use super::limits::*;
+pub use super::mirror::*;
 pub use super::observability::*;
 pub use super::rate_limit::*;
 pub use super::redis::*;
@@ -178,6 +179,9 @@ pub struct RouteConfig {
     /// Keeps a caller on one side of the `split`.
     #[serde(default)]
     pub sticky: Option<StickyConfig>,
+    /// A sampled copy of the requests to another service, off the client's path.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
     /// The gateway answers with a redirect.
     #[serde(default)]
     pub redirect: Option<RedirectConfig>,

@@ -286,7 +286,6 @@ fn identify(session: &Session, snapshot: &Snapshot, start: std::time::Instant) -
             .trusted()
             .client_ip(peer_ip, req.headers.get("x-forwarded-for")),
         normalized_path: None,
-        body_bytes: 0,
     }
 }
 

@@ -7,6 +7,7 @@
 //! read the response and the connection is ready for the next request, which a slow reader can
 //! delay) and `Drop` calls again as the backstop, so no early exit can leak any of it.
 
+use super::mirror::MirrorState;
 use crate::policy;
 use crate::policy::compress::Encoder;
 use crate::reply::ErrorCode;
@@ -33,6 +34,8 @@ pub struct RequestCtx {
     /// The SERVER span's context, when tracing is on.
     pub(super) trace: Option<opentelemetry::Context>,
     pub(super) in_flight: Option<InFlight>,
+    /// The request's copy to the route's mirror.
+    pub(super) mirror: MirrorState,
 }
 
 /// What the request is and who sent it.
@@ -46,8 +49,6 @@ pub(super) struct RequestInfo {
     pub client_ip: IpAddr,
     /// The normalised path, when it differs from the request's (sent upstream instead).
     pub normalized_path: Option<String>,
-    /// Request body bytes seen so far.
-    pub body_bytes: u64,
 }
 
 /// The request's attempts on the route's service.
@@ -114,7 +115,6 @@ impl RequestCtx {
                 peer_trusted: false,
                 client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 normalized_path: None,
-                body_bytes: 0,
             },
             snapshot: None,
             route: None,
@@ -122,6 +122,7 @@ impl RequestCtx {
             reply: ReplyState::default(),
             trace: None,
             in_flight: None,
+            mirror: MirrorState::Undecided,
         }
     }
 

@@ -15,6 +15,7 @@ mod compression;
 mod context;
 mod failure;
 mod invalid_request;
+mod mirror;
 mod report;
 mod upstream_request;
 
@@ -94,19 +95,17 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(chunk) = body else {
-            return Ok(());
-        };
-        ctx.request.body_bytes += chunk.len() as u64;
-        if ctx.request.body_bytes > ctx.body_limit() {
+        // Read from the client, not summed here: a retry passes the body through again.
+        if session.body_bytes_read() as u64 > ctx.body_limit() {
             ctx.reply.error = Some(ErrorCode::PayloadTooLarge);
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
         }
+        mirror::body(ctx, body.as_deref(), end_of_stream, self.gateway.caller());
         Ok(())
     }
 
@@ -173,6 +172,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         self.prepare_upstream_request(session, upstream_request, ctx)?;
         upstream_request::trace_url(upstream_request, ctx);
+        mirror::head(ctx, upstream_request);
         Ok(())
     }
 
@@ -229,6 +229,7 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        mirror::response_body(ctx, body.as_deref(), end_of_stream);
         self.compress_chunk(body, end_of_stream, ctx)?;
         Ok(None)
     }
@@ -244,6 +245,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.report(session, ctx);
+        mirror::finish(session, ctx);
         compression::record(ctx);
         // Now, not when Pingora drops the context (after the client has read everything).
         ctx.release();

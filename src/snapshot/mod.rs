@@ -15,6 +15,7 @@ pub use plan::{compile_file, compile_redis_file, compile_str, Destination, Plan,
 use crate::answer::Answer;
 use crate::config::{Config, Discovery};
 use crate::forwarding::TrustedProxies;
+use crate::mirror::Mirror;
 use crate::policy::concurrency::Concurrency;
 use crate::policy::cors::Cors;
 use crate::policy::ip_rules::IpRuleSpec;
@@ -64,6 +65,7 @@ impl Current {
 pub struct Route {
     name: String,
     target: Target,
+    mirror: Option<Mirror>,
     rewrite: PathRewrite,
     retry: RetryPolicy,
     timeout: Option<Duration>,
@@ -97,6 +99,11 @@ impl Route {
             Target::Services(split) => Some(split),
             Target::Answer(_) => None,
         }
+    }
+
+    /// Where sampled copies of the requests go.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
     }
 
     /// How the upstream path is derived.
@@ -432,8 +439,12 @@ fn build_route(
         Destination::Services(spec) => Target::Services(Split::new(&plan.name, spec, services)),
         Destination::Answer(answer) => Target::Answer(answer),
     };
+    let mirror = plan
+        .mirror
+        .map(|spec| Mirror::new(&plan.name, spec, services));
     Route {
         target,
+        mirror,
         body_limit: plan.max_request_body,
         metrics: RouteMetrics::new(&plan.name),
         name: plan.name,

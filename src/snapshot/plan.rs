@@ -12,6 +12,7 @@ use crate::config::{self, Config, ConfigError, ConfigErrors, Parsed, Problems, R
 use crate::forwarding::TrustedProxies;
 use crate::identity::spec::AuthSpec;
 use crate::identity::Directory;
+use crate::mirror::MirrorSpec;
 use crate::policy::compress::Compress;
 use crate::policy::concurrency::ConcurrencySpec;
 use crate::policy::cors::Cors;
@@ -59,6 +60,8 @@ struct Checked;
 pub struct RoutePlan {
     pub name: String,
     pub destination: Destination,
+    /// A sampled copy of the requests to another service.
+    pub mirror: Option<MirrorSpec>,
     /// Overrides the server's request body limit.
     pub max_request_body: Option<u64>,
     pub rewrite: PathRewrite,
@@ -285,6 +288,10 @@ fn compile_route(
             // `check_target` reported it; the plan is discarded.
             (None, None) => Destination::Services(SplitSpec::single("")),
         },
+        mirror: r
+            .mirror
+            .as_ref()
+            .map(|m| MirrorSpec::compile(m, &format!("{at}.mirror"), problems)),
         max_request_body: r.max_request_body,
         rewrite: PathRewrite::compile(r, at, problems),
         retry: RetryPolicy::compile(&r.retry, &format!("{at}.retry"), problems),
@@ -412,6 +419,9 @@ fn check_target(r: &RouteConfig, at: &str, config: &Config, problems: &mut Probl
     for (i, entry) in r.split.iter().enumerate() {
         known_service(&entry.service, format!("{at}.split[{i}].service"), problems);
     }
+    if let Some(mirror) = &r.mirror {
+        known_service(&mirror.service, format!("{at}.mirror.service"), problems);
+    }
     if let Some(service) = &r.service {
         known_service(service, format!("{at}.service"), problems);
         return;
@@ -429,6 +439,7 @@ fn check_target(r: &RouteConfig, at: &str, config: &Config, problems: &mut Probl
             r.request_headers != config::HeaderRules::default(),
         ),
         ("compress", r.compress.is_some()),
+        ("mirror", r.mirror.is_some()),
     ];
     for (field, set) in unused {
         if set {

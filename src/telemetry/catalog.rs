@@ -150,6 +150,22 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         &["policy", "result"],
     ),
     (
+        "portico_mirror_comparisons_total",
+        Counter,
+        &["result", "route"],
+    ),
+    (
+        "portico_mirror_dropped_total",
+        Counter,
+        &["reason", "route"],
+    ),
+    ("portico_mirror_in_flight", Gauge, &["route"]),
+    (
+        "portico_mirror_requests_total",
+        Counter,
+        &["outcome", "route"],
+    ),
+    (
         "portico_policy_refusals_total",
         Counter,
         &["mode", "policy", "route"],

@@ -17,6 +17,21 @@ const REDIS_CLIENTS: &[&str] = &[
 /// Labels whose values are a closed set: (family, label, every value Portico can export).
 pub const VALUES: &[(&str, &str, &[&str])] = &[
     (
+        "portico_mirror_requests_total",
+        "outcome",
+        &super::mirror::OUTCOMES,
+    ),
+    (
+        "portico_mirror_dropped_total",
+        "reason",
+        &super::mirror::DROP_REASONS,
+    ),
+    (
+        "portico_mirror_comparisons_total",
+        "result",
+        &super::mirror::RESULTS,
+    ),
+    (
         "portico_http_requests_total",
         "source",
         &["upstream", "gateway"],

@@ -380,6 +380,7 @@ impl RouteMetrics {
         let _ = HTTP_RESPONSE_BYTES.remove_label_values(&[&self.route]);
         super::kpi::remove_route(&self.route);
         super::split::remove_route(&self.route);
+        super::mirror::remove_route(&self.route);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod json_line;
 pub mod kpi;
 pub mod label_values;
 pub mod metrics;
+pub mod mirror;
 pub mod otel_env;
 pub mod policy;
 pub mod process;
@@ -44,6 +45,7 @@ pub fn init() {
         body_sizes::init();
         upstream_pool::init();
         split::init();
+        mirror::init();
         service_metrics::ServiceMetrics::init();
         // The default registry refuses a second registration; `DONE` makes this the only one.
         let _ = prometheus::register(Box::new(process::ProcessCollector::default()));

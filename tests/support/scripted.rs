@@ -1,5 +1,5 @@
 //! A one-request-per-connection HTTP/1.1 server whose answers the test writes: a JWKS
-//! endpoint, a forward-auth service. It counts the requests it saw, keeps their heads, and
+//! endpoint, a forward-auth service, a mirror. It counts the requests it saw, keeps their heads, and
 //! can be stopped (its port then refuses connections) and started again on the same port.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,8 @@ pub struct Seen {
     pub method: String,
     pub target: String,
     pub headers: BTreeMap<String, String>,
+    /// The body, when the request declared a `Content-Length`.
+    pub body: String,
 }
 
 /// What the server answers: status, headers, body.
@@ -124,10 +126,19 @@ fn answer(
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
+    let length = headers
+        .get("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length.min(1 << 20)];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        body.clear();
+    }
     let request = Seen {
         method,
         target,
         headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
     };
     seen.lock().unwrap().push(request.clone());
     let (status, extra, body) = handler(&request);

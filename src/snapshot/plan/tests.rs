@@ -327,6 +327,38 @@ services:
 }
 
 #[test]
+fn mirror_mistakes_are_located() {
+    let text = r#"
+routes:
+  - name: bad
+    service: trading
+    mirror: {service: shaddow, percent: 0, timeout: 0s, max_in_flight: 0, max_body: 64MiB}
+  - name: too-much
+    service: trading
+    mirror: {service: trading, percent: 100.5, host: ""}
+  - name: answered
+    respond: {status: 200}
+    mirror: {service: trading}
+services:
+  trading:
+    instances: ["127.0.0.1:8101"]
+"#;
+    reports_all(
+        text,
+        &[
+            "routes[0].mirror.percent: must be above 0 and at most 100",
+            "routes[0].mirror.timeout: must be between 1ms and 60s",
+            "routes[0].mirror.max_in_flight: must be positive",
+            "routes[0].mirror.max_body: at most 16MiB",
+            "routes[0].mirror.service: unknown service \"shaddow\"",
+            "routes[1].mirror.percent: must be above 0 and at most 100",
+            "routes[1].mirror.host: \"\" is not a host",
+            "routes[2].mirror: only applies to a route with a `service`",
+        ],
+    );
+}
+
+#[test]
 fn balancing_settings_are_checked() {
     let text = r#"
 routes: [{name: api, service: s}]
