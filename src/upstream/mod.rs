@@ -144,14 +144,10 @@ impl Upstream {
         let probe = Arc::new(spec.probe.clone());
         let metrics = ServiceMetrics::new(name);
         let zones = config.zone_aware.as_ref().and_then(|z| {
-            let aware = zones::ZoneAware::new(&z.local_zone, z.min_healthy, metrics.zone_counters());
-            let zoned = spec.instances.iter().any(|i| i.zone.is_some());
+            let aware =
+                zones::ZoneAware::new(&z.local_zone, z.min_healthy, metrics.zone_counters());
             if aware.is_none() {
                 log::info!("service {name}: zone_aware has no local_zone; zone awareness is off");
-            } else if !zoned && config.discovery == crate::config::Discovery::Static {
-                log::warn!(
-                    "service {name}: zone_aware, but no instance has a zone (add zone=NAME): every request counts as cross-zone"
-                );
             }
             aware
         });
@@ -160,6 +156,9 @@ impl Upstream {
             crate::telemetry::redis::registry_service(name);
         }
         let members = build_members(config, &probe, &spec.instances, &resolved, registered);
+        if let Some(zones) = &zones {
+            zones.check_zones(name, &members.backends);
+        }
         for b in &members.backends {
             metrics.instance_health(&b.addr.to_string(), true);
         }
@@ -362,6 +361,9 @@ impl Upstream {
             }
         }
         self.metrics.set_instances(members.backends.len());
+        if let Some(zones) = &self.zones {
+            zones.check_zones(&self.name, &members.backends);
+        }
         self.instances.set(members);
         if let Err(e) = self.balancer.update().await {
             log::error!("service {}: balancer update failed: {e}", self.name);

@@ -7,7 +7,8 @@
 
 use pingora_load_balancing::{Backend, Backends};
 use prometheus::IntCounter;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub struct ZoneAware {
     share: AtomicU64,
     measured_ns: AtomicU64,
     epoch: Instant,
+    /// The warning about instances without zones was logged.
+    warned: AtomicBool,
 }
 
 impl ZoneAware {
@@ -46,7 +49,23 @@ impl ZoneAware {
             share: AtomicU64::new(f64::NAN.to_bits()),
             measured_ns: AtomicU64::new(0),
             epoch: Instant::now(),
+            warned: AtomicBool::new(false),
         })
+    }
+
+    /// Warns once when `service` has instances and none of them carries a zone: every
+    /// request then counts as cross-zone, which is a registry or file missing `zone`, not a
+    /// zone outage. A static service is checked at load; a registry-fed one whenever its
+    /// instances change, since its zones arrive with the registry. Whether it warned now.
+    pub fn check_zones(&self, service: &str, backends: &BTreeSet<Backend>) -> bool {
+        let zoned = backends.iter().any(|b| b.ext.get::<Zone>().is_some());
+        if zoned || backends.is_empty() || self.warned.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        log::warn!(
+            "service {service}: zone_aware, but no instance has a zone (registry `zone` field or static zone=NAME): every request counts as cross-zone"
+        );
+        true
     }
 
     /// Whether `backend` is in the local zone.
@@ -96,5 +115,42 @@ impl ZoneAware {
         } else {
             self.cross_requests.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(addr: &str, zone: Option<&str>) -> Backend {
+        let mut b = Backend::new(addr).unwrap();
+        if let Some(z) = zone {
+            b.ext.insert(Zone(Arc::from(z)));
+        }
+        b
+    }
+
+    #[test]
+    fn instances_without_any_zone_are_warned_about_once() {
+        let counters = || {
+            [
+                IntCounter::new("l", "l").unwrap(),
+                IntCounter::new("c", "c").unwrap(),
+            ]
+        };
+        let aware = ZoneAware::new("eu-1", 0.7, counters()).unwrap();
+        assert!(
+            !aware.check_zones("s", &BTreeSet::new()),
+            "no instances yet"
+        );
+        let zoned = BTreeSet::from([
+            backend("127.0.0.1:1", Some("eu-2")),
+            backend("127.0.0.1:2", None),
+        ]);
+        assert!(!aware.check_zones("s", &zoned), "one zone is enough");
+        let bare = BTreeSet::from([backend("127.0.0.1:1", None)]);
+        assert!(aware.check_zones("s", &bare));
+        assert!(!aware.check_zones("s", &bare), "once per service");
+        assert!(ZoneAware::new("", 0.7, counters()).is_none());
     }
 }
