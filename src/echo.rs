@@ -25,6 +25,8 @@ pub struct EchoState {
     pub delayed: AtomicU64,
     /// When non-zero, every request except `/health` is answered with this status.
     pub fail_with: AtomicU16,
+    /// Connections accepted (what a proxy in front opened).
+    pub connections: AtomicU64,
 }
 
 impl EchoState {
@@ -36,6 +38,7 @@ impl EchoState {
             requests: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
             fail_with: AtomicU16::new(0),
+            connections: AtomicU64::new(0),
         })
     }
 }
@@ -47,6 +50,7 @@ pub async fn serve(listener: TcpListener, state: Arc<EchoState>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        state.connections.fetch_add(1, Ordering::Relaxed);
         let state = state.clone();
         tokio::spawn(async move {
             let _ = connection(stream, state).await;
@@ -247,6 +251,11 @@ impl EchoServer {
     /// Requests answered so far (health probes excluded).
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
     }
 
     /// `/delay/MS` requests being delayed right now.

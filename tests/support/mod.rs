@@ -274,6 +274,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
     child: Child,
+    /// Where stderr goes, when the test reads the log.
+    log: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -295,19 +297,33 @@ impl Gateway {
 
     /// With extra `server:` keys and environment variables.
     pub fn start_full(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(body, server_extra, env, false)
+    }
+
+    /// Like [`Gateway::start_with_server`], with the log (stderr) kept for [`Gateway::log`].
+    pub fn start_logged(body: &str, server_extra: &str) -> Self {
+        Self::spawn(body, server_extra, &[], true)
+    }
+
+    fn spawn(body: &str, server_extra: &str, env: &[(&str, &str)], keep_log: bool) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("portico.yaml");
         let text = Self::config_text(addr, admin, server_extra, body);
         std::fs::write(&config_path, text).expect("write config");
+        let log = keep_log.then(|| dir.path().join("stderr.log"));
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_portico"))
             .args(["run", "-c"])
             .arg(&config_path)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn portico");
         let gw = Self {
@@ -316,9 +332,16 @@ impl Gateway {
             config_path,
             _dir: dir,
             child,
+            log,
         };
         gw.wait_ready();
         gw
+    }
+
+    /// What the gateway logged so far (started with [`Gateway::start_logged`]).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// The full file for listeners `addr`/`admin` and `body`.

@@ -255,6 +255,17 @@ impl TransportConnector {
                 {
                     let _ = s.lock().await;
                 } // wait for the idle poll to release it
+                // PATCH(portico): the idle poll's guard unlocks before it drops its clone of
+                // the Arc (tokio's OwnedMutexGuard releases, then its field is dropped). When
+                // that task runs on another thread — another worker's runtime with Pingora's
+                // no-steal workers — an immediate try_unwrap can fall into that window, and
+                // the good connection was closed and a new one opened (~1 in 3,000 reuses at
+                // two workers). The window is nanoseconds unless that thread is preempted in
+                // it, so yield until the clone is gone, for at most 50 ms.
+                let deadline = Instant::now() + Duration::from_millis(50);
+                while Arc::strong_count(&s) > 1 && Instant::now() < deadline {
+                    tokio::task::yield_now().await;
+                }
                 match Arc::try_unwrap(s) {
                     Ok(l) => {
                         let mut stream = l.into_inner();
