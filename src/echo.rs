@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 echo server: the demo's upstreams and the integration tests' origins. It
 //! answers with JSON describing the request it saw (instance name, method, path, headers), and
-//! has a few test knobs: `/health` (503 when marked unhealthy), `/status/NNN`, `/delay/MS`.
+//! has a few test knobs: `/health` (503 when marked unhealthy), `/status/NNN`, `/delay/MS`,
+//! and `/echo/stats` (connections accepted and requests answered, for load tools).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -149,7 +150,14 @@ async fn connection(stream: TcpStream, state: Arc<EchoState>) -> std::io::Result
     while let Some(head) = read_head(&mut reader).await? {
         let body_bytes = read_body(&mut reader, &head).await?;
         let path = head.target.split('?').next().unwrap_or("/");
-        let (status, body) = if path == "/health" {
+        let (status, body) = if path == "/echo/stats" {
+            // For load tools: what a proxy in front opened and sent, read on the origin.
+            let stats = serde_json::json!({
+                "connections": state.connections.load(Ordering::Relaxed),
+                "requests": state.requests.load(Ordering::Relaxed),
+            });
+            (200, serde_json::to_vec(&stats).unwrap_or_default())
+        } else if path == "/health" {
             if state.healthy.load(Ordering::Relaxed) {
                 (200, b"{\"status\":\"ok\"}".to_vec())
             } else {

@@ -34,7 +34,7 @@ enum Command {
     /// then deregister.
     Register(RegisterArgs),
     /// Serve the built-in echo upstream (JSON echo of each request; /status/N, /delay/MS,
-    /// /health) — for demos, load tests and smoke tests.
+    /// /health, /echo/stats) — for demos, load tests and smoke tests.
     Echo {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
