@@ -220,8 +220,9 @@ fn a_frozen_redis_costs_at_most_the_command_timeout_and_never_a_5xx() {
 }
 
 /// The Redis script and the in-process store run the same algorithm: on one injected timeline
-/// (the script takes `now` as its third argument; Portico itself always passes 0, the server
-/// clock) they decide every request identically.
+/// (the script takes `now` as its first argument; Portico itself always passes 0, the server
+/// clock) they decide every request identically — alone or in a batch of up to 8 decisions in
+/// one call (what concurrent requests share), a bucket named twice in a batch included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_script_and_the_local_store_decide_identically_on_one_timeline() {
     use portico::ratelimit::gcra::{Decision, Gcra, REDIS_SCRIPT};
@@ -239,28 +240,38 @@ async fn the_script_and_the_local_store_decide_identically_on_one_timeline() {
         Gcra::new(100, 1_000, 7),
     ];
     let mut now: u64 = 1_700_000_000_000_000;
-    for step in 0..3_000 {
+    let mut decided = 0;
+    for step in 0..1_500 {
         now += rng.u64(0..150_000);
-        let (r, key) = (rng.usize(0..rules.len()), rng.u8(0..4));
-        let gcra = &rules[r];
-        let name = format!("p{r}:{key}");
-        let a = local.decide(gcra, local.hash_key(&name), now);
-        let (allowed, remaining, reset_us, retry_after_us): (u64, u64, u64, u64) = script
-            .key(format!("test:rl:{{{name}}}"))
-            .arg(gcra.interval_us)
-            .arg(gcra.capacity)
-            .arg(now)
-            .invoke_async(&mut conn)
-            .await
-            .unwrap();
-        let b = Decision {
-            allowed: allowed == 1,
-            remaining,
-            reset_us,
-            retry_after_us,
-        };
-        assert_eq!(a, b, "step {step}: rule {r} key {key} at {now}");
+        let batch: Vec<(usize, String)> = (0..rng.usize(1..=8))
+            .map(|_| {
+                let r = rng.usize(0..rules.len());
+                (r, format!("p{r}:{}", rng.u8(0..4)))
+            })
+            .collect();
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(now);
+        for (r, name) in &batch {
+            invocation
+                .key(format!("test:rl:{{{name}}}"))
+                .arg(rules[*r].interval_us)
+                .arg(rules[*r].capacity);
+        }
+        let flat: Vec<u64> = invocation.invoke_async(&mut conn).await.unwrap();
+        assert_eq!(flat.len(), batch.len() * 4);
+        for ((r, name), d) in batch.iter().zip(flat.chunks_exact(4)) {
+            let a = local.decide(&rules[*r], local.hash_key(name), now);
+            let b = Decision {
+                allowed: d[0] == 1,
+                remaining: d[1],
+                reset_us: d[2],
+                retry_after_us: d[3],
+            };
+            assert_eq!(a, b, "step {step}: rule {r} key {name} at {now}");
+            decided += 1;
+        }
     }
+    assert!(decided > 5_000, "{decided}");
 }
 
 /// The production path: the Redis store on the server's clock and the local store on the
@@ -368,5 +379,63 @@ fn with_redis_away_allow_lets_requests_through_and_deny_refuses_them() {
         echo.requests(),
         5,
         "denied requests never reach the upstream"
+    );
+}
+
+/// Concurrent decisions through the Redis store share script calls, and still admit exactly
+/// what one-by-one decisions would: each bucket's capacity, no more, no fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redis_decisions_share_calls_and_admit_exactly_the_capacity() {
+    use portico::config::RedisConfig;
+    use portico::ratelimit::gcra::Gcra;
+    use portico::ratelimit::shared::SharedStore;
+    use portico::redis_client::Topology;
+    use std::sync::Arc;
+
+    let redis = RedisServer::start();
+    let topology = Topology::from_config(&RedisConfig {
+        command_timeout: Duration::from_secs(2),
+        ..RedisConfig::single(&redis.url())
+    })
+    .unwrap();
+    let shared = Arc::new(SharedStore::new(Arc::new(topology), Arc::default()));
+    // An hour per request: only the initial capacity is ever admitted.
+    let gcra = Gcra::new(7, 3_600_000_000, 3);
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let key = format!("test:rl:{{conc:{}}}", i % 4);
+                (i % 4, shared.decide(&gcra, key).await.expect("decision"))
+            })
+        })
+        .collect();
+    let mut allowed = [0; 4];
+    for t in tasks {
+        let (k, d) = t.await.unwrap();
+        allowed[k] += usize::from(d.allowed);
+    }
+    assert_eq!(allowed, [10; 4], "limit 7 + burst 3 per bucket");
+    let stats = match redis.cmd(&["INFO", "commandstats"]) {
+        ::redis::Value::VerbatimString { text, .. } => text,
+        ::redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let calls: usize = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    eprintln!("400 concurrent decisions in {calls} script calls");
+    assert!(
+        (1..400).contains(&calls),
+        "{calls} script calls for 400 concurrent decisions"
     );
 }

@@ -70,26 +70,35 @@ impl Gcra {
     }
 }
 
-/// The Redis side of the same algorithm (KEYS[1] = bucket; ARGV = interval_us, capacity,
-/// now_us or 0 for the server clock). Returns `{allowed, remaining, reset_us, retry_after_us}`.
-/// Kept next to [`Gcra::decide`] so the two are read and changed together.
+/// The Redis side of the same algorithm, for one or more buckets at once (a batch of
+/// decisions): KEYS = buckets; ARGV[1] = now_us, or 0 for the server clock; then for each
+/// bucket i, ARGV[2i] = interval_us and ARGV[2i+1] = capacity. Buckets are decided in order
+/// at the same `now` (a bucket named twice sees its first decision), and the reply is
+/// `{allowed, remaining, reset_us, retry_after_us}` per bucket, flattened. Kept next to
+/// [`Gcra::decide`] so the two are read and changed together.
 pub const REDIS_SCRIPT: &str = r"
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local now = tonumber(ARGV[1])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - capacity * interval
-if now < allow_at then
-  return {0, 0, tat - now, allow_at - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i])
+  local capacity = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - capacity * interval
+  local n = #out
+  if now < allow_at then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, tat - now, allow_at - now
+  else
+    redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 1, math.floor((now - allow_at) / interval), new_tat - now, 0
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
-return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
+return out
 ";
 
 #[cfg(test)]

@@ -242,7 +242,7 @@ impl Rule {
                 let redis_key = key.redis_key(store.prefix(), &self.spec.name);
                 // Boxed: the Redis call's future is large, and every future that awaits this
                 // one would otherwise carry (and copy) it, local rules included.
-                match Box::pin(store.decide(gcra, &redis_key)).await {
+                match Box::pin(store.decide(gcra, redis_key)).await {
                     Ok(d) => return (Some(d), Store::Redis, gcra.capacity),
                     Err(e) => e,
                 }

@@ -1,12 +1,15 @@
-//! The Redis store: one `EVALSHA` of the GCRA script per decision (NOSCRIPT reloads it), on the
-//! rate limiter's own Redis link (one multiplexed connection, or a cluster connection routing
-//! each bucket to its hash slot's primary), bounded by `redis.command_timeout`.
+//! The Redis store: `EVALSHA` of the GCRA script (NOSCRIPT reloads it) on the rate limiter's
+//! own Redis link (one multiplexed connection, or a cluster connection routing each bucket to
+//! its hash slot's primary), each call bounded by `redis.command_timeout`. On one node or a
+//! sentinel's primary, concurrent decisions share calls ([`super::coalesce`]); on a cluster
+//! each decision is its own call, since one script call cannot span hash slots.
 //!
 //! The link dials on first use, from the proxy's own runtime, so its driver task runs beside
 //! the requests that use it. After a failure the store is marked down for [`RETRY_AFTER`]:
 //! requests meanwhile go straight to their rule's `on_store_error` policy instead of each
 //! waiting for a timeout, and the first request after it probes Redis again.
 
+use super::coalesce::{Coalescer, Entry};
 use super::gcra::{Decision, Gcra, REDIS_SCRIPT};
 use super::peers::Peers;
 use crate::redis_client::{Error as StoreError, Redis, Topology};
@@ -26,11 +29,12 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RED
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// Why a Redis decision was not made.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedError {
     /// Redis is marked down after a recent failure; not tried.
     Unavailable,
-    Failed(StoreError),
+    /// The call failed; the error's `kind` (every decision of a batch shares it).
+    Failed(&'static str),
 }
 
 impl SharedError {
@@ -38,7 +42,7 @@ impl SharedError {
     pub fn kind(&self) -> &'static str {
         match self {
             SharedError::Unavailable => "unavailable",
-            SharedError::Failed(e) => e.kind(),
+            SharedError::Failed(kind) => kind,
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct SharedStore {
     down_until_us: AtomicU64,
     duration: Histogram,
     up: IntGauge,
+    /// Present when decisions may share calls (not on a cluster).
+    coalescer: Option<Coalescer>,
 }
 
 impl SharedStore {
@@ -70,6 +76,7 @@ impl SharedStore {
             redis: Redis::new(CLIENT, topology.clone(), config.command_timeout),
             peers,
             down_until_us: AtomicU64::new(0),
+            coalescer: topology.redials().then(Coalescer::default),
         }
     }
 
@@ -84,37 +91,68 @@ impl SharedStore {
     }
 
     /// One decision for `key`, on the Redis server's clock (the one clock every replica shares).
-    pub async fn decide(&self, gcra: &Gcra, key: &str) -> Result<Decision, SharedError> {
+    pub async fn decide(
+        &self,
+        gcra: &Gcra,
+        key: impl Into<String>,
+    ) -> Result<Decision, SharedError> {
         let clock = EPOCH.elapsed().as_micros() as u64;
         if clock < self.down_until_us.load(Ordering::Relaxed) {
             return Err(SharedError::Unavailable);
         }
+        let entry = Entry {
+            key: key.into(),
+            gcra: *gcra,
+        };
+        match &self.coalescer {
+            Some(c) => c.decide(entry, |batch| self.call(batch)).await,
+            None => self
+                .call(vec![entry])
+                .await?
+                .pop()
+                .ok_or(SharedError::Failed("protocol")),
+        }
+    }
+
+    /// One script call deciding `batch` in order.
+    async fn call(&self, batch: Vec<Entry>) -> Result<Vec<Decision>, SharedError> {
         let started = Instant::now();
         let result = self
             .redis
             .attempt(self.timeout, |mut conn| async move {
-                let mut invocation = SCRIPT.key(key);
-                invocation
-                    .arg(gcra.interval_us)
-                    .arg(gcra.capacity)
-                    // 0: the script reads the server clock (`TIME`).
-                    .arg(0);
-                let (allowed, remaining, reset_us, retry_after_us) = invocation
-                    .invoke_async::<(u64, u64, u64, u64)>(&mut conn)
-                    .await?;
-                Ok(Decision {
-                    allowed: allowed == 1,
-                    remaining,
-                    reset_us,
-                    retry_after_us,
-                })
+                let mut invocation = SCRIPT.prepare_invoke();
+                // 0: the script reads the server clock (`TIME`).
+                invocation.arg(0);
+                for e in &batch {
+                    invocation
+                        .key(&e.key)
+                        .arg(e.gcra.interval_us)
+                        .arg(e.gcra.capacity);
+                }
+                let flat = invocation.invoke_async::<Vec<u64>>(&mut conn).await?;
+                if flat.len() != batch.len() * 4 {
+                    return Err(StoreError::Reply(format!(
+                        "{} values for {} decisions",
+                        flat.len(),
+                        batch.len()
+                    )));
+                }
+                Ok(flat
+                    .chunks_exact(4)
+                    .map(|d| Decision {
+                        allowed: d[0] == 1,
+                        remaining: d[1],
+                        reset_us: d[2],
+                        retry_after_us: d[3],
+                    })
+                    .collect())
             })
             .await;
         self.duration.observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(d) => {
+            Ok(decisions) => {
                 self.up.set(1);
-                Ok(d)
+                Ok(decisions)
             }
             Err(e) => {
                 self.up.set(0);
@@ -122,7 +160,7 @@ impl SharedStore {
                 let until = EPOCH.elapsed() + RETRY_AFTER;
                 self.down_until_us
                     .store(until.as_micros() as u64, Ordering::Relaxed);
-                Err(SharedError::Failed(e))
+                Err(SharedError::Failed(e.kind()))
             }
         }
     }
