@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Memory per idle keep-alive connection: nginx, bare Pingora and Portico, one run.
+
+    python3 benches/idle_memory.py [--connections 10000] [--no-build] [--allocator-env K=V ...]
+
+Each proxy (one worker, the echo origin behind it, everything on loopback) is started alone;
+its RSS is read, then N client connections are opened, each sends one keep-alive GET and reads
+the answer (so every connection has been through a request, as a real idle client's has), and
+all are held open; RSS is read again once it stops moving. The difference divided by N is the
+proxy's memory per idle connection. The client side opens at most N sockets and gives up after
+120 s; the proxies' idle timeouts (60 s) are longer than the measurement.
+
+Prints a table and writes it to target/bench-idle-memory.md.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTICO = os.path.join(ROOT, "target", "release", "portico")
+BARE = os.path.join(ROOT, "target", "release", "examples", "bare_proxy")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def pids_of(root):
+    """The process and its children (nginx's worker)."""
+    out = [root]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(root)], capture_output=True, text=True).stdout.split()
+        out += [int(k) for k in kids]
+    except OSError:
+        pass
+    return out
+
+
+def settled_rss(pids, timeout=10):
+    """RSS once two reads 0.5 s apart agree within 1%."""
+    last = rss_kb(pids)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = rss_kb(pids)
+        if abs(now - last) <= last * 0.01:
+            return now
+        last = now
+    return last
+
+
+def hold_connections(port, n, deadline):
+    """Opens n keep-alive connections, one request each; returns the open sockets."""
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    socks = []
+    for _ in range(n):
+        if time.time() > deadline:
+            break
+        s = socket.create_connection(("127.0.0.1", port), 5)
+        s.sendall(request)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-length":
+                length = int(v.strip())
+        while len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        if not head.startswith(b"HTTP/1.1 200"):
+            sys.exit(f"unexpected answer: {head[:80]!r}")
+        socks.append(s)
+    return socks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--connections", type=int, default=10000)
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.connections + 1024
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bins", "--examples"], cwd=ROOT, check=True)
+
+    tmp = tempfile.mkdtemp(prefix="portico-idle-")
+    origin = free_port()
+    echo = subprocess.Popen([PORTICO, "echo", "--listen", f"127.0.0.1:{origin}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(origin)
+
+    def nginx():
+        port = free_port()
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+worker_rlimit_nofile {want};
+events {{ worker_connections {want}; }}
+http {{ access_log off; keepalive_timeout 60s; keepalive_requests 100000;
+  upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ proxy_pass http://o;
+  proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}""")
+        return ["nginx", "-c", conf, "-p", tmp], port
+
+    def bare():
+        port = free_port()
+        return [BARE, f"127.0.0.1:{port}", f"127.0.0.1:{origin}", "1"], port
+
+    def portico():
+        port, admin = free_port(), free_port()
+        conf = os.path.join(tmp, "portico.yaml")
+        with open(conf, "w") as f:
+            f.write(f"""server:
+  listen: ["127.0.0.1:{port}"]
+  threads: 1
+  admin: {{listen: "127.0.0.1:{admin}"}}
+  limits: {{max_connections: {args.connections + 100}}}
+access_log: {{enabled: false}}
+routes: [{{name: api, service: origin}}]
+services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
+""")
+        return [PORTICO, "run", "-c", conf], port
+
+    targets = [("bare", bare), ("portico", portico)]
+    if shutil.which("nginx"):
+        targets.insert(0, ("nginx", nginx))
+    rows = []
+    try:
+        for name, make in targets:
+            cmd, port = make()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env={**os.environ, "RUST_LOG": "error"})
+            try:
+                wait_port(port)
+                time.sleep(0.5)
+                pids = pids_of(proc.pid)
+                before = settled_rss(pids)
+                started = time.time()
+                socks = hold_connections(port, args.connections, started + 120)
+                opened = time.time() - started
+                after = settled_rss(pids)
+                per = (after - before) * 1024 / max(len(socks), 1)
+                rows.append((name, before, after, len(socks), per))
+                print(f"{name:8} idle {before / 1024:6.1f} MiB  with {len(socks)} connections "
+                      f"{after / 1024:7.1f} MiB  ({opened:.1f} s to open)  {per / 1024:.1f} KiB per connection",
+                      flush=True)
+                for s in socks:
+                    s.close()
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    finally:
+        echo.terminate()
+        echo.wait(timeout=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = {name: per for name, _, _, _, per in rows}
+    lines = [
+        f"Idle keep-alive connections — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores, one worker each, {args.connections} connections after one request each",
+        "",
+        "| proxy | RSS idle MiB | RSS with connections MiB | KiB per connection | vs nginx |",
+        "|---|---|---|---|---|",
+    ]
+    for name, before, after, n, per in rows:
+        ratio = f"{per / base['nginx']:.2f}x" if "nginx" in base and base["nginx"] > 0 else "–"
+        lines.append(f"| {name} | {before / 1024:.1f} | {after / 1024:.1f} | {per / 1024:.1f} | {ratio} |")
+    report = "\n".join(lines)
+    print("\n" + report)
+    out = os.path.join(ROOT, "target", "bench-idle-memory.md")
+    with open(out, "w") as f:
+        f.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
