@@ -261,10 +261,17 @@ impl TransportConnector {
                 // no-steal workers — an immediate try_unwrap can fall into that window, and
                 // the good connection was closed and a new one opened (~1 in 3,000 reuses at
                 // two workers). The window is nanoseconds unless that thread is preempted in
-                // it, so yield until the clone is gone, for at most 50 ms.
-                let deadline = Instant::now() + Duration::from_millis(50);
-                while Arc::strong_count(&s) > 1 && Instant::now() < deadline {
-                    tokio::task::yield_now().await;
+                // it: yield a few times, then sleep in 1 ms steps (no busy wait on a machine
+                // short of CPU), for at most about 50 ms.
+                for round in 0..58 {
+                    if Arc::strong_count(&s) == 1 {
+                        break;
+                    }
+                    if round < 8 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 match Arc::try_unwrap(s) {
                     Ok(l) => {
