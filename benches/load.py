@@ -2,9 +2,13 @@
 """Load benchmark: Portico against a bare Pingora proxy and nginx, interleaved, one run.
 
     python3 benches/load.py [--rounds 5] [--duration 4] [--connections 16[,64,256...]]
-                            [--workers 1|2] [--rate 2000] [--steal] [--cluster] [--no-h2] [--no-build]
+                            [--workers 1|2] [--rate 2000] [--steal] [--cluster] [--no-h2]
+                            [--nginx-keepalive 64] [--no-build]
 
-Everything runs on loopback. Two modes:
+Everything runs on loopback. Every target has an origin of its own (the echo upstream,
+`portico echo`, the same binary for all), so connections one target churns (tens of thousands
+in TIME_WAIT at high concurrency) neither hold the ephemeral ports another target needs nor
+count among its upstream connections. Two modes:
 
   --workers 1  (default) every proxy under test runs one worker; with two or more cores it is
                pinned to core 0 and the load generator (wrk, h2load, oha), the origin and Redis
@@ -18,25 +22,30 @@ one count after the other; for each count the rounds are interleaved (each round
 every target once, in the order below). wrk runs with one thread (-t1) at every count.
 HTTP/1.1 targets (wrk -t1 -cCONNS):
 
-  direct      wrk -> origin (the echo upstream, `portico echo`)
+  direct      wrk -> origin
   bare        Pingora 0.9.1 proxy with one static peer and no filters (examples/bare_proxy.rs)
-  nginx       nginx reverse proxy with upstream keepalive (only when `nginx` is installed)
+  nginx       nginx reverse proxy with upstream keepalive (only when `nginx` is installed):
+              `keepalive 64` idle upstream connections per worker (--nginx-keepalive), access
+              log off, nginx's defaults otherwise (keepalive_requests 1000 on both sides)
   portico-a   Portico, routing only (one route, static instance, access log off)
   portico-b   Portico with every request-path feature: registry-fed balancer with breakers
               (Redis registry), a local rate limit that never trips, KPIs, full metrics, access log
               to a file, tracing at 1% to a local OTLP/HTTP receiver
   portico-b-keys  portico-b with `auth: [keys]` over 1,000 consumers (wrk sends one key)
   portico-b-steal  (with --steal) portico-b on tokio's work-stealing runtime
-  portico-b-redis  portico-b with the rate limit in the Redis store (one EVALSHA per request)
+  portico-b-redis  portico-b with the rate limit in the Redis store (concurrent decisions share
+                   script calls)
   portico-b-cluster  (--cluster) portico-b-redis against a 3-master Redis Cluster
 
 HTTP/2 targets (h2load -t1 -cCONNS -m 10, in the same rounds; only when `h2load` (apt-get
 install nghttp2-client) and `openssl` are installed, and not with --no-h2); both proxies speak
 HTTP/1.1 to the origin, and the TLS certificate is a self-signed one made for the run:
 
-  nginx-h2       nginx, TLS listener with h2 (ALPN), upstream keepalive as `nginx`
+  nginx-h2       nginx, TLS listener with h2 (ALPN), upstream as `nginx`; keepalive_requests
+                 raised for clients, as nginx ends an h2 connection after 1,000 requests and
+                 h2load does not reconnect
   portico-a-h2   Portico a with a TLS listener (`server.tls`), h2 via ALPN
-  portico-a-h2c  the same process's plain listener with `server.h2c: true` (prior knowledge)
+  portico-a-h2c  Portico a with `server.h2c: true` on its plain listener (prior knowledge)
   (the bare proxy example has no TLS listener, so it has no HTTP/2 row)
 
 Per target and connection count: requests/s (median and min-max), latency at saturation (wrk:
@@ -44,9 +53,10 @@ p50/p99, median over rounds; h2load: mean/sd/max request time, median over round
 at a fixed offered rate (HTTP/1.1 only, needs `oha`), proxy CPU microseconds per request
 (utime+stime from /proc of the proxy's processes), upstream connections opened during a run
 (the origin's `GET /echo/stats` read directly before and after each run: median and max over
-rounds; for `direct` that is wrk's own connections), peak RSS (reset before each connection
-count where the kernel allows it), ratios against bare and nginx, and the paired per-round
-ratios for each connection count. The report is also written to target/bench-load.md.
+rounds; for `direct` that is wrk's own connections, -c plus the one wrk opens first to check
+the address), peak RSS (reset before each connection count where the kernel allows it),
+ratios against bare and nginx, and the paired per-round ratios for each connection count.
+The report is also written to target/bench-load.md.
 Needs: wrk (apt-get install wrk), redis-server for portico-b, optionally nginx, oha, h2load.
 """
 
@@ -185,23 +195,26 @@ def wrk(url, duration, connections, headers=()):
 
 def h2load(url, duration, connections):
     """HTTP/2 with H2_STREAMS streams per connection: TLS (ALPN) for https://, prior knowledge
-    for http://. Returns req/s, 2xx responses, other outcomes (failed, errored, non-2xx) and the
-    request time {min, max, mean, sd} in ms."""
+    for http://. Returns req/s and responses (as wrk counts them: whatever the status), failed
+    requests (4xx/5xx responses and streams without one) and the request time {min, max, mean,
+    sd} in ms."""
     cmd = pin(1) + ["h2load", "-t", "1", "-c", str(connections), "-m", str(H2_STREAMS),
                     "-D", str(duration), url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     out = proc.stdout
     fin = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)
-    codes = re.search(r"status codes: (\d+) 2xx", out)
+    req = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored", out)
     time_re = r"([\d.]+)(us|ms|s)\s+"
     t = re.search(r"time for request:\s+" + time_re * 4, out)
-    if not (fin and done and codes and t):
+    if not (fin and req and t):
         raise RuntimeError(f"h2load {url}: unexpected output (exit {proc.returncode}):\n"
                            f"{out[-1500:]}\n{proc.stderr[-1500:]}")
-    ok = int(codes.group(1))
+    succeeded, failed, errored = (int(g) for g in req.groups())
     times = {k: to_ms(t.group(2 * i + 1), t.group(2 * i + 2)) for i, k in enumerate(("min", "max", "mean", "sd"))}
-    return float(fin.group(1)), ok, int(done.group(1)) - ok, times
+    # Like wrk's count: every response (h2load's "succeeded" is status < 400; its "failed"
+    # adds 4xx/5xx responses to the streams that got none, "errored").
+    return float(fin.group(1)), succeeded + failed - errored, failed, times
 
 
 def oha(url, duration, rate, connections, headers=()):
@@ -238,7 +251,7 @@ def start(cmd, port, core, **kw):
     return proc
 
 
-def nginx_conf(tmp, name, workers, origin, worker_connections, listen, tls=None):
+def nginx_conf(tmp, name, workers, origin, worker_connections, listen, tls=None, keepalive=64):
     """nginx proxying to the origin over HTTP/1.1 keepalive; `tls` = (cert, key) adds ssl + h2."""
     server = f"listen 127.0.0.1:{listen};"
     if tls:
@@ -256,7 +269,7 @@ def nginx_conf(tmp, name, workers, origin, worker_connections, listen, tls=None)
         with open(conf, "w") as f:
             f.write(f"""worker_processes {workers}; daemon off; pid {tmp}/{name}.pid; error_log {tmp}/{name}.err;
 events {{ worker_connections {worker_connections}; }}
-http {{ access_log off; upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
+http {{ access_log off; upstream o {{ server 127.0.0.1:{origin}; keepalive {keepalive}; }}
   server {{ {server} location / {{ proxy_pass http://o; proxy_http_version 1.1;
   proxy_set_header Connection ""; }} }} }}""")
         if len(variants) == 1:
@@ -265,6 +278,10 @@ http {{ access_log off; upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }
         if test.returncode == 0:
             return conf
     raise RuntimeError(f"nginx accepts no HTTP/2 TLS configuration: {test.stderr.strip()}")
+
+
+def ratio(x, y):
+    return x / y if y else float("nan")
 
 
 def fmt_count(x):
@@ -287,6 +304,9 @@ def main():
     ap.add_argument("--cluster", action="store_true",
                     help="also run Portico b against a 3-master Redis Cluster (registry and limit)")
     ap.add_argument("--no-h2", action="store_true", help="skip the HTTP/2 rows (h2load)")
+    ap.add_argument("--nginx-keepalive", type=int, default=64,
+                    help="idle upstream connections each nginx worker keeps (`keepalive`); below the "
+                         "connections in flight nginx closes and reopens upstream connections")
     args = ap.parse_args()
     try:
         conn_counts = [int(c) for c in args.connections.split(",") if c.strip()]
@@ -305,52 +325,69 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="portico-bench-")
     procs = []
-    # name -> {"proc": the proxy (None for direct), "url", "headers": what the target needs
-    # sent (its credential), "h2": measured with h2load instead of wrk}; measured in this order.
+    # name -> {"proc": the proxy (None for direct), "origin": its origin's port, "url",
+    # "headers": what the target needs sent (its credential), "h2": measured with h2load
+    # instead of wrk}; measured in this order.
     targets = {}
 
-    def target(name, proc, url, headers=(), is_h2=False):
-        targets[name] = {"proc": proc, "url": url, "headers": list(headers), "h2": is_h2}
+    def target(name, proc, origin, url, headers=(), is_h2=False):
+        targets[name] = {"proc": proc, "origin": origin, "url": url, "headers": list(headers), "h2": is_h2}
+
+    def new_origin():
+        """Every target gets an origin of its own (the same `portico echo`): a proxy that churns
+        upstream connections leaves tens of thousands of them in TIME_WAIT, and towards a shared
+        origin port they would hold the ephemeral ports the next target needs, and its late
+        (SYN-retransmitted) connects would be counted in the next target's run."""
+        port = free_port()
+        procs.append(start([PORTICO, "echo", "--listen", f"127.0.0.1:{port}"], port, 1))
+        origin_stats(port)
+        return port
 
     # Room for every client connection plus one upstream connection per request in flight.
     nginx_conns = max(1024, 4 * max(conn_counts))
     try:
-        origin = free_port()
-        procs.append(start([PORTICO, "echo", "--listen", f"127.0.0.1:{origin}"], origin, 1))
-        origin_stats(origin)
-        target("direct", None, f"http://127.0.0.1:{origin}/")
+        origin = new_origin()
+        target("direct", None, origin, f"http://127.0.0.1:{origin}/")
 
-        bare = free_port()
+        bare, origin = free_port(), new_origin()
         p = start([BARE, f"127.0.0.1:{bare}", f"127.0.0.1:{origin}", str(workers)], bare, 0)
         procs.append(p)
-        target("bare", p, f"http://127.0.0.1:{bare}/")
+        target("bare", p, origin, f"http://127.0.0.1:{bare}/")
 
         if shutil.which("nginx"):
-            port = free_port()
-            conf = nginx_conf(tmp, "nginx", workers, origin, nginx_conns, port)
+            port, origin = free_port(), new_origin()
+            conf = nginx_conf(tmp, "nginx", workers, origin, nginx_conns, port, keepalive=args.nginx_keepalive)
             p = start(["nginx", "-c", conf, "-p", tmp], port, 0)
             procs.append(p)
-            target("nginx", p, f"http://127.0.0.1:{port}/")
+            target("nginx", p, origin, f"http://127.0.0.1:{port}/")
 
-        a_port, a_admin = free_port(), free_port()
-        with open(os.path.join(tmp, "a.yaml"), "w") as f:
-            f.write(f"""server: {{listen: ["127.0.0.1:{a_port}"], threads: {workers}, admin: {{listen: "127.0.0.1:{a_admin}"}}}}
+        def portico_a(name, origin, listen, tls=None, h2c=False):
+            """Portico a; `tls` = (port, cert, key) adds a TLS listener (h2 by ALPN), `h2c`
+            lets the plain listener take HTTP/2 with prior knowledge too."""
+            extra = ", h2c: true" if h2c else ""
+            if tls:
+                extra += f', tls: [{{listen: "127.0.0.1:{tls[0]}", cert: "{tls[1]}", key: "{tls[2]}"}}]'
+            admin = free_port()
+            conf = os.path.join(tmp, f"{name}.yaml")
+            with open(conf, "w") as f:
+                f.write(f"""server: {{listen: ["127.0.0.1:{listen}"]{extra}, threads: {workers}, admin: {{listen: "127.0.0.1:{admin}"}}}}
 access_log: {{enabled: false}}
 routes: [{{name: api, service: origin}}]
 services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
 """)
-        p = start([PORTICO, "run", "-c", os.path.join(tmp, "a.yaml")], a_port, 0, env={**os.environ, "RUST_LOG": "error"})
-        procs.append(p)
-        target("portico-a", p, f"http://127.0.0.1:{a_port}/")
+            p = start([PORTICO, "run", "-c", conf], listen, 0, env={**os.environ, "RUST_LOG": "error"})
+            procs.append(p)
+            if tls:
+                wait_port(tls[0])
+            return p
+
+        a_port, origin = free_port(), new_origin()
+        target("portico-a", portico_a("a", origin, a_port), origin, f"http://127.0.0.1:{a_port}/")
 
         redis_port = None
         if shutil.which("redis-server"):
             redis_port = free_port()
             procs.append(start(["redis-server", "--port", str(redis_port), "--save", "", "--bind", "127.0.0.1"], redis_port, 1))
-            reg = subprocess.Popen(pin(1) + [PORTICO, "register", "--redis", f"redis://127.0.0.1:{redis_port}/0",
-                                   "--service", "origin", "--addr", f"127.0.0.1:{origin}"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(reg)
         otlp_port = free_port()
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", otlp_port), Otlp)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -367,18 +404,26 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                            + ["--cluster-yes"], check=True, stdout=subprocess.DEVNULL, timeout=60)
             seeds = ", ".join(f'"redis://127.0.0.1:{cp}"' for cp in ports)
             cluster_section = f"redis: {{cluster: [{seeds}]}}\n"
-            with open(os.path.join(tmp, "cluster.yaml"), "w") as f:
-                f.write(cluster_section + "routes: [{name: api, service: origin}]\n"
-                        "services: {origin: {discovery: redis}}\n")
             time.sleep(2)  # every node reports cluster_state:ok
-            procs.append(subprocess.Popen(pin(1) + [PORTICO, "register", "--config", os.path.join(tmp, "cluster.yaml"),
-                                          "--service", "origin", "--addr", f"127.0.0.1:{origin}"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
         def portico_b(name, store="local", work_stealing=False, redis_section=None, auth=False):
-            port, admin = free_port(), free_port()
+            port, admin, origin = free_port(), free_port(), new_origin()
+            # Each variant's origin is registered as a service of its own (one registry).
+            svc = f"origin-{name}"
             discovery = redis_section or (f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if redis_port else "")
-            service = ("{discovery: redis}" if redis_port else f'{{instances: ["127.0.0.1:{origin}"]}}')
+            service = ("{discovery: redis}" if discovery else f'{{instances: ["127.0.0.1:{origin}"]}}')
+            if redis_section:
+                reg_conf = os.path.join(tmp, f"{name}-register.yaml")
+                with open(reg_conf, "w") as f:
+                    f.write(redis_section + f"routes: [{{name: api, service: {svc}}}]\n"
+                            f"services: {{{svc}: {{discovery: redis}}}}\n")
+                registrar = ["--config", reg_conf]
+            else:
+                registrar = ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
+            if discovery:
+                procs.append(subprocess.Popen(pin(1) + [PORTICO, "register"] + registrar
+                                              + ["--service", svc, "--addr", f"127.0.0.1:{origin}"],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             conf = os.path.join(tmp, f"{name}.yaml")
             # `auth: [keys]`: an API key looked up among 1,000 consumers on every request.
             auth_route = ", auth: [keys]" if auth else ""
@@ -393,15 +438,15 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
 {discovery}access_log: {{enabled: true, path: "{tmp}/{name}-access.log"}}
 tracing: {{otlp_endpoint: "http://127.0.0.1:{otlp_port}/v1/traces", sample_ratio: 0.01}}
 rate_limits: {{never: {{key: client_ip, limit: 1000000, per: 1s, store: {store}}}}}
-routes: [{{name: api, service: origin, rate_limits: [never]{auth_route}}}]
-services: {{origin: {service}}}{auth_section}
+routes: [{{name: api, service: {svc}, rate_limits: [never]{auth_route}}}]
+services: {{{svc}: {service}}}{auth_section}
 kpis:
   - {{name: reads, routes: [api], methods: [GET], status: 2xx}}
   - {{name: users, request_header: {{name: x-user-id}}}}
 """)
             p = start([PORTICO, "run", "-c", conf], port, 0, env={**os.environ, "RUST_LOG": "error"})
             procs.append(p)
-            target(name, p, f"http://127.0.0.1:{port}/", headers)
+            target(name, p, origin, f"http://127.0.0.1:{port}/", headers)
 
         portico_b("portico-b")
         portico_b("portico-b-keys", auth=True)
@@ -418,26 +463,22 @@ kpis:
                             "-days", "2", "-keyout", key, "-out", cert],
                            check=True, capture_output=True, timeout=60)
             if shutil.which("nginx"):
-                port = free_port()
+                port, origin = free_port(), new_origin()
                 # One upstream connection per stream in flight, plus the clients.
                 conf = nginx_conf(tmp, "nginx-h2", workers, origin,
-                                  max(1024, (H2_STREAMS + 2) * max(conn_counts)), port, tls=(cert, key))
+                                  max(1024, (H2_STREAMS + 2) * max(conn_counts)), port, tls=(cert, key),
+                                  keepalive=args.nginx_keepalive)
                 p = start(["nginx", "-c", conf, "-p", tmp], port, 0)
                 procs.append(p)
-                target("nginx-h2", p, f"https://127.0.0.1:{port}/", is_h2=True)
-            h2c_port, tls_port, admin = free_port(), free_port(), free_port()
-            with open(os.path.join(tmp, "a-h2.yaml"), "w") as f:
-                f.write(f"""server: {{listen: ["127.0.0.1:{h2c_port}"], h2c: true, tls: [{{listen: "127.0.0.1:{tls_port}", cert: "{cert}", key: "{key}"}}], threads: {workers}, admin: {{listen: "127.0.0.1:{admin}"}}}}
-access_log: {{enabled: false}}
-routes: [{{name: api, service: origin}}]
-services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
-""")
-            p = start([PORTICO, "run", "-c", os.path.join(tmp, "a-h2.yaml")], h2c_port, 0,
-                      env={**os.environ, "RUST_LOG": "error"})
-            procs.append(p)
-            wait_port(tls_port)
-            target("portico-a-h2", p, f"https://127.0.0.1:{tls_port}/", is_h2=True)
-            target("portico-a-h2c", p, f"http://127.0.0.1:{h2c_port}/", is_h2=True)
+                target("nginx-h2", p, origin, f"https://127.0.0.1:{port}/", is_h2=True)
+            # Two processes, so that each row has its own origin and its own peak RSS; the TLS
+            # one's plain listener is not measured.
+            plain, tls_port, origin = free_port(), free_port(), new_origin()
+            p = portico_a("a-h2", origin, plain, tls=(tls_port, cert, key))
+            target("portico-a-h2", p, origin, f"https://127.0.0.1:{tls_port}/", is_h2=True)
+            plain, origin = free_port(), new_origin()
+            p = portico_a("a-h2c", origin, plain, h2c=True)
+            target("portico-a-h2c", p, origin, f"http://127.0.0.1:{plain}/", is_h2=True)
         time.sleep(2)  # registry first sync, tracing provider up
 
         # (connections, target) -> per-round lists; `lat` holds wrk's {"50", "99"} or h2load's
@@ -452,14 +493,14 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                 for name, t in targets.items():
                     proc = t["proc"]
                     pids = pids_of(proc.pid) if proc else []
-                    up0, _ = origin_stats(origin)
+                    up0, _ = origin_stats(t["origin"])
                     c0 = cpu_seconds(pids)
                     if t["h2"]:
                         rps, total, errors, lat = h2load(t["url"], args.duration, conns)
                     else:
                         rps, total, errors, lat = wrk(t["url"], args.duration, conns, t["headers"])
                     c1 = cpu_seconds(pids)
-                    up1, _ = origin_stats(origin)
+                    up1, _ = origin_stats(t["origin"])
                     r = results.setdefault((conns, name), {"rps": [], "cpu": [], "lat": [], "opened": [], "errors": 0})
                     r["rps"].append(rps)
                     r["lat"].append(lat)
@@ -492,7 +533,8 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                     out.append("–")
                     continue
                 b_rps, b_cpu = med(results[(conns, b)]["rps"]), med(results[(conns, b)]["cpu"])
-                out.append(f"{rps / b_rps:.2f}x, {cpu / b_cpu:.2f}x" if r["cpu"] else f"{rps / b_rps:.2f}x, –")
+                out.append(f"{ratio(rps, b_rps):.2f}x, {ratio(cpu, b_cpu):.2f}x" if r["cpu"]
+                           else f"{ratio(rps, b_rps):.2f}x, –")
             return out
 
         def common(r):
@@ -507,6 +549,8 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
         else:
             mode = f"{workers} workers per proxy, nothing pinned"
         counts_s = ",".join(str(c) for c in conn_counts)
+        if "nginx" in targets:
+            mode += f"; nginx upstream keepalive {args.nginx_keepalive}"
         lines = [
             f"Load benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
             f"{mode}; {args.rounds} interleaved rounds of {args.duration}s per connection count, "
@@ -546,9 +590,10 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                         f"| {conns} | {name} | {med(r['rps']):.0f} ({min(r['rps']):.0f}–{max(r['rps']):.0f}) "
                         f"| {lat_s} | {cpu_s} | {opened_s} | {rss_s} | {ratios(conns, name, ('nginx-h2',))[0]} |")
                     if r["errors"]:
-                        lines.append(f"|  | ↳ {name}: {r['errors']} requests failed or not 2xx | | | | | | |")
+                        lines.append(f"|  | ↳ {name}: {r['errors']} requests failed | | | | | | |")
         lines += ["", "Upstream conns opened: connections the origin accepted during each run (its "
-                  "`/echo/stats`, read directly before and after the run)."]
+                  "`/echo/stats`, read directly before and after the run); direct: wrk's connections, "
+                  "one more than -c (wrk first opens one to check the address)."]
         if not rss_reset:
             lines.append("Peak RSS could not be reset between connection counts: it is the peak since start.")
 
@@ -556,7 +601,7 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
         # shared machine; their median is the figure the targets in issue 8 are checked against.
         def paired(conns, name, base_name, key):
             xs, ys = results[(conns, name)][key], results[(conns, base_name)][key]
-            return statistics.median(x / y for x, y in zip(xs, ys)) if xs and ys else float("nan")
+            return statistics.median(ratio(x, y) for x, y in zip(xs, ys)) if xs and ys else float("nan")
 
         for conns in conn_counts:
             lines += ["", f"Paired per-round ratios (median over rounds), {conns} connections:", ""]
