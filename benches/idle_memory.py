@@ -23,26 +23,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORTICO = os.path.join(ROOT, "target", "release", "portico")
-BARE = os.path.join(ROOT, "target", "release", "examples", "bare_proxy")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load import BARE, PORTICO, ROOT, free_port, wait_port  # noqa: E402  (the load benchmark's helpers)
 
 
 def rss_kb(pids):

@@ -5,6 +5,18 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
+/// The Redis rate-limit store of one gateway on `redis` (2 s command timeout).
+fn shared_store(redis: &RedisServer) -> portico::ratelimit::shared::SharedStore {
+    use portico::config::RedisConfig;
+    use portico::redis_client::Topology;
+    let topology = Topology::from_config(&RedisConfig {
+        command_timeout: Duration::from_secs(2),
+        ..RedisConfig::single(&redis.url())
+    })
+    .unwrap();
+    portico::ratelimit::shared::SharedStore::new(std::sync::Arc::new(topology), Default::default())
+}
+
 fn limited_gateway(echo: &EchoServer, rules: &str, route_rules: &str, extra: &str) -> Gateway {
     Gateway::start(&format!(
         "{extra}rate_limits:\n{rules}routes:\n  - {{name: free, match: {{path_prefix: /free}}, service: svc}}\n  - {{name: api, service: svc, rate_limits: [{route_rules}]}}\nservices:\n  svc:\n    instances: [\"{}\"]\n",
@@ -279,20 +291,12 @@ async fn the_script_and_the_local_store_decide_identically_on_one_timeline() {
 /// that the two clocks cannot disagree within the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_store_on_the_server_clock_decides_as_the_local_store() {
-    use portico::config::RedisConfig;
     use portico::ratelimit::gcra::Gcra;
     use portico::ratelimit::local::LocalStore;
-    use portico::ratelimit::shared::{local_now_us, SharedStore};
-    use portico::redis_client::Topology;
-    use std::sync::Arc;
+    use portico::ratelimit::shared::local_now_us;
 
     let redis = RedisServer::start();
-    let topology = Topology::from_config(&RedisConfig {
-        command_timeout: Duration::from_secs(2),
-        ..RedisConfig::single(&redis.url())
-    })
-    .unwrap();
-    let shared = SharedStore::new(Arc::new(topology), Arc::default());
+    let shared = shared_store(&redis);
     let local = LocalStore::new(10_000);
     let rules = [
         Gcra::new(5, 3_600_000_000, 0),
@@ -386,19 +390,11 @@ fn with_redis_away_allow_lets_requests_through_and_deny_refuses_them() {
 /// what one-by-one decisions would: each bucket's capacity, no more, no fewer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redis_decisions_share_calls_and_admit_exactly_the_capacity() {
-    use portico::config::RedisConfig;
     use portico::ratelimit::gcra::Gcra;
-    use portico::ratelimit::shared::SharedStore;
-    use portico::redis_client::Topology;
     use std::sync::Arc;
 
     let redis = RedisServer::start();
-    let topology = Topology::from_config(&RedisConfig {
-        command_timeout: Duration::from_secs(2),
-        ..RedisConfig::single(&redis.url())
-    })
-    .unwrap();
-    let shared = Arc::new(SharedStore::new(Arc::new(topology), Arc::default()));
+    let shared = Arc::new(shared_store(&redis));
     // An hour per request: only the initial capacity is ever admitted.
     let gcra = Gcra::new(7, 3_600_000_000, 3);
     let tasks: Vec<_> = (0..400)
