@@ -984,7 +984,13 @@ def ratelimit_deps():
         "sum by (route, policy, mode) (%s)" % rate("portico_policy_refusals_total", 'route=~"$route"'),
         "{{route}} {{policy}} ({{mode}})")), "reqps", legend_table=True,
         desc="Requests a route policy refused: enforce = answered by Portico, shadow = counted and let "
-             "through."), 24, 7)
+             "through."), 12, 7)
+    L.add(timeseries("Redis-store decisions per script call", targets((
+        "sum(%s) / sum(%s)" % (rate("portico_ratelimit_redis_batch_decisions_sum"),
+                               rate("portico_ratelimit_redis_batch_decisions_count")),
+        "mean")), "short",
+        desc="Concurrent Redis-store decisions share a script call while one is out: 1 = no sharing "
+             "(light load), higher = fewer round trips per request."), 12, 7)
 
     L.row("Edge policies")
     L.add(timeseries("Concurrency slots in use by route", targets((

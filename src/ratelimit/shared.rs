@@ -13,6 +13,7 @@ use super::coalesce::{Coalescer, Entry};
 use super::gcra::{Decision, Gcra, REDIS_SCRIPT};
 use super::peers::Peers;
 use crate::redis_client::{Error as StoreError, Redis, Topology};
+use crate::telemetry::ratelimit::REDIS_BATCH;
 use crate::telemetry::redis::{REDIS_COMMAND_DURATION, REDIS_ERRORS, REDIS_UP};
 use prometheus::{Histogram, IntGauge};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,8 @@ pub struct SharedStore {
     /// Microseconds since [`EPOCH`] until which Redis is not tried; 0 = up.
     down_until_us: AtomicU64,
     duration: Histogram,
+    /// Decisions per call.
+    batch: Histogram,
     up: IntGauge,
     /// Present when decisions may share calls (not on a cluster).
     coalescer: Option<Coalescer>,
@@ -70,6 +73,7 @@ impl SharedStore {
         let config = topology.config();
         Self {
             duration: REDIS_COMMAND_DURATION.with_label_values(&[CLIENT, "gcra"]),
+            batch: REDIS_BATCH.clone(),
             up,
             prefix: config.prefix.clone(),
             timeout: config.command_timeout,
@@ -116,6 +120,7 @@ impl SharedStore {
 
     /// One script call deciding `batch` in order.
     async fn call(&self, batch: Vec<Entry>) -> Result<Vec<Decision>, SharedError> {
+        self.batch.observe(batch.len() as f64);
         let started = Instant::now();
         let result = self
             .redis

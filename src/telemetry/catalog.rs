@@ -186,6 +186,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         &["rule", "store"],
     ),
     ("portico_ratelimit_local_keys", Gauge, &["rule", "store"]),
+    ("portico_ratelimit_redis_batch_decisions", Histogram, &[]),
     (
         "portico_ratelimit_store_errors_total",
         Counter,

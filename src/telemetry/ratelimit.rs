@@ -2,8 +2,8 @@
 
 use super::metrics::family;
 use prometheus::{
-    register_int_counter_vec, register_int_gauge_vec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec,
+    register_histogram, register_int_counter_vec, register_int_gauge_vec, Histogram, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -26,6 +26,11 @@ family!(LOCAL_KEYS: IntGaugeVec = register_int_gauge_vec!(
     "portico_ratelimit_local_keys",
     "Keys held by a rule's in-process store (bounded by max_keys).",
     &["rule", "store"]
+));
+family!(REDIS_BATCH: Histogram = register_histogram!(
+    "portico_ratelimit_redis_batch_decisions",
+    "Decisions per Redis script call of the rate limiter: concurrent decisions share a call while one is out (1 = no sharing).",
+    vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
 ));
 family!(LOCAL_EVICTIONS: IntCounterVec = register_int_counter_vec!(
     "portico_ratelimit_local_evictions_total",
@@ -88,6 +93,7 @@ pub fn init() {
     LazyLock::force(&FALLBACKS);
     LazyLock::force(&LOCAL_KEYS);
     LazyLock::force(&LOCAL_EVICTIONS);
+    LazyLock::force(&REDIS_BATCH);
 }
 
 /// Decision counters of one rule on one route, by outcome and store.
