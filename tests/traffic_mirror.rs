@@ -44,21 +44,37 @@ services:
 "#,
         primary.addr, shadow.addr
     ));
-    // Interleaved, so both routes see the same machine.
-    let (mut mirrored, mut plain) = (Vec::new(), Vec::new());
-    for i in 0..300 {
-        for (path, samples) in [("/m/x", &mut mirrored), ("/p/x", &mut plain)] {
-            let start = Instant::now();
-            let r = get(gw.addr, &format!("{path}?i={i}"), &[("x-user", "u1")]);
-            samples.push(start.elapsed());
-            assert_eq!(r.status, 200, "{r:?}");
-            assert_eq!(r.instance().as_deref(), Some("primary"));
+    // Interleaved, so both routes see the same machine. A mirror on the client's path would
+    // add a second to every mirrored request, every time; a noisy machine may push one round's
+    // tail past the bound, so a failing round is measured once more.
+    let round = |from: usize| {
+        let (mut mirrored, mut plain) = (Vec::new(), Vec::new());
+        for i in from..from + 300 {
+            for (path, samples) in [("/m/x", &mut mirrored), ("/p/x", &mut plain)] {
+                let start = Instant::now();
+                let r = get(gw.addr, &format!("{path}?i={i}"), &[("x-user", "u1")]);
+                samples.push(start.elapsed());
+                assert_eq!(r.status, 200, "{r:?}");
+                assert_eq!(r.instance().as_deref(), Some("primary"));
+            }
         }
+        (quantile(&mut mirrored, 0.99), quantile(&mut plain, 0.99))
+    };
+    let within = |(m99, p99): (Duration, Duration)| m99 <= p99 + Duration::from_millis(10);
+    let mut sent = 300;
+    let mut p99s = round(0);
+    if !within(p99s) {
+        eprintln!(
+            "client p99 (first round): mirrored {:?}, plain {:?}",
+            p99s.0, p99s.1
+        );
+        p99s = round(300);
+        sent += 300;
     }
-    let (m99, p99) = (quantile(&mut mirrored, 0.99), quantile(&mut plain, 0.99));
+    let (m99, p99) = p99s;
     eprintln!("client p99: mirrored {m99:?}, plain {p99:?}");
     assert!(
-        m99 <= p99 + Duration::from_millis(10),
+        within(p99s),
         "a 1 s mirror must not reach the client: p99 {m99:?} mirrored vs {p99:?} plain"
     );
 
@@ -73,11 +89,12 @@ services:
         shadow.count()
     );
     let copies = shadow.count();
-    eprintln!("copied {copies} of 300 at 50%");
-    // 300 requests at 50%: the binomial's standard deviation is 8.7.
+    eprintln!("copied {copies} of {sent} at 50%");
+    // Within 4.5 standard deviations of the binomial's mean (8.7 for 300 requests).
+    let spread = 4.5 * (sent as f64 * 0.25).sqrt();
     assert!(
-        (110..=190).contains(&copies),
-        "{copies} of 300 copied at 50%"
+        (copies as f64 - sent as f64 / 2.0).abs() <= spread,
+        "{copies} of {sent} copied at 50%"
     );
     assert_eq!(
         mirror_metric(&gw, "requests_total", "outcome", "failed", "mirrored"),

@@ -100,8 +100,9 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // Read from the client, not summed here: a retry passes the body through again.
-        if session.body_bytes_read() as u64 > ctx.body_limit() {
+        // Read from the client, not summed here: a retry passes the body through again. Only a
+        // chunk can take it over the limit (a bodiless request skips the route lookup).
+        if body.is_some() && session.body_bytes_read() as u64 > ctx.body_limit() {
             ctx.reply.error = Some(ErrorCode::PayloadTooLarge);
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
         }
