@@ -925,7 +925,7 @@ def upstreams():
         desc="Mirrored requests of a route with `compare`: match, status_mismatch, body_mismatch "
              "(same status, other body; with compare_body) or error (either side without a "
              "complete answer). Shift traffic to the mirror's version once only match is left."),
-        12, 7)
+        8, 7)
     L.add(timeseries("Mirror copies: answered, failed, dropped", targets(
         ("sum by (route, outcome) (%s)" % rate("portico_mirror_requests_total"),
          "{{route}} {{outcome}}"),
@@ -933,7 +933,11 @@ def upstreams():
          "{{route}} dropped: {{reason}}")), "reqps",
         desc="Copies sent to each route's mirror by outcome, and sampled requests not copied: "
              "max_in_flight copies already out (a slow mirror) or a body over max_body."),
-        12, 7)
+        8, 7)
+    L.add(timeseries("Mirror copies in flight", targets((
+        "sum by (route) (portico_mirror_in_flight%s)" % sel(), "{{route}}")), "short",
+        desc="Copies being sent or answered now, per route; at the route's max_in_flight further "
+             "sampled requests are dropped (counted above)."), 8, 7)
 
     return dashboard("portico-upstreams", "Portico / Upstreams",
                      "Upstream services: instance health, attempts, errors, latency, retries and circuit "
