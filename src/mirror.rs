@@ -100,11 +100,6 @@ impl MirrorSpec {
             host,
         }
     }
-
-    /// The service the copies go to.
-    pub fn service(&self) -> &str {
-        &self.service
-    }
 }
 
 /// A route's mirror, live.
@@ -132,11 +127,6 @@ impl Mirror {
                 metrics,
             }),
         }
-    }
-
-    /// The mirror service's name.
-    pub fn service(&self) -> &str {
-        &self.shared.spec.service
     }
 
     /// A copy of the request whose upstream head is `head`, when the request is sampled and
