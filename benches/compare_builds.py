@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=4)
     ap.add_argument("--redis", action="store_true", help="also compare the Redis-store limit")
+    ap.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is required: apt-get install wrk")
@@ -73,7 +74,7 @@ def main():
             for key, (p, port) in targets.items():
                 pids = load.pids_of(p.pid)
                 c0 = load.cpu_seconds(pids)
-                rps, total, _errors, _lat = load.wrk(f"http://127.0.0.1:{port}/", args.duration, 16)
+                rps, total, _errors, _lat = load.wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections)
                 results[key].append(((load.cpu_seconds(pids) - c0) * 1e6 / max(total, 1), rps))
         for key, rows in results.items():
             rss = load.peak_rss_kb(load.pids_of(targets[key][0].pid)) / 1024

@@ -50,7 +50,7 @@ HTTP/1.1 to the origin, and the TLS certificate is a self-signed one made for th
 
 Per target and connection count: requests/s (median and min-max), latency at saturation (wrk:
 p50/p99, median over rounds; h2load: mean/sd/max request time, median over rounds), p50/p99
-at a fixed offered rate (HTTP/1.1 only, needs `oha`), proxy CPU microseconds per request
+at a fixed offered rate (HTTP/1.1 only, `oha`, or h2load's `--rps` when oha is absent), proxy CPU microseconds per request
 (utime+stime from /proc of the proxy's processes), upstream connections opened during a run
 (the origin's `GET /echo/stats` read directly before and after each run: median and max over
 rounds; for `direct` that is wrk's own connections, -c plus the one wrk opens first to check
@@ -217,10 +217,17 @@ def h2load(url, duration, connections):
     return float(fin.group(1)), succeeded + failed - errored, failed, times
 
 
+def fixed_rate(url, duration, rate, connections, headers=()):
+    """p50/p99 in ms at a fixed offered rate over HTTP/1.1: oha when installed, else h2load's
+    per-client --rps with its per-request log (h2load from nghttp2-client >= 1.40)."""
+    if shutil.which("oha"):
+        return oha(url, duration, rate, connections, headers)
+    if shutil.which("h2load"):
+        return h2load_fixed(url, duration, rate, connections, headers)
+    return None
+
+
 def oha(url, duration, rate, connections, headers=()):
-    """p50/p99 in ms at a fixed offered rate, or None without oha."""
-    if not shutil.which("oha"):
-        return None
     cmd = pin(1) + ["oha", "-z", f"{duration}s", "-q", str(rate), "-c", str(connections),
                     "--no-tui", "--output-format", "json"]
     for h in headers:
@@ -229,9 +236,31 @@ def oha(url, duration, rate, connections, headers=()):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
         pct = json.loads(out)["latencyPercentiles"]
-        return {"50": pct["p50"] * 1e3, "99": pct["p99"] * 1e3}
+        return {"50": pct["p50"] * 1e3, "99": pct["p99"] * 1e3, "tool": "oha"}
     except (ValueError, KeyError, TypeError, subprocess.TimeoutExpired):
         return None
+
+
+def h2load_fixed(url, duration, rate, connections, headers=()):
+    """Each of `connections` clients sends rate/connections requests per second on its own
+    keep-alive connection (--h1); the latency is h2load's per-request log (microseconds from
+    request start to the end of the response), so queueing behind a slow answer counts."""
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        cmd = pin(1) + ["h2load", "--h1", "-t", "1", "-c", str(connections), "-m", "1",
+                        "--rps", f"{rate / connections:g}", "-D", str(duration),
+                        "--log-file", log.name]
+        for h in headers:
+            cmd += ["-H", h]
+        cmd.append(url)
+        try:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            return None
+        times = sorted(int(line.split("\t")[2]) for line in log if line.count("\t") >= 2)
+    if len(times) < 100:
+        return None
+    at = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1e3
+    return {"50": at(0.50), "99": at(0.99), "tool": "h2load"}
 
 
 class Otlp(http.server.BaseHTTPRequestHandler):
@@ -297,7 +326,7 @@ def main():
                     help="comma-separated connection counts, each measured in turn (e.g. 16,64,256)")
     ap.add_argument("--workers", type=int, default=1, choices=(1, 2),
                     help="workers per proxy; 2: nothing is pinned to a core")
-    ap.add_argument("--rate", type=int, default=2000, help="offered rate for the fixed-rate run (oha)")
+    ap.add_argument("--rate", type=int, default=2000, help="offered rate for the fixed-rate run (oha, or h2load --rps)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--steal", action="store_true",
                     help="also run Portico b with server.work_stealing: true")
@@ -517,7 +546,7 @@ kpis:
             for name, t in targets.items():
                 r = results[(conns, name)]
                 if not t["h2"]:
-                    r["fixed"] = oha(t["url"], args.duration, args.rate, conns, t["headers"])
+                    r["fixed"] = fixed_rate(t["url"], args.duration, args.rate, conns, t["headers"])
                 r["rss"] = peak_rss_kb(pids_of(t["proc"].pid)) if t["proc"] else None
 
         med = lambda xs: statistics.median(xs) if xs else float("nan")
@@ -566,7 +595,7 @@ kpis:
                 r = results[(conns, name)]
                 fixed = r.get("fixed")
                 fixed_s = (f"{fixed.get('50', float('nan')):.2f} / {fixed.get('99', float('nan')):.2f}"
-                           if fixed else "n/a (no oha)")
+                           if fixed else "n/a (no oha or h2load)")
                 cpu_s, opened_s, rss_s = common(r)
                 vs = ratios(conns, name, ("bare", "nginx"))
                 lines.append(

@@ -3,6 +3,7 @@
 
 use crate::config::Problems;
 use crate::ip_text::IpText;
+use crate::known_headers;
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -86,10 +87,13 @@ pub fn set_upstream_headers(
     };
     // Both forms are visible ASCII (an accepted header value plus an address), so this holds.
     if let Ok(xff) = xff {
-        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_known_header(&known_headers::X_FORWARDED_FOR, xff)?;
     }
     if !(peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
-        req.insert_header("x-forwarded-proto", proto)?;
+        req.insert_known_header(
+            &known_headers::X_FORWARDED_PROTO,
+            HeaderValue::from_static(proto),
+        )?;
     }
     if !(peer_trusted && req.headers.contains_key("x-forwarded-host")) {
         let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
@@ -98,7 +102,7 @@ pub fn set_upstream_headers(
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         match host {
-            Some(h) => req.insert_header("x-forwarded-host", h)?,
+            Some(h) => req.insert_known_header(&known_headers::X_FORWARDED_HOST, h)?,
             None => {
                 req.remove_header("x-forwarded-host");
             }

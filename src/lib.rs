@@ -13,6 +13,7 @@ pub mod request_values; // a request's cookie and query values by name
 pub mod config; // YAML schema, env expansion, every mistake located
 pub mod reply; // gateway-made JSON error responses and their codes
 pub mod request_id; // X-Request-Id acceptance and generation
+pub mod known_headers; // header names the proxy adds, parsed once
 pub mod forwarding; // client IP and X-Forwarded-* with trusted proxies
 pub mod hardening; // framing and size checks, path normalisation
 pub mod tls_files; // TLS certificate/key checks before a listener starts

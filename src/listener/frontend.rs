@@ -128,7 +128,8 @@ where
             session.set_strict_request_line(true);
             // The proxy's first hook stops the clock once the head is parsed.
             session.set_connection_user_context(Some(Box::new(clock.clone())));
-            let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
+            // Awaited in place: the trait method would box (and so copy) the request's future.
+            let Some(reused) = self.proxy.serve_http(session, shutdown).await else {
                 return;
             };
             let (stream, settings) = reused.consume();

@@ -22,9 +22,9 @@ mod upstream_request;
 pub use context::RequestCtx;
 
 use crate::gateway::Gateway;
+use crate::known_headers;
 use crate::listener::head_deadline::HeadClock;
 use crate::reply::{self, ErrorCode};
-use crate::request_id;
 use admission::Verdict;
 use async_trait::async_trait;
 use attempt::{is_status_retry, Failure};
@@ -204,14 +204,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(id) = &ctx.request.id {
-            upstream_response.insert_header(request_id::HEADER, id.clone())?;
-        }
-        if let Some(headers) = rate_headers(&ctx.reply) {
-            for (name, value) in headers {
-                upstream_response.insert_header(name, value)?;
-            }
-        }
+        stamp_response(upstream_response, ctx)?;
         if let Some(route) = ctx.route() {
             route
                 .policies()
@@ -272,6 +265,21 @@ impl ProxyHttp for Proxy {
 }
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds); none when not governed.
+/// The headers every proxied response gets: the request id and the rate-limit state.
+fn stamp_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    use known_headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_REQUEST_ID};
+    resp.reserve_headers(known_headers::RESPONSE_ADDS)?;
+    if let Some(id) = &ctx.request.id {
+        resp.insert_known_header(&X_REQUEST_ID, id.clone())?;
+    }
+    if let Some(h) = ctx.reply.policy.rate_headers {
+        resp.insert_known_header(&RATELIMIT_LIMIT, h.limit.into())?;
+        resp.insert_known_header(&RATELIMIT_REMAINING, h.remaining.into())?;
+        resp.insert_known_header(&RATELIMIT_RESET, h.reset.into())?;
+    }
+    Ok(())
+}
+
 fn rate_headers(reply: &context::ReplyState) -> Option<[(&'static str, HeaderValue); 3]> {
     let h = reply.policy.rate_headers?;
     Some([

@@ -3,7 +3,7 @@
 //! context.
 
 use super::{Proxy, RequestCtx};
-use crate::request_id;
+use crate::known_headers;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -20,6 +20,8 @@ impl Proxy {
         let Some(route) = ctx.route() else {
             return Ok(());
         };
+        // Pingora's copy of the client's head has room for exactly its own headers.
+        upstream_request.reserve_headers(known_headers::UPSTREAM_REQUEST_ADDS)?;
         let normalized = ctx.request.normalized_path.as_ref();
         let uri = &upstream_request.uri;
         let path = normalized.map_or(uri.path(), String::as_str);
@@ -43,7 +45,7 @@ impl Proxy {
             let ms = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64;
-            upstream_request.insert_header("portico-deadline-ms", ms)?;
+            upstream_request.insert_known_header(&known_headers::DEADLINE_MS, ms.into())?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         crate::forwarding::set_upstream_headers(
@@ -56,7 +58,7 @@ impl Proxy {
             .policies()
             .edit_request(upstream_request, &ctx.reply.policy)?;
         if let Some(id) = &ctx.request.id {
-            upstream_request.insert_header(request_id::HEADER, id.clone())?;
+            upstream_request.insert_known_header(&known_headers::X_REQUEST_ID, id.clone())?;
         }
         self.inject_trace(upstream_request, ctx);
         Ok(())

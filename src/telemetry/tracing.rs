@@ -10,6 +10,7 @@
 
 use super::query_redaction::QueryRedaction;
 use crate::config::{OtlpCompression, OtlpProtocol, TracingConfig, TrustIncoming};
+use crate::known_headers;
 use async_trait::async_trait;
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -232,13 +233,13 @@ impl Tracing {
         crate::hex::encode_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
         // insert_header replaces any incoming value, so only tracestate may need a removal.
         if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
-            let _ = req.insert_header("traceparent", v);
+            let _ = req.insert_known_header(&known_headers::TRACEPARENT, v);
         }
         let state = sc.trace_state().header();
         if state.is_empty() {
             req.remove_header("tracestate");
-        } else {
-            let _ = req.insert_header("tracestate", state);
+        } else if let Ok(state) = http::HeaderValue::try_from(state) {
+            let _ = req.insert_known_header(&known_headers::TRACESTATE, state);
         }
     }
 }

@@ -1542,14 +1542,18 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// PATCH(portico): [HttpServerApp::process_new_http] as an inherent method. The trait's
+    /// `#[async_trait]` boxes the request's future on every call, and boxing moves it: the
+    /// whole future (~13 KiB, sized for its largest state) is copied into the heap once per
+    /// request. A connection loop that awaits this directly keeps the future inside its own
+    /// (allocated once per connection) instead.
+    pub async fn serve_http(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1585,6 +1589,22 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_http(session, shutdown).await
     }
 
     async fn http_cleanup(&self) {
