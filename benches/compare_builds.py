@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402  (the helpers of the load benchmark)
 
 
-def config(tmp, name, kind, port, admin, origin, redis_port=None):
+def config(tmp, name, kind, port, admin, origin, redis_port=None, tracing_port=None):
     store = "redis" if kind == "r" else "local"
     redis = f'redis: {{url: "redis://127.0.0.1:{redis_port}/0"}}\n' if kind == "r" else ""
     extra = ("access_log: {enabled: false}\nroutes: [{name: api, service: origin}]\n" if kind == "a" else
@@ -32,6 +32,10 @@ def config(tmp, name, kind, port, admin, origin, redis_port=None):
              f"rate_limits: {{never: {{limit: 1000000, per: 1s, store: {store}}}}}\n"
              "routes: [{name: api, service: origin, rate_limits: [never]}]\n"
              "kpis: [{name: reads, routes: [api], methods: [GET], status: 2xx}]\n")
+    if tracing_port and kind != "a":
+        # 1% of new roots sampled, exported to a port nothing answers (export errors are
+        # counted off the request path): the request path's tracing cost only.
+        extra += f'tracing: {{otlp_endpoint: "http://127.0.0.1:{tracing_port}/v1/traces", sample_ratio: 0.01}}\n'
     path = os.path.join(tmp, f"{name}-{kind}.yaml")
     with open(path, "w") as f:
         f.write(f'server: {{listen: ["127.0.0.1:{port}"], threads: 1, admin: {{listen: "127.0.0.1:{admin}"}}}}\n'
@@ -47,6 +51,7 @@ def main():
     ap.add_argument("--duration", type=int, default=4)
     ap.add_argument("--redis", action="store_true", help="also compare the Redis-store limit")
     ap.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections")
+    ap.add_argument("--tracing", action="store_true", help="tracing on (1%% sampled) in b and r")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is required: apt-get install wrk")
@@ -65,7 +70,8 @@ def main():
         for name, binary in builds.items():
             for kind in kinds:
                 port, admin = load.free_port(), load.free_port()
-                conf = config(tmp, name, kind, port, admin, origin, redis_port)
+                conf = config(tmp, name, kind, port, admin, origin, redis_port,
+                              load.free_port() if args.tracing else None)
                 p = load.start([binary, "run", "-c", conf], port, 0, env={**os.environ, "RUST_LOG": "error"})
                 procs.append(p)
                 targets[f"{name}-{kind}"] = (p, port)

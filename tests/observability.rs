@@ -301,6 +301,102 @@ fn ratio_zero_exports_no_new_roots_and_untrusted_parents_are_ignored() {
     }
 }
 
+/// Portico samples before making any SDK span: a sampled root must be exported under the trace
+/// id it sent upstream, and an unsampled trusted parent must be followed (ParentBased), continued
+/// upstream with its trace id and tracestate, and never exported, even at ratio 1.0.
+#[test]
+fn sampling_is_decided_on_the_trace_id_that_goes_upstream() {
+    let (port, spans) = collector();
+    let echo = EchoServer::start("a").unwrap();
+    let gw = traced_gateway(&echo, port, "sample_ratio: 1.0, trust_incoming: all");
+    let mut root = serde_json::Value::Null;
+    let exported = gw.eventually(Duration::from_secs(10), || {
+        root = get(gw.addr, "/ok/root", &[]).json();
+        spans.lock().unwrap().iter().any(|s| s.kind == 2)
+    });
+    assert!(exported, "a sampled root should reach the collector");
+    let sent = root["headers"]["traceparent"].as_str().unwrap().to_string();
+    assert!(sent.ends_with("-01"), "sampled: {sent}");
+    std::thread::sleep(Duration::from_millis(500));
+    let root_trace = &sent[3..35];
+    let servers: Vec<String> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.kind == 2)
+        .map(|s| hex(&s.trace_id))
+        .collect();
+    assert!(
+        servers.iter().any(|t| t == root_trace),
+        "the exported SERVER span has the trace id sent upstream: {sent} vs {servers:?}"
+    );
+
+    let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_span = "00f067aa0ba902b7";
+    let seen = get(
+        gw.addr,
+        "/ok/unsampled",
+        &[
+            (
+                "traceparent",
+                &format!("00-{parent_trace}-{parent_span}-00"),
+            ),
+            ("tracestate", "vendor=abc"),
+        ],
+    )
+    .json();
+    let tp = seen["headers"]["traceparent"].as_str().unwrap();
+    assert!(tp.starts_with(&format!("00-{parent_trace}-")), "{tp}");
+    assert!(
+        tp.ends_with("-00"),
+        "the parent's decision is followed: {tp}"
+    );
+    assert!(!tp.contains(parent_span), "a span id of its own: {tp}");
+    assert_eq!(seen["headers"]["tracestate"].as_str(), Some("vendor=abc"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !spans
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| hex(&s.trace_id) == parent_trace),
+        "an unsampled trace is not exported"
+    );
+}
+
+/// At ratio 0.5 a new root is sampled exactly when its trace id says so (TraceIdRatioBased:
+/// the low 64 bits shifted right once below half of 2^63, i.e. hex digit 17 below 8), so
+/// services sampling by the same ratio agree; and exactly the sampled ones are exported.
+#[test]
+fn ratio_sampling_is_consistent_by_trace_id() {
+    let (port, spans) = collector();
+    let echo = EchoServer::start("a").unwrap();
+    let gw = traced_gateway(&echo, port, "sample_ratio: 0.5");
+    // Wait for the provider: the first request with a traceparent upstream.
+    assert!(gw.eventually(Duration::from_secs(10), || {
+        get(gw.addr, "/ok/w", &[]).json()["headers"]["traceparent"].is_string()
+    }));
+    let mut sampled = Vec::new();
+    for i in 0..100 {
+        let seen = get(gw.addr, &format!("/ok/{i}"), &[]).json();
+        let tp = seen["headers"]["traceparent"].as_str().unwrap().to_string();
+        let trace = tp[3..35].to_string();
+        let by_id = u8::from_str_radix(&trace[16..17], 16).unwrap() < 8;
+        assert_eq!(tp.ends_with("-01"), by_id, "{tp}");
+        if by_id {
+            sampled.push(trace);
+        }
+    }
+    // Binomial(100, 0.5): below 35 has a chance of ~0.1%.
+    assert!(sampled.len() >= 35, "{} of 100 sampled", sampled.len());
+    assert!(gw.eventually(Duration::from_secs(5), || {
+        let spans = spans.lock().unwrap();
+        sampled
+            .iter()
+            .all(|t| spans.iter().any(|s| s.kind == 2 && &hex(&s.trace_id) == t))
+    }));
+}
+
 #[test]
 fn an_unreachable_collector_never_affects_requests() {
     let (hole, accepted) = black_hole();

@@ -32,7 +32,7 @@ pub struct RequestCtx {
     pub(super) upstream: UpstreamState,
     pub(super) reply: ReplyState,
     /// The SERVER span's context, when tracing is on.
-    pub(super) trace: Option<opentelemetry::Context>,
+    pub(super) trace: Option<crate::telemetry::server_trace::ServerTrace>,
     pub(super) in_flight: Option<InFlight>,
     /// The request's copy to the route's mirror.
     pub(super) mirror: MirrorState,

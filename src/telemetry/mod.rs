@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod service_metrics;
 pub mod span_export;
+pub mod server_trace;
 pub mod split;
 pub mod tracing;
 pub mod upstream_pool;

@@ -9,18 +9,22 @@
 //! Requests served before it is up carry no span.
 
 use super::query_redaction::QueryRedaction;
+use super::server_trace::{self, PresetIds, ServerTrace};
 use crate::config::{OtlpCompression, OtlpProtocol, TracingConfig, TrustIncoming};
 use crate::known_headers;
 use async_trait::async_trait;
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, SpanExporter};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample, Span, SpanExporter,
+};
 use opentelemetry_sdk::Resource;
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
@@ -34,12 +38,21 @@ pub struct Tracing {
     tracer: OnceLock<SdkTracer>,
     provider: OnceLock<SdkTracerProvider>,
     propagator: TraceContextPropagator,
+    /// The provider's sampler, consulted before any SDK span is made (see `server_trace`).
+    sampler: Sampler,
+}
+
+/// Parent-based ratio sampling: a trusted parent's decision is followed, a new trace is
+/// sampled by its id.
+fn sampler(ratio: f64) -> Sampler {
+    Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
 }
 
 impl Tracing {
     /// Tracing per `config`; spans start once [`TracingService`] has run.
     pub fn new(config: TracingConfig) -> Self {
         Self {
+            sampler: sampler(config.sample_ratio),
             config,
             tracer: OnceLock::new(),
             provider: OnceLock::new(),
@@ -108,26 +121,20 @@ impl Tracing {
             .build();
         SdkTracerProvider::builder()
             .with_batch_exporter(super::span_export::Counted::new(exporter))
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                self.config.sample_ratio,
-            ))))
+            .with_sampler(sampler(self.config.sample_ratio))
+            .with_id_generator(PresetIds)
             .with_resource(resource)
             .build()
     }
 
     /// Starts the SERVER span of a request. The incoming trace context is continued only when
-    /// the peer is trusted per `trust_incoming`; otherwise a new root is started.
-    pub fn server_span(&self, req: &RequestHeader, facts: &ServerFacts) -> Option<Context> {
-        let ServerFacts {
-            peer_trusted,
-            client_ip,
-            tls,
-            peer,
-        } = *facts;
+    /// the peer is trusted per `trust_incoming`; otherwise a new root is started. Only a
+    /// sampled trace gets an SDK span (see `server_trace`).
+    pub fn server_span(&self, req: &RequestHeader, facts: &ServerFacts) -> Option<ServerTrace> {
         let tracer = self.tracer.get()?;
         let trusted = match self.config.trust_incoming {
             TrustIncoming::All => true,
-            TrustIncoming::TrustedProxies => peer_trusted,
+            TrustIncoming::TrustedProxies => facts.peer_trusted,
             TrustIncoming::None => false,
         };
         let parent = if trusted {
@@ -135,38 +142,74 @@ impl Tracing {
         } else {
             Context::new()
         };
+        let parent_sc = parent.span().span_context().clone();
+        let trace_id = if parent_sc.is_valid() {
+            parent_sc.trace_id()
+        } else {
+            server_trace::new_trace_id()
+        };
         let method = method_label(&req.method);
-        let mut span = tracer
-            .span_builder(method)
-            .with_kind(SpanKind::Server)
-            .start_with_context(tracer, &parent);
-        // Attributes cost allocations: only for spans that will be exported.
-        if span.is_recording() {
-            let scheme = if tls { "https" } else { "http" };
-            span.set_attributes([
-                KeyValue::new("http.request.method", method),
-                KeyValue::new("url.path", req.uri.path().to_string()),
-                KeyValue::new("url.scheme", scheme),
-                KeyValue::new("client.address", client_ip.to_string()),
-                KeyValue::new("network.protocol.version", protocol_version(req.version)),
-            ]);
-            if let Some((host, port)) = server_address(req, tls) {
-                span.set_attribute(KeyValue::new("server.address", host.to_string()));
-                span.set_attribute(KeyValue::new("server.port", i64::from(port)));
-            }
-            if let Some(peer) = peer {
-                span.set_attribute(KeyValue::new("network.peer.address", peer.ip().to_string()));
-                span.set_attribute(KeyValue::new("network.peer.port", i64::from(peer.port())));
-            }
-            if let Some(ua) = req
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-            {
-                span.set_attribute(KeyValue::new("user_agent.original", ua.to_string()));
-            }
+        let kind = SpanKind::Server;
+        let decision = self
+            .sampler
+            .should_sample(Some(&parent), trace_id, method, &kind, &[], &[]);
+        if decision.decision == SamplingDecision::Drop {
+            // As the SDK makes a dropped span: no flags, the sampler's trace state.
+            let sc = SpanContext::new(
+                trace_id,
+                server_trace::new_span_id(),
+                TraceFlags::default(),
+                false,
+                decision.trace_state,
+            );
+            return Some(ServerTrace::Unsampled(sc));
         }
-        Some(parent.with_span(span))
+        let span = server_trace::with_preset_trace_id(trace_id, || {
+            tracer
+                .span_builder(method)
+                .with_kind(kind)
+                .start_with_context(tracer, &parent)
+        });
+        Some(ServerTrace::Sampled(
+            parent.with_span(self.described(span, req, facts)),
+        ))
+    }
+
+    /// The SERVER span's attributes from the request head and the connection.
+    fn described(&self, mut span: Span, req: &RequestHeader, facts: &ServerFacts) -> Span {
+        if !span.is_recording() {
+            return span;
+        }
+        let ServerFacts {
+            client_ip,
+            tls,
+            peer,
+            ..
+        } = *facts;
+        let scheme = if tls { "https" } else { "http" };
+        span.set_attributes([
+            KeyValue::new("http.request.method", method_label(&req.method)),
+            KeyValue::new("url.path", req.uri.path().to_string()),
+            KeyValue::new("url.scheme", scheme),
+            KeyValue::new("client.address", client_ip.to_string()),
+            KeyValue::new("network.protocol.version", protocol_version(req.version)),
+        ]);
+        if let Some((host, port)) = server_address(req, tls) {
+            span.set_attribute(KeyValue::new("server.address", host.to_string()));
+            span.set_attribute(KeyValue::new("server.port", i64::from(port)));
+        }
+        if let Some(peer) = peer {
+            span.set_attribute(KeyValue::new("network.peer.address", peer.ip().to_string()));
+            span.set_attribute(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        }
+        if let Some(ua) = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.set_attribute(KeyValue::new("user_agent.original", ua.to_string()));
+        }
+        span
     }
 
     /// Starts the CLIENT span of one upstream attempt under `server`. None for an unsampled
@@ -174,15 +217,13 @@ impl Tracing {
     /// `url.full` is set once the upstream request is final ([`set_url_full`]).
     pub fn client_span(
         &self,
-        server: &Context,
+        server: &ServerTrace,
         method: &http::Method,
         addr: SocketAddr,
         resend_count: u32,
     ) -> Option<Span> {
         let tracer = self.tracer.get()?;
-        if !server.span().is_recording() {
-            return None;
-        }
+        let server = server.sampled()?;
         let method = method_label(method);
         let mut attributes = vec![
             KeyValue::new("http.request.method", method),
@@ -206,41 +247,40 @@ impl Tracing {
 
     /// Writes `span`'s context into the upstream request as `traceparent`/`tracestate`.
     pub fn inject(&self, span: &Span, req: &mut RequestHeader) {
-        let cx = Context::new().with_remote_span_context(span.span_context().clone());
-        self.inject_context(&cx, req);
+        inject_span_context(span.span_context(), req);
     }
 
     /// Writes the SERVER span's context upstream (unsampled traces have no CLIENT span).
-    pub fn inject_server(&self, server: &Context, req: &mut RequestHeader) {
-        self.inject_context(server, req);
+    pub fn inject_server(&self, server: &ServerTrace, req: &mut RequestHeader) {
+        server.with_span_context(|sc| inject_span_context(sc, req));
     }
+}
 
-    fn inject_context(&self, cx: &Context, req: &mut RequestHeader) {
-        let span = cx.span();
-        let sc = span.span_context();
-        if !sc.is_valid() {
-            req.remove_header("traceparent");
-            req.remove_header("tracestate");
-            return;
-        }
-        // Written by hand: the generic propagator allocates a String per header and field.
-        let mut buf = [0u8; 55];
-        buf[..3].copy_from_slice(b"00-");
-        crate::hex::encode_into(&mut buf[3..35], &sc.trace_id().to_bytes());
-        buf[35] = b'-';
-        crate::hex::encode_into(&mut buf[36..52], &sc.span_id().to_bytes());
-        buf[52] = b'-';
-        crate::hex::encode_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
-        // insert_header replaces any incoming value, so only tracestate may need a removal.
-        if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
-            let _ = req.insert_known_header(&known_headers::TRACEPARENT, v);
-        }
-        let state = sc.trace_state().header();
-        if state.is_empty() {
-            req.remove_header("tracestate");
-        } else if let Ok(state) = http::HeaderValue::try_from(state) {
-            let _ = req.insert_known_header(&known_headers::TRACESTATE, state);
-        }
+/// Writes `sc` into the upstream request as `traceparent`/`tracestate` (or removes both
+/// when there is no valid context to hand on).
+fn inject_span_context(sc: &SpanContext, req: &mut RequestHeader) {
+    if !sc.is_valid() {
+        req.remove_header("traceparent");
+        req.remove_header("tracestate");
+        return;
+    }
+    // Written by hand: the generic propagator allocates a String per header and field.
+    let mut buf = [0u8; 55];
+    buf[..3].copy_from_slice(b"00-");
+    crate::hex::encode_into(&mut buf[3..35], &sc.trace_id().to_bytes());
+    buf[35] = b'-';
+    crate::hex::encode_into(&mut buf[36..52], &sc.span_id().to_bytes());
+    buf[52] = b'-';
+    crate::hex::encode_into(&mut buf[53..55], &[sc.trace_flags().to_u8()]);
+    // insert_header replaces any incoming value, so only tracestate may need a removal.
+    if let Ok(v) = http::HeaderValue::from_bytes(&buf) {
+        let _ = req.insert_known_header(&known_headers::TRACEPARENT, v);
+    }
+    let state = sc.trace_state().header();
+    if state.is_empty() {
+        req.remove_header("tracestate");
+    } else if let Ok(state) = http::HeaderValue::try_from(state) {
+        let _ = req.insert_known_header(&known_headers::TRACESTATE, state);
     }
 }
 
@@ -259,7 +299,10 @@ pub struct ServerFacts {
 /// Names the route on the server span once it is known: `http.route` is the route's path
 /// template (its prefix — bounded, as the convention asks), the span name `METHOD template`,
 /// and `portico.route` the route's name.
-pub fn name_server_span(cx: &Context, method: &http::Method, route: &str, template: &str) {
+pub fn name_server_span(trace: &ServerTrace, method: &http::Method, route: &str, template: &str) {
+    let Some(cx) = trace.sampled() else {
+        return;
+    };
     let span = cx.span();
     if !span.is_recording() {
         return;
@@ -288,7 +331,10 @@ pub fn set_url_full(
 }
 
 /// Records the client's query on a sampled SERVER span as `url.query`, secrets blanked.
-pub fn set_url_query(cx: &Context, req: &RequestHeader, redaction: &QueryRedaction) {
+pub fn set_url_query(trace: &ServerTrace, req: &RequestHeader, redaction: &QueryRedaction) {
+    let Some(cx) = trace.sampled() else {
+        return;
+    };
     let span = cx.span();
     if let Some(query) = req.uri.query().filter(|_| span.is_recording()) {
         span.set_attribute(KeyValue::new(
@@ -341,11 +387,14 @@ pub fn end_client_span(mut span: Span, status: Option<u16>, error_type: Option<&
 /// Ends the SERVER span with the final status (`reason` = Portico's code when it answered)
 /// and the authenticated consumer (`user.id`).
 pub fn end_server_span(
-    cx: &Context,
+    trace: &ServerTrace,
     status: u16,
     reason: Option<&'static str>,
     consumer: Option<&str>,
 ) {
+    let Some(cx) = trace.sampled() else {
+        return;
+    };
     let span = cx.span();
     if !span.is_recording() {
         span.end();
@@ -375,18 +424,16 @@ pub fn end_server_span(
 
 /// The span id of a request's span and whether its trace is sampled (exported), if it has
 /// one: the access log carries both, so a reader knows which trace ids lead to a trace.
-pub fn span_facts(cx: &Context) -> Option<([u8; 8], bool)> {
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid()
-        .then(|| (sc.span_id().to_bytes(), sc.is_sampled()))
+pub fn span_facts(trace: &ServerTrace) -> Option<([u8; 8], bool)> {
+    trace.with_span_context(|sc| {
+        sc.is_valid()
+            .then(|| (sc.span_id().to_bytes(), sc.is_sampled()))
+    })
 }
 
 /// The trace id of a request's span, as 32 hex digits, if it has one.
-pub fn trace_id(cx: &Context) -> Option<[u8; 16]> {
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| sc.trace_id().to_bytes())
+pub fn trace_id(trace: &ServerTrace) -> Option<[u8; 16]> {
+    trace.with_span_context(|sc| sc.is_valid().then(|| sc.trace_id().to_bytes()))
 }
 
 /// OTel's method label: the standard methods, everything else `_OTHER`.
