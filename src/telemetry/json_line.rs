@@ -6,24 +6,26 @@ use crate::ip_text::{self, IpText};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One JSON object being written, ended by a newline.
-pub struct JsonLine {
-    buf: Vec<u8>,
+/// One JSON object being written at the end of a buffer, ended by a newline.
+pub struct JsonLine<'a> {
+    buf: &'a mut Vec<u8>,
+    /// Where this object starts in `buf` (lines before it are someone else's).
+    start: usize,
 }
 
-impl JsonLine {
-    /// An empty object with room for `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+impl<'a> JsonLine<'a> {
+    /// An empty object appended to `buf`.
+    pub fn append_to(buf: &'a mut Vec<u8>) -> Self {
+        let start = buf.len();
         buf.push(b'{');
-        Self { buf }
+        Self { buf, start }
     }
 
     /// `"key":"value"`, escaped.
     pub fn str(&mut self, key: &str, value: &str) {
         self.key(key);
         self.buf.push(b'"');
-        escape_into(&mut self.buf, value);
+        escape_into(self.buf, value);
         self.buf.push(b'"');
     }
 
@@ -62,7 +64,7 @@ impl JsonLine {
     pub fn socket_addr(&mut self, key: &str, addr: SocketAddr) {
         self.key(key);
         self.buf.push(b'"');
-        ip_text::write_socket_addr(&mut self.buf, addr);
+        ip_text::write_socket_addr(self.buf, addr);
         self.buf.push(b'"');
     }
 
@@ -93,18 +95,17 @@ impl JsonLine {
     pub fn time(&mut self, key: &str, t: SystemTime) {
         self.key(key);
         self.buf.push(b'"');
-        write_rfc3339_millis(&mut self.buf, t);
+        write_rfc3339_millis(self.buf, t);
         self.buf.push(b'"');
     }
 
     /// Closes the object and adds the newline.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(self) {
         self.buf.extend_from_slice(b"}\n");
-        self.buf
     }
 
     fn key(&mut self, key: &str) {
-        if self.buf.len() > 1 {
+        if self.buf.len() > self.start + 1 {
             self.buf.push(b',');
         }
         self.buf.push(b'"');
@@ -199,7 +200,9 @@ mod tests {
 
     #[test]
     fn writes_valid_json_that_serde_reads_back() {
-        let mut line = JsonLine::with_capacity(64);
+        // Appended after another line: its fields start a new object.
+        let mut bytes = b"{\"earlier\":1}\n".to_vec();
+        let mut line = JsonLine::append_to(&mut bytes);
         line.str("path", "/a\"b\\c\nd\u{1}é");
         line.uint("n", u64::MAX);
         line.millis("ms", Duration::from_micros(12_345_007));
@@ -209,9 +212,12 @@ mod tests {
             "id",
             &[0x0a, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         );
-        let bytes = line.finish();
+        line.finish();
         assert_eq!(bytes.last(), Some(&b'\n'));
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let mut lines = bytes.split(|b| *b == b'\n');
+        let earlier: serde_json::Value = serde_json::from_slice(lines.next().unwrap()).unwrap();
+        assert_eq!(earlier["earlier"], 1);
+        let v: serde_json::Value = serde_json::from_slice(lines.next().unwrap()).unwrap();
         assert_eq!(v["path"], "/a\"b\\c\nd\u{1}é");
         assert_eq!(v["n"], u64::MAX);
         assert_eq!(v["ms"].as_f64(), Some(12345.007));
