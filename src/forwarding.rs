@@ -3,7 +3,7 @@
 
 use crate::config::Problems;
 use crate::ip_text::IpText;
-use crate::known_headers;
+use crate::known_headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -75,7 +75,7 @@ pub fn set_upstream_headers(
     proto: &'static str,
 ) -> pingora::Result<()> {
     let peer = IpText::new(canonical(peer));
-    let xff = match req.headers.get("x-forwarded-for") {
+    let xff = match req.headers.get(X_FORWARDED_FOR.name()) {
         Some(existing) if peer_trusted && !existing.is_empty() => {
             let mut list = Vec::with_capacity(existing.len() + 2 + peer.as_bytes().len());
             list.extend_from_slice(existing.as_bytes());
@@ -89,13 +89,13 @@ pub fn set_upstream_headers(
     if let Ok(xff) = xff {
         req.insert_known_header(&known_headers::X_FORWARDED_FOR, xff)?;
     }
-    if !(peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
+    if !(peer_trusted && req.headers.contains_key(X_FORWARDED_PROTO.name())) {
         req.insert_known_header(
             &known_headers::X_FORWARDED_PROTO,
             HeaderValue::from_static(proto),
         )?;
     }
-    if !(peer_trusted && req.headers.contains_key("x-forwarded-host")) {
+    if !(peer_trusted && req.headers.contains_key(X_FORWARDED_HOST.name())) {
         let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
             req.uri
                 .authority()
@@ -104,7 +104,7 @@ pub fn set_upstream_headers(
         match host {
             Some(h) => req.insert_known_header(&known_headers::X_FORWARDED_HOST, h)?,
             None => {
-                req.remove_header("x-forwarded-host");
+                req.remove_header(X_FORWARDED_HOST.name());
             }
         }
     }

@@ -3,9 +3,6 @@
 
 use http::HeaderValue;
 
-/// The header name.
-pub const HEADER: &str = "x-request-id";
-
 /// Accepts `incoming` when it is 1..=128 visible ASCII characters; otherwise makes a new id.
 pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> HeaderValue {
     match incoming {

@@ -7,6 +7,7 @@ use super::{Proxy, RequestCtx};
 use crate::answer::Facts;
 use crate::config::{LimitsConfig, UnderscoreHeaders};
 use crate::hardening;
+use crate::known_headers::{self, X_FORWARDED_FOR};
 use crate::policy::{self, Outcome, Refusal};
 use crate::reply::Answer;
 use crate::reply::ErrorCode;
@@ -278,13 +279,13 @@ fn identify(session: &Session, snapshot: &Snapshot, start: std::time::Instant) -
     RequestInfo {
         start,
         id: Some(request_id::accept_or_generate(
-            req.headers.get(request_id::HEADER),
+            req.headers.get(known_headers::X_REQUEST_ID.name()),
         )),
         peer_ip,
         peer_trusted: snapshot.trusted().contains(peer_ip),
         client_ip: snapshot
             .trusted()
-            .client_ip(peer_ip, req.headers.get("x-forwarded-for")),
+            .client_ip(peer_ip, req.headers.get(X_FORWARDED_FOR.name())),
         normalized_path: None,
     }
 }

@@ -260,8 +260,8 @@ impl Tracing {
 /// when there is no valid context to hand on).
 fn inject_span_context(sc: &SpanContext, req: &mut RequestHeader) {
     if !sc.is_valid() {
-        req.remove_header("traceparent");
-        req.remove_header("tracestate");
+        req.remove_header(known_headers::TRACEPARENT.name());
+        req.remove_header(known_headers::TRACESTATE.name());
         return;
     }
     // Written by hand: the generic propagator allocates a String per header and field.
@@ -278,7 +278,7 @@ fn inject_span_context(sc: &SpanContext, req: &mut RequestHeader) {
     }
     let state = sc.trace_state().header();
     if state.is_empty() {
-        req.remove_header("tracestate");
+        req.remove_header(known_headers::TRACESTATE.name());
     } else if let Ok(state) = http::HeaderValue::try_from(state) {
         let _ = req.insert_known_header(&known_headers::TRACESTATE, state);
     }
