@@ -32,10 +32,13 @@ fn main() {
     let upstream = args
         .get(2)
         .and_then(|a| a.parse().ok())
-        .expect("usage: bare_proxy LISTEN UPSTREAM [THREADS]");
+        .expect("usage: bare_proxy LISTEN UPSTREAM [THREADS] [nosteal]");
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
+    // `nosteal`: Pingora's no-steal runtime (Portico's default), for comparisons at 2+ threads.
+    let work_stealing = args.get(4).map(String::as_str) != Some("nosteal");
     let conf = ServerConf {
         threads,
+        work_stealing,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
