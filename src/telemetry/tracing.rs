@@ -171,45 +171,8 @@ impl Tracing {
                 .start_with_context(tracer, &parent)
         });
         Some(ServerTrace::Sampled(
-            parent.with_span(self.described(span, req, facts)),
+            parent.with_span(described(span, req, facts)),
         ))
-    }
-
-    /// The SERVER span's attributes from the request head and the connection.
-    fn described(&self, mut span: Span, req: &RequestHeader, facts: &ServerFacts) -> Span {
-        if !span.is_recording() {
-            return span;
-        }
-        let ServerFacts {
-            client_ip,
-            tls,
-            peer,
-            ..
-        } = *facts;
-        let scheme = if tls { "https" } else { "http" };
-        span.set_attributes([
-            KeyValue::new("http.request.method", method_label(&req.method)),
-            KeyValue::new("url.path", req.uri.path().to_string()),
-            KeyValue::new("url.scheme", scheme),
-            KeyValue::new("client.address", client_ip.to_string()),
-            KeyValue::new("network.protocol.version", protocol_version(req.version)),
-        ]);
-        if let Some((host, port)) = server_address(req, tls) {
-            span.set_attribute(KeyValue::new("server.address", host.to_string()));
-            span.set_attribute(KeyValue::new("server.port", i64::from(port)));
-        }
-        if let Some(peer) = peer {
-            span.set_attribute(KeyValue::new("network.peer.address", peer.ip().to_string()));
-            span.set_attribute(KeyValue::new("network.peer.port", i64::from(peer.port())));
-        }
-        if let Some(ua) = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            span.set_attribute(KeyValue::new("user_agent.original", ua.to_string()));
-        }
-        span
     }
 
     /// Starts the CLIENT span of one upstream attempt under `server`. None for an unsampled
@@ -254,6 +217,43 @@ impl Tracing {
     pub fn inject_server(&self, server: &ServerTrace, req: &mut RequestHeader) {
         server.with_span_context(|sc| inject_span_context(sc, req));
     }
+}
+
+/// The SERVER span's attributes from the request head and the connection.
+fn described(mut span: Span, req: &RequestHeader, facts: &ServerFacts) -> Span {
+    if !span.is_recording() {
+        return span;
+    }
+    let ServerFacts {
+        client_ip,
+        tls,
+        peer,
+        ..
+    } = *facts;
+    let scheme = if tls { "https" } else { "http" };
+    span.set_attributes([
+        KeyValue::new("http.request.method", method_label(&req.method)),
+        KeyValue::new("url.path", req.uri.path().to_string()),
+        KeyValue::new("url.scheme", scheme),
+        KeyValue::new("client.address", client_ip.to_string()),
+        KeyValue::new("network.protocol.version", protocol_version(req.version)),
+    ]);
+    if let Some((host, port)) = server_address(req, tls) {
+        span.set_attribute(KeyValue::new("server.address", host.to_string()));
+        span.set_attribute(KeyValue::new("server.port", i64::from(port)));
+    }
+    if let Some(peer) = peer {
+        span.set_attribute(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        span.set_attribute(KeyValue::new("network.peer.port", i64::from(peer.port())));
+    }
+    if let Some(ua) = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.set_attribute(KeyValue::new("user_agent.original", ua.to_string()));
+    }
+    span
 }
 
 /// Writes `sc` into the upstream request as `traceparent`/`tracestate` (or removes both
