@@ -61,6 +61,31 @@ impl IdleConnection {
     }
 }
 
+/// PATCH(portico): a pooled connection's slot. The stream is taken out by the task that reuses
+/// it, under the slot's lock (see [`TransportConnector::reused_stream`]); until then the idle
+/// poll reads through it to notice the server closing the connection.
+pub(crate) struct PooledStream(Option<Stream>);
+
+impl PooledStream {
+    fn take_stream(&mut self) -> Option<Stream> {
+        self.0.take()
+    }
+}
+
+impl tokio::io::AsyncRead for PooledStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(stream) => std::pin::Pin::new(stream).poll_read(cx, buf),
+            // Only polled while the idle poll holds the lock, before the stream is taken.
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
 /// Callback invoked when an idle upstream connection leaves the keep-alive pool
 /// without being reused.
 pub type PoolCallback = Arc<dyn Fn(Duration) + Send + Sync>;
@@ -170,7 +195,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<Arc<Mutex<PooledStream>>>>, // PATCH(portico)
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -252,30 +277,18 @@ impl TransportConnector {
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                // PATCH(portico): the idle poll's guard unlocks before it drops its clone of
-                // the Arc (tokio's OwnedMutexGuard releases, then its field is dropped). When
-                // that task runs on another thread — another worker's runtime with Pingora's
-                // no-steal workers — an immediate try_unwrap can fall into that window, and
-                // the good connection was closed and a new one opened (~1 in 3,000 reuses at
-                // two workers). The window is nanoseconds unless that thread is preempted in
-                // it: yield a few times, then sleep in 1 ms steps (no busy wait on a machine
-                // short of CPU), for at most about 50 ms.
-                for round in 0..58 {
-                    if Arc::strong_count(&s) == 1 {
-                        break;
-                    }
-                    if round < 8 {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
+                // PATCH(portico): take the stream out under the lock instead of unwrapping the
+                // Arc after it. The idle poll's guard unlocks before it drops its clone of the
+                // Arc, and when that task runs on another thread (another no-steal worker) the
+                // unlock wakes this task, whose thread can preempt the poller's on a busy core
+                // before the clone is dropped: `Arc::try_unwrap` then failed ("failed to acquire
+                // reusable stream", a good connection closed, a new one opened), and waiting for
+                // the clone instead put ~1-2% of requests at ~3 ms. Once the lock is ours the
+                // idle poll has given the stream up; whoever drops the last clone frees only an
+                // empty slot.
+                let taken = s.lock().await.take_stream();
+                match taken {
+                    Some(mut stream) => {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
@@ -307,7 +320,9 @@ impl TransportConnector {
                             }
                         }
                     }
-                    Err(_) => {
+                    None => {
+                        // A pooled slot is handed out by `get` once; an empty one would mean it
+                        // was handed out twice.
                         error!("failed to acquire reusable stream");
                         None
                     }
@@ -339,7 +354,7 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
+        let stream = Arc::new(Mutex::new(PooledStream(Some(stream)))); // PATCH(portico)
         let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
         let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
         let idle_meta = IdleConnection::new(meta);
