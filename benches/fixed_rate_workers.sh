@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Latency at a fixed offered rate with two workers: Portico a with work stealing off (the
 # default) and on, and the bare Pingora proxy the same two ways (oha -q RATE, 5 s).
-# BENCHMARKS.md "second session": the no-steal tail at 2,000 req/s.
+# BENCHMARKS.md: the no-steal tail at 2,000 req/s (second session) and its fix (third).
 #   usage: benches/fixed_rate_workers.sh [RATE] [CONNS...]   (needs oha: cargo install oha --locked)
 set -euo pipefail
 cd "$(dirname "$0")/.."
