@@ -7,8 +7,9 @@
 //! case is the one each header was written in before (tests and clients compare names
 //! case-insensitively, but a diff of captured traffic should show nothing changed).
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{CaseHeaderName, KnownHeader};
+use std::sync::LazyLock;
 
 const fn known(lower: &'static str, case: &'static str) -> KnownHeader {
     KnownHeader::new(
@@ -33,6 +34,36 @@ pub const RATELIMIT_RESET: KnownHeader = known("ratelimit-reset", "RateLimit-Res
 pub const UPSTREAM_REQUEST_ADDS: usize = 7;
 /// The same for a response on its way to the client (request id, rate-limit headers).
 pub const RESPONSE_ADDS: usize = 4;
+
+/// Numbers below this have a header value made once (see [`number`]).
+const SMALL_NUMBERS: usize = 1024;
+
+/// `n` as a header value (`RateLimit-*`). `HeaderValue::from(u64)` formats into a fresh
+/// allocation on every call; values below [`SMALL_NUMBERS`] are slices of one static text
+/// instead, and cloning one copies a pointer.
+pub fn number(n: u64) -> HeaderValue {
+    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(SMALL_NUMBERS);
+        for n in 0..SMALL_NUMBERS {
+            text.push_str(itoa::Buffer::new().format(n));
+            ends.push(text.len());
+        }
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let value = HeaderValue::from_static(&text[start..end]);
+                start = end;
+                value
+            })
+            .collect()
+    });
+    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        Some(value) => value.clone(),
+        None => n.into(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -76,6 +107,13 @@ mod tests {
                 wire.contains(&format!("{}: v\r\n", known_case(&known))),
                 "{wire}"
             );
+        }
+    }
+
+    #[test]
+    fn numbers_are_their_decimal_text() {
+        for n in [0, 1, 9, 10, 99, 100, 1023, 1024, 1025, 1 << 40, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
         }
     }
 

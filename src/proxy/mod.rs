@@ -264,7 +264,6 @@ impl ProxyHttp for Proxy {
     }
 }
 
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds); none when not governed.
 /// The headers every proxied response gets: the request id and the rate-limit state.
 fn stamp_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     use known_headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_REQUEST_ID};
@@ -273,18 +272,19 @@ fn stamp_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         resp.insert_known_header(&X_REQUEST_ID, id.clone())?;
     }
     if let Some(h) = ctx.reply.policy.rate_headers {
-        resp.insert_known_header(&RATELIMIT_LIMIT, h.limit.into())?;
-        resp.insert_known_header(&RATELIMIT_REMAINING, h.remaining.into())?;
-        resp.insert_known_header(&RATELIMIT_RESET, h.reset.into())?;
+        resp.insert_known_header(&RATELIMIT_LIMIT, known_headers::number(h.limit))?;
+        resp.insert_known_header(&RATELIMIT_REMAINING, known_headers::number(h.remaining))?;
+        resp.insert_known_header(&RATELIMIT_RESET, known_headers::number(h.reset))?;
     }
     Ok(())
 }
 
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds); none when not governed.
 fn rate_headers(reply: &context::ReplyState) -> Option<[(&'static str, HeaderValue); 3]> {
     let h = reply.policy.rate_headers?;
     Some([
-        ("RateLimit-Limit", HeaderValue::from(h.limit)),
-        ("RateLimit-Remaining", HeaderValue::from(h.remaining)),
-        ("RateLimit-Reset", HeaderValue::from(h.reset)),
+        ("RateLimit-Limit", known_headers::number(h.limit)),
+        ("RateLimit-Remaining", known_headers::number(h.remaining)),
+        ("RateLimit-Reset", known_headers::number(h.reset)),
     ])
 }

@@ -5,7 +5,7 @@
 //! batch is at its bound (the writer has fallen behind) the line is dropped and counted, so a
 //! slow disk never slows requests.
 
-use super::json_line::JsonLine;
+use super::json_line::{json_key, JsonLine};
 use super::metrics::family;
 use prometheus::{register_int_counter, IntCounter};
 use std::borrow::Cow;
@@ -76,50 +76,50 @@ impl Entry<'_> {
     /// Appends the JSON line, newline included, to `buf`; absent optional fields are left out.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         let mut line = JsonLine::append_to(buf);
-        line.time("ts", self.time);
-        line.str("request_id", self.request_id);
+        line.time(json_key!("ts"), self.time);
+        line.str(json_key!("request_id"), self.request_id);
         if let Some(id) = &self.trace_id {
-            line.hex("trace_id", id);
+            line.hex(json_key!("trace_id"), id);
         }
         if let Some((id, sampled)) = &self.span {
-            line.hex8("span_id", id);
-            line.bool("sampled", *sampled);
+            line.hex8(json_key!("span_id"), id);
+            line.bool(json_key!("sampled"), *sampled);
         }
-        line.str("route", self.route);
+        line.str(json_key!("route"), self.route);
         if let Some(host) = self.host {
-            line.str("host", host);
+            line.str(json_key!("host"), host);
         }
-        line.str("method", self.method);
-        line.str("path", self.path);
+        line.str(json_key!("method"), self.method);
+        line.str(json_key!("path"), self.path);
         if let Some(query) = &self.query {
-            line.str("query", query);
+            line.str(json_key!("query"), query);
         }
-        line.str("protocol", self.protocol);
+        line.str(json_key!("protocol"), self.protocol);
         if let Some(ua) = self.user_agent {
-            line.str("user_agent", ua);
+            line.str(json_key!("user_agent"), ua);
         }
-        line.uint("status", self.status.into());
-        line.str("source", self.source);
+        line.uint(json_key!("status"), self.status.into());
+        line.str(json_key!("source"), self.source);
         if let Some(reason) = self.reason {
-            line.str("reason", reason);
+            line.str(json_key!("reason"), reason);
         }
         if let Some(service) = self.service {
-            line.str("service", service);
+            line.str(json_key!("service"), service);
         }
         if let Some(consumer) = self.consumer {
-            line.str("consumer", consumer);
+            line.str(json_key!("consumer"), consumer);
         }
         if let Some(instance) = self.instance {
-            line.socket_addr("instance", instance);
+            line.socket_addr(json_key!("instance"), instance);
         }
-        line.uint("attempts", self.attempts.into());
-        line.millis("duration_ms", self.duration);
+        line.uint(json_key!("attempts"), self.attempts.into());
+        line.millis(json_key!("duration_ms"), self.duration);
         if let Some(upstream) = self.upstream {
-            line.millis("upstream_ms", upstream);
+            line.millis(json_key!("upstream_ms"), upstream);
         }
-        line.uint("bytes_in", self.bytes_in as u64);
-        line.uint("bytes_out", self.bytes_out as u64);
-        line.ip("client_ip", self.client_ip);
+        line.uint(json_key!("bytes_in"), self.bytes_in as u64);
+        line.uint(json_key!("bytes_out"), self.bytes_out as u64);
+        line.ip(json_key!("client_ip"), self.client_ip);
         line.finish();
     }
 }

@@ -6,6 +6,32 @@ use crate::ip_text::{self, IpText};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A field name, written with its separator and quotes: `json_key!("route")` is `,"route":`,
+/// so a field's name costs one copy of static bytes instead of four writes.
+#[derive(Clone, Copy)]
+pub struct Key(&'static str);
+
+impl Key {
+    /// Use [`json_key!`]; `text` is `,"name":`.
+    #[doc(hidden)]
+    pub const fn from_text(text: &'static str) -> Self {
+        Self(text)
+    }
+}
+
+/// The [`Key`] for a field name given as a string literal (escaping is not applied: names are
+/// plain ASCII).
+macro_rules! json_key {
+    ($name:literal) => {
+        $crate::telemetry::json_line::Key::from_text(concat!(",\"", $name, "\":"))
+    };
+}
+pub(crate) use json_key;
+
+/// Room reserved for a line before it is written: most access-log lines fit, so the writes
+/// that follow do not grow the buffer one field at a time.
+const LINE_RESERVE: usize = 512;
+
 /// One JSON object being written at the end of a buffer, ended by a newline.
 pub struct JsonLine<'a> {
     buf: &'a mut Vec<u8>,
@@ -16,13 +42,14 @@ pub struct JsonLine<'a> {
 impl<'a> JsonLine<'a> {
     /// An empty object appended to `buf`.
     pub fn append_to(buf: &'a mut Vec<u8>) -> Self {
+        buf.reserve(LINE_RESERVE);
         let start = buf.len();
         buf.push(b'{');
         Self { buf, start }
     }
 
     /// `"key":"value"`, escaped.
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: Key, value: &str) {
         self.key(key);
         self.buf.push(b'"');
         escape_into(self.buf, value);
@@ -30,14 +57,14 @@ impl<'a> JsonLine<'a> {
     }
 
     /// An unsigned integer.
-    pub fn uint(&mut self, key: &str, value: u64) {
+    pub fn uint(&mut self, key: Key, value: u64) {
         self.key(key);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// A duration in milliseconds with microsecond precision (`12.345`).
-    pub fn millis(&mut self, key: &str, d: Duration) {
+    pub fn millis(&mut self, key: Key, d: Duration) {
         self.key(key);
         let micros = d.as_micros() as u64;
         let mut itoa = itoa::Buffer::new();
@@ -53,7 +80,7 @@ impl<'a> JsonLine<'a> {
     }
 
     /// An IP address as a string.
-    pub fn ip(&mut self, key: &str, ip: IpAddr) {
+    pub fn ip(&mut self, key: Key, ip: IpAddr) {
         self.key(key);
         self.buf.push(b'"');
         self.buf.extend_from_slice(IpText::new(ip).as_bytes());
@@ -61,7 +88,7 @@ impl<'a> JsonLine<'a> {
     }
 
     /// A socket address as a string (`IP:PORT`).
-    pub fn socket_addr(&mut self, key: &str, addr: SocketAddr) {
+    pub fn socket_addr(&mut self, key: Key, addr: SocketAddr) {
         self.key(key);
         self.buf.push(b'"');
         ip_text::write_socket_addr(self.buf, addr);
@@ -69,7 +96,7 @@ impl<'a> JsonLine<'a> {
     }
 
     /// A 16-byte id as 32 lower-case hex digits in a string (trace ids).
-    pub fn hex(&mut self, key: &str, bytes: &[u8; 16]) {
+    pub fn hex(&mut self, key: Key, bytes: &[u8; 16]) {
         self.key(key);
         let mut text = [b'"'; 34];
         crate::hex::encode_into(&mut text[1..33], bytes);
@@ -77,7 +104,7 @@ impl<'a> JsonLine<'a> {
     }
 
     /// An 8-byte id as 16 lower-case hex digits in a string (span ids).
-    pub fn hex8(&mut self, key: &str, bytes: &[u8; 8]) {
+    pub fn hex8(&mut self, key: Key, bytes: &[u8; 8]) {
         self.key(key);
         let mut text = [b'"'; 18];
         crate::hex::encode_into(&mut text[1..17], bytes);
@@ -85,14 +112,14 @@ impl<'a> JsonLine<'a> {
     }
 
     /// `true` or `false`.
-    pub fn bool(&mut self, key: &str, value: bool) {
+    pub fn bool(&mut self, key: Key, value: bool) {
         self.key(key);
         self.buf
             .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     /// A UTC time in RFC 3339 with milliseconds: `"2026-11-26T14:07:12.345Z"`.
-    pub fn time(&mut self, key: &str, t: SystemTime) {
+    pub fn time(&mut self, key: Key, t: SystemTime) {
         self.key(key);
         self.buf.push(b'"');
         write_rfc3339_millis(self.buf, t);
@@ -104,13 +131,12 @@ impl<'a> JsonLine<'a> {
         self.buf.extend_from_slice(b"}\n");
     }
 
-    fn key(&mut self, key: &str) {
-        if self.buf.len() > self.start + 1 {
-            self.buf.push(b',');
-        }
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.extend_from_slice(b"\":");
+    fn key(&mut self, key: Key) {
+        let text = key.0.as_bytes();
+        // The first field has no separator before it.
+        let first = self.buf.len() == self.start + 1;
+        self.buf
+            .extend_from_slice(if first { &text[1..] } else { text });
     }
 }
 
@@ -203,13 +229,13 @@ mod tests {
         // Appended after another line: its fields start a new object.
         let mut bytes = b"{\"earlier\":1}\n".to_vec();
         let mut line = JsonLine::append_to(&mut bytes);
-        line.str("path", "/a\"b\\c\nd\u{1}é");
-        line.uint("n", u64::MAX);
-        line.millis("ms", Duration::from_micros(12_345_007));
-        line.ip("ip", "::1".parse().unwrap());
-        line.socket_addr("at", "10.0.0.1:80".parse().unwrap());
+        line.str(json_key!("path"), "/a\"b\\c\nd\u{1}é");
+        line.uint(json_key!("n"), u64::MAX);
+        line.millis(json_key!("ms"), Duration::from_micros(12_345_007));
+        line.ip(json_key!("ip"), "::1".parse().unwrap());
+        line.socket_addr(json_key!("at"), "10.0.0.1:80".parse().unwrap());
         line.hex(
-            "id",
+            json_key!("id"),
             &[0x0a, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         );
         line.finish();
