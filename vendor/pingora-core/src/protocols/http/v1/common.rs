@@ -27,6 +27,11 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+/// PATCH(portico): room left in a parsed head's maps for headers a proxy adds (forwarding,
+/// request id, trace context; a request id and rate-limit state on responses). A head sized
+/// for exactly its parsed headers regrew both maps — new indices, a rehash and a reallocation
+/// each — on the first added header, and the proxy's copy of it keeps the parsed head's indices.
+pub(super) const ADDED_HEADER_ROOM: usize = 8;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;

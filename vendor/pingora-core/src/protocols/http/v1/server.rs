@@ -357,7 +357,7 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            Some(req.headers.len() + ADDED_HEADER_ROOM), // PATCH(portico)
                         )?);
 
                         request_header.set_version(match req.version {
