@@ -38,9 +38,9 @@ pub const RESPONSE_ADDS: usize = 4;
 /// Numbers below this have a header value made once (see [`number`]).
 const SMALL_NUMBERS: usize = 1024;
 
-/// `n` as a header value (`RateLimit-*`). `HeaderValue::from(u64)` formats into a fresh
-/// allocation on every call; values below [`SMALL_NUMBERS`] are slices of one static text
-/// instead, and cloning one copies a pointer.
+/// `n` as a header value (`RateLimit-*`). `HeaderValue::from(u64)` makes two allocations on
+/// every call; values below [`SMALL_NUMBERS`] are slices of one static text instead, and
+/// cloning one copies a pointer; larger ones are one copy of their digits.
 pub fn number(n: u64) -> HeaderValue {
     static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         let mut text = String::new();
@@ -61,7 +61,9 @@ pub fn number(n: u64) -> HeaderValue {
     });
     match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
         Some(value) => value.clone(),
-        None => n.into(),
+        // One copy of the digits; `From<u64>` formats into a buffer of its own and then
+        // converts it, two allocations.
+        None => HeaderValue::from_str(itoa::Buffer::new().format(n)).unwrap_or_else(|_| n.into()),
     }
 }
 
