@@ -13,8 +13,7 @@ pub struct Key(&'static str);
 
 impl Key {
     /// Use [`json_key!`]; `text` is `,"name":`.
-    #[doc(hidden)]
-    pub const fn from_text(text: &'static str) -> Self {
+    pub(crate) const fn from_text(text: &'static str) -> Self {
         Self(text)
     }
 }
