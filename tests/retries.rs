@@ -141,9 +141,10 @@ fn hashed_to_black_hole(echo: &EchoServer, route: &str) -> (Gateway, String) {
         .map(|i| format!("k{i}"))
         .find(|k| get(probe.addr, "/", &[("x-k", k)]).status == 504)
         .expect("some key hashes to the black hole");
-    let gw = Gateway::start(&format!(
-        "routes:\n  - name: all\n    service: svc\n{route}\n{service}"
-    ));
+    let gw = Gateway::start_logged(
+        &format!("routes:\n  - name: all\n    service: svc\n{route}\n{service}"),
+        "",
+    );
     (gw, key)
 }
 
@@ -154,8 +155,11 @@ fn error_retries_recover_a_timed_out_read_for_idempotent_methods_or_when_allowed
         hashed_to_black_hole(&echo, "    retry: {attempts: 1, on: [error], backoff: 1ms}");
     let r = get(gw.addr, "/", &[("x-k", &key)]);
     assert_eq!(
-        r.status, 200,
-        "the GET timed out on the first instance and was retried"
+        r.status,
+        200,
+        "the GET timed out on the first instance and was retried ({:?}); gateway log:\n{}",
+        r.header("portico-error"),
+        gw.log()
     );
     assert_eq!(r.instance().as_deref(), Some("echo"));
     let post = request(gw.addr, "POST", "/", &[("x-k", &key)], "x");
@@ -171,7 +175,13 @@ fn error_retries_recover_a_timed_out_read_for_idempotent_methods_or_when_allowed
         "    retry: {attempts: 1, on: [error], non_idempotent: true, backoff: 1ms}",
     );
     let post = request(gw.addr, "POST", "/", &[("x-k", &key)], "x");
-    assert_eq!(post.status, 200, "non_idempotent: true resends the POST");
+    assert_eq!(
+        post.status,
+        200,
+        "non_idempotent: true resends the POST ({:?}); gateway log:\n{}",
+        post.header("portico-error"),
+        gw.log()
+    );
     // A body past the 64 KiB retry buffer cannot be resent, whatever the route allows.
     let big = "x".repeat(100 * 1024);
     let post = request(gw.addr, "POST", "/", &[("x-k", &key)], &big);

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Ring points per unit of weight in Pingora's Ketama (`pingora_ketama::DEFAULT_POINT_MULTIPLE`).
+const KETAMA_POINTS_PER_WEIGHT: usize = 160;
+
 impl Upstream {
     /// Whether some instance passes its health checks and is not cut off by an open breaker.
     /// A traffic split sends nothing to a service without one while another side has one.
@@ -94,7 +97,7 @@ impl Upstream {
             }
             ready
         };
-        let budget = 2 * self.instance_count() + 4;
+        let budget = self.selection_budget();
         let selected = |backend: Backend, panic| {
             if let Some(zones) = &self.zones {
                 zones.count(&backend);
@@ -153,6 +156,25 @@ impl Upstream {
                 Pick::CircuitOpen { retry_after }
             }
             None => Pick::Exhausted,
+        }
+    }
+
+    /// How many candidates one selection may look at before giving up. The balancer's
+    /// iterator repeats instances (random draws; Ketama's ring holds 160 points per unit of
+    /// weight, so an instance's points come in runs), and a candidate seen twice still counts.
+    /// For consistent hashing the whole ring is the bound: with two instances, runs of more
+    /// than eight points of one instance follow some keys (the unit test's k163 among k0–k1999),
+    /// and the budget of the other algorithms turned such a key's retry, with the other
+    /// instance untried, into a 504 (`tests/retries.rs` failed about once in 50 runs). Only refused
+    /// candidates consume it, so the size costs nothing when the first candidate is taken.
+    fn selection_budget(&self) -> usize {
+        match self.config.balance {
+            Balance::ConsistentHash => {
+                let backends = self.balancer.backends().get_backend();
+                let weight: usize = backends.iter().map(|b| b.weight.max(1)).sum();
+                weight * KETAMA_POINTS_PER_WEIGHT + 4
+            }
+            _ => 2 * self.instance_count() + 4,
         }
     }
 
