@@ -272,3 +272,38 @@ impl Upstream {
             .cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::health::{self, Verdicts};
+    use super::super::{Pick, Resolved, Selection, ServiceSpec, Upstream};
+    use crate::config::ServiceConfig;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_consistent_hash_retry_reaches_the_other_instance_past_a_run_of_the_first() {
+        // Ketama's ring holds 160 points per instance; from some keys the next points all
+        // belong to the same instance for longer than a small candidate budget.
+        let yaml = "instances: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nbalance: consistent_hash\nhash_key: header:x-k\n";
+        let cfg: ServiceConfig = serde_yaml::from_str(yaml).unwrap();
+        let mut problems = crate::config::Problems::default();
+        let spec = ServiceSpec::compile("ring-test", &cfg, true, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let registry = health::registry(Arc::new(Verdicts::default()));
+        let up = Upstream::new(&spec, &registry, vec![], Resolved::new());
+        up.refresh().await.unwrap();
+        let inet = |s: &Selection| s.backend.addr.as_inet().copied().unwrap();
+        for i in 0..2000 {
+            let key = format!("k{i}");
+            let Pick::Selected(first) = up.select(key.as_bytes(), &[], Instant::now()) else {
+                panic!("key {key}: no first instance");
+            };
+            let first = inet(&first);
+            match up.select(key.as_bytes(), &[first], Instant::now()) {
+                Pick::Selected(retry) => assert_ne!(inet(&retry), first, "key {key}"),
+                _ => panic!("key {key}: the retry found no instance, the other one untried"),
+            }
+        }
+    }
+}
