@@ -7,10 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-2000}; shift || true; CONNS=("$@"); [ ${#CONNS[@]} -gt 0 ] || CONNS=(2 16)
 command -v oha >/dev/null || { echo "needs oha (cargo install oha --locked)"; exit 1; }
-cargo build --release --bins --examples -q
-T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; exit 1; }
+. benches/common.sh
 O=$(port); target/release/portico echo --listen 127.0.0.1:$O >/dev/null 2>&1 & wait_port $O
 measure() {  # measure LABEL PORT
   for c in "${CONNS[@]}"; do

@@ -8,10 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=("$@"); [ $# -gt 0 ] || CONNS=(16 256)
 command -v valgrind >/dev/null && command -v wrk >/dev/null || { echo "needs valgrind and wrk"; exit 1; }
-cargo build --release --bins --examples -q
-T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; exit 1; }
+. benches/common.sh
 ORIGIN=$(port); target/release/portico echo --listen 127.0.0.1:$ORIGIN >/dev/null 2>&1 & wait_port $ORIGIN
 config() {  # config KIND PORT
   local extra
@@ -28,7 +25,7 @@ run() {  # run NAME CONNS SECONDS -> "instructions requests"
   if [ "$1" = bare ]; then cmd=(target/release/examples/bare_proxy 127.0.0.1:$p 127.0.0.1:$ORIGIN 1)
   else config "$1" "$p"; cmd=(target/release/portico run -c "$T/$1.yaml"); fi
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$T/cg.out" "${cmd[@]}" >/dev/null 2>&1 & local v=$!
-  wait_port "$p"; sleep 1
+  wait_port "$p" 300; sleep 1
   local n; n=$(wrk -t1 -c"$2" -d"$3"s "http://127.0.0.1:$p/" | awk '/requests in/{print $1}')
   kill -INT $v; wait $v 2>/dev/null || true
   echo "$(grep -E '^(summary|totals):' "$T/cg.out" | head -1 | awk '{print $2}') $n"; rm -f "$T"/cg.out*
