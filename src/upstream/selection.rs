@@ -11,9 +11,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Ring points per unit of weight in Pingora's Ketama (`pingora_ketama::DEFAULT_POINT_MULTIPLE`).
-const KETAMA_POINTS_PER_WEIGHT: usize = 160;
-
 impl Upstream {
     /// Whether some instance passes its health checks and is not cut off by an open breaker.
     /// A traffic split sends nothing to a service without one while another side has one.
@@ -97,7 +94,7 @@ impl Upstream {
             }
             ready
         };
-        let budget = self.selection_budget();
+        let budget = 2 * self.instance_count() + 4;
         let selected = |backend: Backend, panic| {
             if let Some(zones) = &self.zones {
                 zones.count(&backend);
@@ -130,6 +127,9 @@ impl Upstream {
             {
                 return selected(backend, false);
             }
+            if let Some(backend) = self.past_the_ring(|b, ready| healthy(b, ready) && usable(b)) {
+                return selected(backend, false);
+            }
             if local.get() {
                 local.set(false);
             } else if ramped.get() && ramp.get() {
@@ -159,23 +159,21 @@ impl Upstream {
         }
     }
 
-    /// How many candidates one selection may look at before giving up. The balancer's
-    /// iterator repeats instances (random draws; Ketama's ring holds 160 points per unit of
-    /// weight, so an instance's points come in runs), and a candidate seen twice still counts.
-    /// For consistent hashing the whole ring is the bound: with two instances, runs of more
-    /// than eight points of one instance follow some keys (the unit test's k163 among k0–k1999),
-    /// and the budget of the other algorithms turned such a key's retry, with the other
-    /// instance untried, into a 504 (`tests/retries.rs` failed about once in 50 runs). Only refused
-    /// candidates consume it, so the size costs nothing when the first candidate is taken.
-    fn selection_budget(&self) -> usize {
-        match self.config.balance {
-            Balance::ConsistentHash => {
-                let backends = self.balancer.backends().get_backend();
-                let weight: usize = backends.iter().map(|b| b.weight.max(1)).sum();
-                weight * KETAMA_POINTS_PER_WEIGHT + 4
-            }
-            _ => 2 * self.instance_count() + 4,
+    /// Consistent hashing only, when the balancer's walk found nothing: one pass over the
+    /// set, in its order. The walk follows Ketama's ring (160 points per unit of weight, so an
+    /// instance's points come in runs) and gives up after its candidate budget; a run of a
+    /// refused instance longer than that ended the selection with other instances untried,
+    /// and a retry became a 504 (`tests/retries.rs` failed about once in 50 runs). A budget of
+    /// the whole ring would fix it too, but would walk every point on every request while all
+    /// breakers are open; this pass is bounded by the instance count. Instances the walk
+    /// already refused are asked again, as the zone and slow-start passes already do.
+    fn past_the_ring(&self, accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
+        if !matches!(self.config.balance, Balance::ConsistentHash) {
+            return None;
         }
+        let backends = self.balancer.backends();
+        let set = backends.get_backend();
+        set.iter().find(|b| accept(b, backends.ready(b))).cloned()
     }
 
     /// Power of two choices: two distinct random instances, the lighter one first, the first
