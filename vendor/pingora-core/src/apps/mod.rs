@@ -148,6 +148,15 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// PATCH(portico): whether bytes of a next request were read with the previous one. A
+    /// connection loop that frees an idle connection's request state must not do so while
+    /// part of a request waits in these bytes.
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix
+            .as_ref()
+            .is_some_and(|prefix| !prefix.is_empty())
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,

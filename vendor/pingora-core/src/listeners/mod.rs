@@ -316,13 +316,20 @@ impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
-            // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
-            if let Some(ref callback) = self.pre_tls_callback {
-                callback.process(&mut self.l4).await?;
-            }
+            // PATCH(portico): the TLS handshake's future is boxed. Inline, its several KiB sized
+            // the task of every connection, cleartext ones included, for the connection's whole
+            // life; boxed, it is freed once the handshake is done.
+            let (mut l4, pre_tls_callback) = (self.l4, self.pre_tls_callback);
+            let handshake = async move {
+                // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
+                if let Some(ref callback) = pre_tls_callback {
+                    callback.process(&mut l4).await?;
+                }
 
-            let tls_stream = tls.tls_handshake(self.l4).await?;
-            Ok(Box::new(tls_stream))
+                let tls_stream = tls.tls_handshake(l4).await?;
+                Ok(Box::new(tls_stream) as Stream)
+            };
+            Box::pin(handshake).await
         } else {
             Ok(Box::new(self.l4))
         }
