@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Memory per idle keep-alive connection: nginx, bare Pingora and Portico, one run.
 
-    python3 benches/idle_memory.py [--connections 10000] [--no-build] [--allocator-env K=V ...]
+    python3 benches/idle_memory.py [--connections 10000] [--no-build]
 
 Each proxy (one worker, the echo origin behind it, everything on loopback) is started alone;
 its RSS is read, then N client connections are opened, each sends one keep-alive GET and reads
 the answer (so every connection has been through a request, as a real idle client's has), and
-all are held open; RSS is read again once it stops moving. The difference divided by N is the
-proxy's memory per idle connection. The client side opens at most N sockets and gives up after
+all are held open; RSS is read again once every connection has been idle for 3 s (Portico sheds
+an idle connection's request state after 1 s) and the reading has stopped moving. The
+difference divided by N is the proxy's memory per idle connection; the peak (VmHWM) is printed
+beside it, as memory the connections needed while their requests ran. The client side opens at most N sockets and gives up after
 120 s; the proxies' idle timeouts (60 s) are longer than the measurement.
 
 Prints a table and writes it to target/bench-idle-memory.md.
@@ -27,13 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import BARE, PORTICO, ROOT, free_port, wait_port  # noqa: E402  (the load benchmark's helpers)
 
 
-def rss_kb(pids):
+def rss_kb(pids, field="VmRSS:"):
     total = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
         except OSError:
             pass
@@ -163,12 +165,14 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                 started = time.time()
                 socks = hold_connections(port, args.connections, started + 120)
                 opened = time.time() - started
+                time.sleep(3)
                 after = settled_rss(pids)
+                peak = rss_kb(pids, "VmHWM:")
                 per = (after - before) * 1024 / max(len(socks), 1)
-                rows.append((name, before, after, len(socks), per))
+                rows.append((name, before, after, peak, len(socks), per))
                 print(f"{name:8} idle {before / 1024:6.1f} MiB  with {len(socks)} connections "
-                      f"{after / 1024:7.1f} MiB  ({opened:.1f} s to open)  {per / 1024:.1f} KiB per connection",
-                      flush=True)
+                      f"{after / 1024:7.1f} MiB (peak {peak / 1024:.1f})  ({opened:.1f} s to open)  "
+                      f"{per / 1024:.1f} KiB per connection", flush=True)
                 for s in socks:
                     s.close()
             finally:
@@ -182,17 +186,18 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
         echo.wait(timeout=5)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    base = {name: per for name, _, _, _, per in rows}
+    base = {name: per for name, _, _, _, _, per in rows}
     lines = [
         f"Idle keep-alive connections — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores, one worker each, {args.connections} connections after one request each",
         "",
-        "| proxy | RSS idle MiB | RSS with connections MiB | KiB per connection | vs nginx |",
-        "|---|---|---|---|---|",
+        "| proxy | RSS idle MiB | RSS with connections MiB | peak RSS MiB | KiB per connection | vs nginx |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, before, after, n, per in rows:
+    for name, before, after, peak, n, per in rows:
         ratio = f"{per / base['nginx']:.2f}x" if "nginx" in base and base["nginx"] > 0 else "–"
-        lines.append(f"| {name} | {before / 1024:.1f} | {after / 1024:.1f} | {per / 1024:.1f} | {ratio} |")
+        lines.append(f"| {name} | {before / 1024:.1f} | {after / 1024:.1f} | {peak / 1024:.1f} | "
+                     f"{per / 1024:.1f} | {ratio} |")
     report = "\n".join(lines)
     print("\n" + report)
     out = os.path.join(ROOT, "target", "bench-idle-memory.md")

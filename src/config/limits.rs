@@ -19,6 +19,7 @@ pub struct LimitsConfig {
     #[serde(with = "duration")]
     pub body_read_timeout: Duration,
     /// How long an idle client connection is kept open between requests (HTTP/1 and HTTP/2).
+    /// HTTP/1 counts whole seconds (rounded up); `0s` turns HTTP/1 keep-alive off.
     #[serde(with = "duration")]
     pub keepalive_timeout: Duration,
     /// Longest time from a request's first byte (a new connection's accept) to the end of its
@@ -47,6 +48,15 @@ pub enum UnderscoreHeaders {
     Allow,
 }
 
+impl LimitsConfig {
+    /// The HTTP/1 keep-alive in Pingora's terms: whole seconds, rounded up (Pingora's timer
+    /// counts seconds, and its `0` means no limit); `None`, keep-alive off, for `0s`.
+    pub fn keepalive_secs(&self) -> Option<u64> {
+        let t = self.keepalive_timeout;
+        (!t.is_zero()).then(|| t.as_secs() + u64::from(t.subsec_nanos() > 0))
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -59,5 +69,27 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 0,
             headers_with_underscores: UnderscoreHeaders::Drop,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_is_whole_seconds_rounded_up_and_off_at_zero() {
+        let secs = |ms| {
+            LimitsConfig {
+                keepalive_timeout: Duration::from_millis(ms),
+                ..LimitsConfig::default()
+            }
+            .keepalive_secs()
+        };
+        assert_eq!(secs(0), None);
+        assert_eq!(secs(1), Some(1), "never Pingora's 0, which is no limit");
+        assert_eq!(secs(500), Some(1));
+        assert_eq!(secs(1000), Some(1));
+        assert_eq!(secs(1500), Some(2));
+        assert_eq!(secs(60_000), Some(60));
     }
 }

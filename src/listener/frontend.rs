@@ -7,17 +7,21 @@
 
 use super::connections::{Connections, Limits};
 use super::head_deadline::{HeadClock, TimedStream};
+use super::idle::{self, Closing, Wake};
 use crate::snapshot::Current;
 use crate::telemetry::connections::{ListenerMetrics, DOWNSTREAM_TIMEOUTS};
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
+use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -37,6 +41,33 @@ pub struct Frontend<P> {
     connections: Arc<Connections>,
     /// Per listener, in configuration order (never empty).
     listeners: Vec<Listener>,
+    /// Ends idle connections' waits once the drain window at shutdown is over.
+    closing: Closing,
+}
+
+/// What a connection's next request inherits from the previous one (Pingora's keep-alive
+/// settings, kept here while the connection idles without a session).
+#[derive(Debug, Clone, Copy)]
+struct Carried {
+    /// Idle seconds allowed before the next request (`Some(0)`: no limit; `None`: no reuse).
+    keepalive: Option<u64>,
+    /// Requests the connection may still serve after the next (`None`: no limit).
+    reuses: Option<u32>,
+}
+
+impl Carried {
+    /// Whether the keep-alive outlasts the wait with the request state kept.
+    fn sheds_when_idle(&self) -> bool {
+        self.keepalive
+            .is_some_and(|secs| secs == 0 || secs > idle::SHED_AFTER_SECS)
+    }
+
+    /// When the idle wait that follows the first [`idle::SHED_AFTER_SECS`] ends (`None`: never).
+    fn idle_deadline(&self) -> Option<Instant> {
+        // `Some(0)` has no end: the subtraction fails.
+        let rest = self.keepalive?.checked_sub(idle::SHED_AFTER_SECS)?;
+        Some(Instant::now() + Duration::from_secs(rest))
+    }
 }
 
 /// A listener's address, parsed once, and its connection metrics.
@@ -81,6 +112,7 @@ where
             current,
             connections,
             listeners,
+            closing: Closing::default(),
         }
     }
 
@@ -101,27 +133,75 @@ where
             .map_or(first, |l| &l.metrics)
     }
 
-    /// HTTP/1 requests on one connection, in order, until it closes.
+    /// HTTP/1 requests on one connection, in order, until it closes. Between busy periods the
+    /// connection holds only its socket (`super::idle`).
     async fn serve_http1(
         &self,
-        stream: Stream,
+        mut stream: Stream,
         header_timeout: Duration,
+        idle_gauge: &IntGauge,
         shutdown: &ShutdownWatch,
     ) {
+        let opened = Instant::now();
         let clock = HeadClock::new(header_timeout);
-        let stream: Stream = Box::new(TimedStream::new(stream, clock.clone()));
-        let mut session = ServerSession::new_http1(stream);
-        let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
-        session.set_keepalive(keepalive);
-        session.set_keepalive_reuses_remaining(
-            self.proxy
+        let mut carried = Carried {
+            keepalive: (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS),
+            reuses: self
+                .proxy
                 .server_options
                 .as_ref()
                 .and_then(|o| o.keepalive_request_limit),
-        );
+        };
+        // The first head counts from the accept, like any head from its first byte.
+        let mut deadline = Some(opened + header_timeout);
+        let mut first = true;
+        loop {
+            idle_gauge.inc();
+            let wake = idle::wait_for_request(&mut stream, deadline, &self.closing).await;
+            idle_gauge.dec();
+            let head = match wake {
+                Wake::Request(head) => head,
+                Wake::TimedOut if first => {
+                    DOWNSTREAM_TIMEOUTS
+                        .with_label_values(&["request_head"])
+                        .inc();
+                    return;
+                }
+                Wake::TimedOut | Wake::Closed => return,
+            };
+            let head_start = if first { opened } else { Instant::now() };
+            first = false;
+            // Boxed: the idle connection keeps the pointer, not the request state.
+            let busy =
+                Box::pin(self.serve_busy(stream, head, head_start, carried, &clock, shutdown));
+            let Some((idle, kept)) = busy.await else {
+                return;
+            };
+            stream = idle;
+            carried = kept;
+            deadline = carried.idle_deadline();
+        }
+    }
+
+    /// Requests on a connection until it closes (`None`) or waits [`idle::SHED_AFTER_SECS`]
+    /// for the next one: then its socket and what the next request inherits.
+    async fn serve_busy(
+        &self,
+        stream: Stream,
+        head: BytesMut,
+        head_start: Instant,
+        mut carried: Carried,
+        clock: &Arc<HeadClock>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Carried)> {
+        let stream: Stream = Box::new(TimedStream::new(stream, clock.clone(), head_start));
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(carried.keepalive);
+        session.set_keepalive_reuses_remaining(carried.reuses);
         // Pingora answers pipelined requests in order when asked; otherwise it drops the
         // second one with the connection.
         session.set_pipelining_enabled(true);
+        session.set_pipelined_prefix(head);
         clock.start_from_open();
         loop {
             // A space or control byte in the request line is a 400, not a %-escaped target.
@@ -130,14 +210,27 @@ where
             session.set_connection_user_context(Some(Box::new(clock.clone())));
             // Awaited in place: the trait method would box (and so copy) the request's future.
             let Some(reused) = self.proxy.serve_http(session, shutdown).await else {
-                return;
+                // Pingora's keep-alive timer ended an idle wait: the stream handed its socket
+                // back when the session dropped it. Otherwise the connection is over.
+                return clock.take_handed_back().map(|idle| (idle, carried));
             };
             let (stream, settings) = reused.consume();
             session = ServerSession::new_http1(stream);
+            let mut pipelined = false;
             if let Some(settings) = settings {
+                pipelined = settings.has_pipelined_prefix();
                 settings.apply_to_session(&mut session);
             }
-            clock.start_on_first_byte();
+            carried = Carried {
+                keepalive: session.get_keepalive(),
+                reuses: session.get_keepalive_reuses_remaining(),
+            };
+            // Bytes of the next request already read cannot wait in the idle loop.
+            let shed = !pipelined && carried.sheds_when_idle();
+            if shed {
+                session.set_keepalive(Some(idle::SHED_AFTER_SECS));
+            }
+            clock.start_on_first_byte(shed);
         }
     }
 
@@ -203,7 +296,8 @@ where
             // Pingora's loop, which finds the same preface or ALPN and serves HTTP/2.
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        self.serve_http1(stream, header_timeout, shutdown).await;
+        self.serve_http1(stream, header_timeout, &listener.idle, shutdown)
+            .await;
         None
     }
 
@@ -213,6 +307,7 @@ where
         // moment to send the request that may already be on its way, then are closed.
         let grace = self.current.load().config().server.grace_period;
         let _ = tokio::time::timeout(grace.min(DRAIN_IDLE), self.connections.wait_idle()).await;
+        self.closing.begin();
         self.proxy.http_cleanup().await;
     }
 }

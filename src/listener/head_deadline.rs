@@ -6,6 +6,11 @@
 //! is parsed, so request bodies, long responses and upgraded connections are never cut by it.
 //! The clock runs on socket reads: a pipelined request whose head arrived together with the
 //! previous request is timed from the next read it needs (none, when it arrived whole).
+//!
+//! The clock also hands an idle connection back to its loop: armed with `hand_back`, a stream
+//! dropped before the next request's first byte (Pingora gave up waiting for it) leaves its
+//! socket in the clock instead of closing it, so the loop can wait for that request without
+//! the request machinery (`super::idle`).
 
 use crate::telemetry::connections::DOWNSTREAM_TIMEOUTS;
 use async_trait::async_trait;
@@ -18,16 +23,17 @@ use pingora::protocols::{
 use pingora::protocols::{SocketDigest, TimingDigest};
 use std::future::Future;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-// The clock's state sits in the low two bits; the bits above count arms, so a stream never
-// carries a deadline over from an earlier request head.
+// The clock's state sits in the low two bits, the hand-back flag in the third; the bits above
+// count arms, so a stream never carries a deadline over from an earlier request head.
 const DISARMED: u32 = 0;
 /// Armed; the clock starts with the next byte that arrives (an idle keep-alive connection is
 /// governed by the keep-alive timeout until then).
@@ -37,13 +43,19 @@ const RUNNING: u32 = 2;
 /// Armed and running since the stream was opened (a new connection's first head).
 const FROM_OPEN: u32 = 3;
 const STATE: u32 = 0b11;
-const EPOCH: u32 = 0b100;
+/// With `ON_FIRST_BYTE`: a stream dropped before that byte hands its socket back. Cleared by
+/// the byte, by end of stream and by a read error.
+const HAND_BACK: u32 = 0b100;
+const FLAGS: u32 = STATE | HAND_BACK;
+const EPOCH: u32 = 0b1000;
 
 /// The switch shared by a connection's stream, its loop and the proxy hook.
 #[derive(Debug)]
 pub struct HeadClock {
     state: AtomicU32,
     timeout: Duration,
+    /// The socket of a stream dropped while idle with `HAND_BACK` set.
+    handed_back: Mutex<Option<Stream>>,
 }
 
 impl HeadClock {
@@ -52,30 +64,54 @@ impl HeadClock {
         Arc::new(Self {
             state: AtomicU32::new(DISARMED),
             timeout,
+            handed_back: Mutex::new(None),
         })
     }
 
-    /// The head must be complete `timeout` after the stream was opened.
+    /// The head must be complete `timeout` after the stream was opened (its `opened` instant).
     pub fn start_from_open(&self) {
         self.arm(FROM_OPEN);
     }
 
-    /// The head must be complete `timeout` after its first byte.
-    pub fn start_on_first_byte(&self) {
-        self.arm(ON_FIRST_BYTE);
+    /// The head must be complete `timeout` after its first byte. With `hand_back`, the stream's
+    /// socket is kept in the clock if the stream is dropped before that byte arrives.
+    pub fn start_on_first_byte(&self, hand_back: bool) {
+        self.arm(if hand_back {
+            ON_FIRST_BYTE | HAND_BACK
+        } else {
+            ON_FIRST_BYTE
+        });
     }
 
     /// The head is complete: reads are unbounded by this clock again.
     pub fn stop(&self) {
         let now = self.state.load(Ordering::Acquire);
-        self.state.store(now & !STATE, Ordering::Release);
+        self.state.store(now & !FLAGS, Ordering::Release);
+    }
+
+    /// The socket an idle stream handed back when it was dropped, if it did.
+    pub fn take_handed_back(&self) -> Option<Stream> {
+        self.handed_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn arm(&self, state: u32) {
         let now = self.state.load(Ordering::Acquire);
         self.state.store(
-            ((now & !STATE).wrapping_add(EPOCH)) | state,
+            ((now & !FLAGS).wrapping_add(EPOCH)) | state,
             Ordering::Release,
+        );
+    }
+
+    /// Clears `HAND_BACK` if the clock is still at arm `armed`.
+    fn keep_nothing(&self, armed: u32) {
+        let _ = self.state.compare_exchange(
+            armed,
+            armed & !HAND_BACK,
+            Ordering::AcqRel,
+            Ordering::Acquire,
         );
     }
 }
@@ -86,7 +122,8 @@ impl HeadClock {
 /// one read (nearly all of them) costs no timer and no clock read.
 #[derive(Debug)]
 pub struct TimedStream {
-    inner: Stream,
+    /// Dropped, or handed back to the clock, only in `Drop`.
+    inner: ManuallyDrop<Stream>,
     clock: Arc<HeadClock>,
     /// When the stream was wrapped (the connection's accept, give or take the handshake).
     opened: Instant,
@@ -97,12 +134,13 @@ pub struct TimedStream {
 }
 
 impl TimedStream {
-    /// Wraps `inner`; the clock starts disarmed.
-    pub fn new(inner: Stream, clock: Arc<HeadClock>) -> Self {
+    /// Wraps `inner`, opened at `opened` (the accept, or the first byte of a request that woke an
+    /// idle connection); the clock starts disarmed.
+    pub fn new(inner: Stream, clock: Arc<HeadClock>, opened: Instant) -> Self {
         Self {
-            inner,
+            inner: ManuallyDrop::new(inner),
             clock,
-            opened: Instant::now(),
+            opened,
             timed: None,
             sleep: None,
         }
@@ -138,16 +176,19 @@ impl AsyncRead for TimedStream {
         let this = &mut *self;
         let armed = this.clock.state.load(Ordering::Acquire);
         if armed & STATE == DISARMED {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return Pin::new(&mut *this.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
         match polled {
-            Poll::Ready(_) => {
-                if buf.filled().len() > before && armed & STATE == ON_FIRST_BYTE {
+            Poll::Ready(_) if armed & STATE == ON_FIRST_BYTE => {
+                if buf.filled().len() == before {
+                    // End of stream or a failed read: nothing worth handing back.
+                    this.clock.keep_nothing(armed);
+                } else {
                     // The first byte of the next head: its clock runs from now on (the
                     // timer starts with the first wait, a few microseconds later at most).
-                    let running = (armed & !STATE) | RUNNING;
+                    let running = (armed & !FLAGS) | RUNNING;
                     let _ = this.clock.state.compare_exchange(
                         armed,
                         running,
@@ -157,6 +198,7 @@ impl AsyncRead for TimedStream {
                 }
                 polled
             }
+            Poll::Ready(_) => polled,
             // Idle between requests: the keep-alive timeout governs this wait.
             Poll::Pending if armed & STATE == ON_FIRST_BYTE => Poll::Pending,
             Poll::Pending => {
@@ -176,21 +218,36 @@ impl AsyncRead for TimedStream {
     }
 }
 
+impl Drop for TimedStream {
+    fn drop(&mut self) {
+        // SAFETY: `inner` is taken here, once, and the stream is not used afterwards.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        let armed = self.clock.state.load(Ordering::Acquire);
+        if armed & FLAGS == ON_FIRST_BYTE | HAND_BACK {
+            *self
+                .clock
+                .handed_back
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(inner);
+        }
+    }
+}
+
 impl AsyncWrite for TimedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut *self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -198,7 +255,7 @@ impl AsyncWrite for TimedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -287,7 +344,11 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let clock = HeadClock::new(timeout);
         let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
-        (TimedStream::new(stream, clock.clone()), client, clock)
+        (
+            TimedStream::new(stream, clock.clone(), Instant::now()),
+            client,
+            clock,
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -324,7 +385,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_keepalive_connection_starts_the_clock_with_its_first_byte() {
         let (mut stream, mut client, clock) = pair(Duration::from_secs(5)).await;
-        clock.start_on_first_byte();
+        clock.start_on_first_byte(false);
         tokio::time::advance(Duration::from_secs(60)).await;
         client.write_all(b"GET").await.unwrap();
         let mut buf = [0u8; 64];
@@ -354,7 +415,7 @@ mod tests {
                 .is_err()
         );
         clock.stop();
-        clock.start_on_first_byte();
+        clock.start_on_first_byte(false);
         client.write_all(b"GET").await.unwrap();
         assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
         // Past the first head's deadline but inside this one's: still waiting, not failed.

@@ -13,6 +13,7 @@ pub mod connections;
 pub mod drain;
 pub mod frontend;
 pub mod head_deadline;
+pub mod idle;
 
 use async_trait::async_trait;
 use connections::Connections;

@@ -125,7 +125,7 @@ impl Proxy {
         // keep-alive off once shutdown has begun, and that must reach the response as
         // `Connection: close`, or a client sends its next request into a closing connection.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+            session.set_keepalive(limits.keepalive_secs());
         }
         None
     }

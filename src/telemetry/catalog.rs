@@ -86,6 +86,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
         &["listener", "protocol"],
     ),
     ("portico_downstream_disconnects_total", Counter, &["phase"]),
+    ("portico_downstream_connections_idle", Gauge, &["listener"]),
     (
         "portico_downstream_connections_accepted_total",
         Counter,

@@ -26,6 +26,11 @@ family!(DOWNSTREAM_OPEN: IntGaugeVec = register_int_gauge_vec!(
     "Client connections open now (after the TLS handshake), by listener and protocol.",
     &["listener", "protocol"]
 ));
+family!(DOWNSTREAM_IDLE: IntGaugeVec = register_int_gauge_vec!(
+    "portico_downstream_connections_idle",
+    "HTTP/1 client connections waiting for a request without request state (new ones before their first byte, keep-alive ones idle for over a second), by listener.",
+    &["listener"]
+));
 family!(DOWNSTREAM_ACCEPTED: IntCounterVec = register_int_counter_vec!(
     "portico_downstream_connections_accepted_total",
     "Client connections admitted by the connection limits, by listener and the protocol they spoke.",
@@ -48,6 +53,8 @@ pub struct ListenerMetrics {
     pub listen: String,
     accepted: [IntCounter; 2],
     open: [IntGauge; 2],
+    /// HTTP/1 connections in the idle wait (`listener::idle`).
+    pub idle: IntGauge,
     refused: [IntCounter; 2],
 }
 
@@ -63,6 +70,7 @@ impl ListenerMetrics {
             listen: listen.to_string(),
             accepted: PROTOCOLS.map(|p| DOWNSTREAM_ACCEPTED.with_label_values(&[listen, p])),
             open: PROTOCOLS.map(|p| DOWNSTREAM_OPEN.with_label_values(&[listen, p])),
+            idle: DOWNSTREAM_IDLE.with_label_values(&[listen]),
             refused: REFUSAL_REASONS.map(|r| DOWNSTREAM_REFUSED.with_label_values(&[listen, r])),
         }
     }

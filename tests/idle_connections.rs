@@ -1,0 +1,204 @@
+//! Idle HTTP/1 connections give up their request state after a second and keep everything a
+//! client can see: the next request on the connection is answered, the keep-alive timeout
+//! still counts the whole idle time, bytes of a pipelined request already read survive the
+//! idle second, a request head that stalls after waking the connection is still cut at the
+//! header deadline, and at shutdown an idle connection may still send one more request. A
+//! keep-alive of `0s` turns keep-alive off; one under a second is a second, never unlimited.
+
+mod support;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use support::keepalive::Connection;
+use support::*;
+
+/// Longer than the second after which an idle connection sheds its request state.
+const PAST_SHEDDING: Duration = Duration::from_millis(1600);
+
+fn connect(addr: SocketAddr) -> Connection {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    Connection::new(s)
+}
+
+fn one_route(upstream: SocketAddr) -> String {
+    format!(
+        "routes:\n  - {{name: all, service: s}}\nservices:\n  s: {{instances: [\"{upstream}\"]}}\n"
+    )
+}
+
+fn idle(gw: &Gateway) -> f64 {
+    gw.metric_sum("portico_downstream_connections_idle", &[])
+}
+
+/// The echoed path of a response from the echo upstream.
+fn echoed_path(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["path"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn an_idle_connection_sheds_its_request_state_and_serves_the_next_request() {
+    let up = EchoServer::start("a").unwrap();
+    let gw =
+        Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 30s}\n");
+    let mut conn = connect(gw.addr);
+    for round in 0..3 {
+        let path = format!("/round/{round}");
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = conn
+            .read_response()
+            .unwrap_or_else(|| panic!("round {round}: the connection was closed"));
+        assert_eq!((r.status, r.keeps_alive()), (200, true), "round {round}");
+        assert_eq!(echoed_path(&r.body), path);
+        assert!(
+            gw.eventually(Duration::from_secs(5), || idle(&gw) == 1.0),
+            "round {round}: the connection never went idle: {}",
+            idle(&gw)
+        );
+        std::thread::sleep(PAST_SHEDDING - Duration::from_secs(1));
+    }
+    drop(conn);
+    assert!(gw.eventually(Duration::from_secs(3), || idle(&gw) == 0.0
+        && gw.metric_sum("portico_downstream_connections", &[]) == 0.0));
+}
+
+#[test]
+fn the_keepalive_timeout_counts_the_whole_idle_time_across_the_shedding() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 3s}\n");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let took = start.elapsed();
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(
+        took >= Duration::from_millis(2800) && took < Duration::from_millis(3700),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
+fn a_zero_keepalive_closes_after_each_response_and_a_sub_second_one_still_ends() {
+    let up = EchoServer::start("a").unwrap();
+    let off =
+        Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 0s}\n");
+    let mut conn = connect(off.addr);
+    assert_eq!(conn.get("/"), Some((200, false)), "Connection: close");
+    assert!(conn.read_response().is_none(), "and closed");
+
+    // Pingora counts whole seconds and takes 0 for no limit: 300ms is a second, not forever.
+    let short = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  limits: {keepalive_timeout: 300ms}\n",
+    );
+    let mut conn = connect(short.addr);
+    assert_eq!(conn.get("/"), Some((200, true)));
+    let start = Instant::now();
+    assert!(conn.read_response().is_none(), "closed by the server");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+}
+
+#[test]
+fn a_pipelined_request_read_with_the_previous_one_survives_an_idle_second() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start(&one_route(up.addr));
+    let mut conn = connect(gw.addr);
+    // The second request's first bytes arrive with the first request: they are read with it,
+    // and must still be there when the rest comes after more than a second.
+    conn.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /sec")
+        .unwrap();
+    let r = conn.read_response().expect("the first response");
+    assert_eq!(echoed_path(&r.body), "/first");
+    std::thread::sleep(PAST_SHEDDING);
+    conn.send(b"ond HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = conn.read_response().expect("the second response");
+    assert_eq!((r.status, echoed_path(&r.body).as_str()), (200, "/second"));
+}
+
+#[test]
+fn a_head_that_wakes_an_idle_connection_is_read_whole_or_cut_at_the_header_deadline() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  limits: {header_timeout: 1s, keepalive_timeout: 30s}\n",
+    );
+    let mut conn = connect(gw.addr);
+    assert_eq!(conn.get("/"), Some((200, true)));
+    std::thread::sleep(PAST_SHEDDING);
+    // A head in three pieces, the first only a few bytes: read on after the idle wait's read.
+    conn.send(b"GE").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    conn.send(b"T /split HTTP/1.1\r\nHost: t\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    conn.send(b"\r\n").unwrap();
+    let r = conn.read_response().expect("the split request's response");
+    assert_eq!((r.status, echoed_path(&r.body).as_str()), (200, "/split"));
+
+    std::thread::sleep(PAST_SHEDDING);
+    let before = gw.metric("portico_downstream_slow_client_timeouts_total{phase=\"request_head\"}");
+    let start = Instant::now();
+    conn.send(b"GET /never-finished HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    assert!(
+        conn.read_response().is_none(),
+        "the stalled head was answered"
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3000),
+        "cut after {took:?}, not at the 1 s header deadline from its first byte"
+    );
+    assert_eq!(
+        gw.metric("portico_downstream_slow_client_timeouts_total{phase=\"request_head\"}"),
+        before + 1.0
+    );
+}
+
+#[test]
+fn at_shutdown_an_idle_connection_may_send_one_more_request_and_the_rest_are_closed() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  grace_period: 10s\n  limits: {keepalive_timeout: 30s}\n",
+    );
+    let mut sender = connect(gw.addr);
+    let mut silent = connect(gw.addr);
+    assert_eq!(sender.get("/"), Some((200, true)));
+    assert_eq!(silent.get("/"), Some((200, true)));
+    assert!(gw.eventually(Duration::from_secs(5), || idle(&gw) == 2.0));
+    let start = Instant::now();
+    gw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    sender
+        .send(b"GET /last HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = sender
+        .read_response()
+        .expect("the request sent in the drain window");
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.keeps_alive(),
+        "it says Connection: close: {:?}",
+        r.headers
+    );
+    assert!(silent.read_response().is_none(), "the silent one is closed");
+    assert!(gw.eventually(Duration::from_secs(5), || !gw.is_running()));
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+}
