@@ -64,6 +64,38 @@ fn an_idle_connection_sheds_its_request_state_and_serves_the_next_request() {
         && gw.metric_sum("portico_downstream_connections", &[]) == 0.0));
 }
 
+/// Reads until the server closes the connection; how long that took from now.
+fn closed_after(conn: &mut Connection) -> Duration {
+    let start = Instant::now();
+    assert!(conn.read_response().is_none(), "an unexpected response");
+    start.elapsed()
+}
+
+#[test]
+fn a_refused_request_gets_the_configured_keepalive_whatever_the_client_asks() {
+    let up = EchoServer::start("a").unwrap();
+    // Only /api is routed: other paths get a gateway-made 404 before the route is known.
+    let gw = Gateway::start_with_server(
+        &format!("routes:\n  - {{name: api, match: {{path_prefix: /api}}, service: s}}\nservices:\n  s: {{instances: [\"{}\"]}}\n", up.addr),
+        "  limits: {keepalive_timeout: 2s}\n",
+    );
+    // Pingora sets an HTTP/1.1 request's keep-alive to no limit, or to the client's own
+    // `Keep-Alive: timeout=`, as it parses the head; a refused request must not keep that.
+    for ask in ["", "Keep-Alive: timeout=3600\r\n"] {
+        let mut conn = connect(gw.addr);
+        assert_eq!(conn.get("/api"), Some((200, true)));
+        conn.send(format!("GET /nowhere HTTP/1.1\r\nHost: t\r\n{ask}\r\n").as_bytes())
+            .unwrap();
+        let r = conn.read_response().expect("the 404");
+        assert_eq!((r.status, r.keeps_alive()), (404, true));
+        let took = closed_after(&mut conn);
+        assert!(
+            took >= Duration::from_millis(1800) && took < Duration::from_millis(3500),
+            "asking {ask:?}: closed after {took:?}"
+        );
+    }
+}
+
 #[test]
 fn the_keepalive_timeout_counts_the_whole_idle_time_across_the_shedding() {
     let up = EchoServer::start("a").unwrap();

@@ -47,6 +47,14 @@ impl Proxy {
         let snapshot = self.gateway.snapshot();
         ctx.request = identify(session, &snapshot, ctx.request.start);
         let limits = &snapshot.config().server.limits;
+        // Every answer, refusals included, keeps the connection for the configured idle time:
+        // parsing the head left Pingora's HTTP/1.1 default (no limit) or the client's own
+        // `Keep-Alive: timeout=`. Only a connection still kept alive gets it: Pingora turns
+        // keep-alive off once shutdown has begun (and for `Connection: close`), and that must
+        // reach the response as `Connection: close`.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(limits.keepalive_secs());
+        }
         drop_underscore_headers(session, limits);
         let route = match screen(session, limits, snapshot.body_ceiling()) {
             Ok(path) => {
@@ -121,12 +129,6 @@ impl Proxy {
         };
         let limits = &snapshot.config().server.limits;
         session.set_read_timeout(Some(limits.body_read_timeout));
-        // Only a connection still kept alive gets the configured idle time: Pingora turns
-        // keep-alive off once shutdown has begun, and that must reach the response as
-        // `Connection: close`, or a client sends its next request into a closing connection.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(limits.keepalive_secs());
-        }
         None
     }
 
