@@ -1,5 +1,5 @@
 //! TLS (self-signed certificate made by the test), HTTP/2 via ALPN and h2c, TLS to upstreams
-//! with verification on by default, and WebSocket pass-through.
+//! with verification on by default, WebSocket pass-through, and a TLS connection's idle wait.
 
 mod support;
 use std::io::{Read, Write};
@@ -279,6 +279,49 @@ fn an_h2c_listener_closes_a_connection_that_never_sends_its_preface() {
     assert_eq!(
         gw.metric("portico_downstream_slow_client_timeouts_total{phase=\"h2_preface\"}"),
         1.0
+    );
+}
+
+#[test]
+fn a_tls_connection_sheds_its_request_state_when_idle_and_serves_the_next_request() {
+    let echo = EchoServer::start("e").unwrap();
+    let tls = TlsGateway::start(&echo, "");
+    let [c, cert, r, resolve, url] = tls.curl_args("/first");
+    let second = format!("https://localhost:{}/second", tls.port);
+    // Two requests on one HTTP/1.1 connection, 2 s apart (curl's --rate: 30 a minute).
+    let child = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "--http1.1",
+            "--rate",
+            "30/m",
+            "--max-time",
+            "10",
+        ])
+        .args(["-w", "%{num_connects} %{http_code}\n"])
+        .args([&c, &cert, &r, &resolve, &url, &second])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl must be installed");
+    // Past the first second of idleness, before the second request: the connection waits in
+    // the idle loop, reading through TLS there.
+    std::thread::sleep(Duration::from_millis(1300));
+    let listener = format!("listener=\"127.0.0.1:{}\"", tls.port);
+    let shed = tls.gw.eventually(Duration::from_millis(500), || {
+        tls.gw
+            .metric_sum("portico_downstream_connections_idle", &[&listener])
+            == 1.0
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(shed, "the TLS connection never went idle");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1 200\n0 200\n",
+        "both answered, the second on the same connection"
     );
 }
 
