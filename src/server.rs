@@ -38,10 +38,22 @@ const UPSTREAM_POOL_SIZE: usize = 4096;
 /// 64 KiB read buffer in front of every connection for its whole life; the HTTP/1 parser and
 /// the h2 codec read into buffers of their own, so for cleartext it only costs memory:
 /// 101 KiB per idle keep-alive connection with it, 36.5 KiB without (`benches/idle_memory.py`,
-/// 2,000 connections, debug build). TLS listeners keep the default: rustls reads records in
-/// small pieces, which that buffer turns into one syscall.
+/// 2,000 connections, debug build). TLS listeners keep one (`TLS_BUFFERS`): rustls reads
+/// records in small pieces, which that buffer turns into one syscall.
 const PLAIN_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
+    write: None,
+};
+
+/// Socket buffers of a TLS client connection: a read buffer of one largest TLS record as rustls
+/// may receive it (16 KiB of data, 2 KiB of expansion, the 5-byte header), so a record still
+/// arrives in one read, instead of Pingora's 64 KiB. tokio zero-fills that buffer when it is
+/// made, so all of it was resident for the connection's life: 111.8 KiB per idle TLS connection
+/// before, 83.2 with the idle shedding, 40.4 with this buffer too; a bulk upload costs ~4% more
+/// CPU (more reads), 0.68–0.72 against 0.66–0.68 ms per MiB (`python3
+/// benches/tls_connections.py`, BENCHMARKS.md, fourth session).
+const TLS_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(16_384 + 2_048 + 5),
     write: None,
 };
 
@@ -121,7 +133,11 @@ pub fn build(
         if let Some(not_after) = crate::tls_files::not_after(&tls.cert) {
             crate::telemetry::connections::tls_certificate_expiry(&tls.listen, not_after);
         }
-        listening.add_tls_with_settings(&tls.listen, None, settings);
+        listening.add_listener(
+            ListenerConfig::tcp(tls.listen.as_str())
+                .tls(settings)
+                .l4_buffer(TLS_BUFFERS),
+        );
         addresses.push(tls.listen.clone());
     }
     server.add_service(Bound::new(
