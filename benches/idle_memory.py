@@ -70,47 +70,47 @@ def settled_rss(pids, timeout=10):
     return last
 
 
+def get(s):
+    """Sends one keep-alive GET on socket `s` (plain or TLS) and reads the whole answer; returns
+    its head."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("the connection was closed before an answer")
+        got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v.strip())
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head
+
+
 def trickle(port, n=300, every=0.01):
     """Sends n keep-alive requests on one new connection, one every `every` seconds."""
     t = socket.create_connection(("127.0.0.1", port), 5)
     for _ in range(n):
-        t.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = t.recv(65536)
-            if not chunk:
-                sys.exit("the trickle connection was closed")
-            got += chunk
+        get(t)
         time.sleep(every)
     t.close()
 
 
 def hold_connections(port, n, deadline):
     """Opens n keep-alive connections, one request each; returns the open sockets."""
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     socks = []
     for _ in range(n):
         if time.time() > deadline:
             break
         s = socket.create_connection(("127.0.0.1", port), 5)
-        s.sendall(request)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        head, _, body = got.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                length = int(v.strip())
-        while len(body) < length:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
+        head = get(s)
         if not head.startswith(b"HTTP/1.1 200"):
             sys.exit(f"unexpected answer: {head[:80]!r}")
         socks.append(s)

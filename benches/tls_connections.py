@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from idle_memory import rss_kb, settled_rss  # noqa: E402
+from idle_memory import get, rss_kb, settled_rss  # noqa: E402
 from load import PORTICO, free_port, wait_port  # noqa: E402
 
 
@@ -30,21 +30,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def get(s):
-    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-    got = b""
-    while b"\r\n\r\n" not in got:
-        chunk = s.recv(65536)
-        if not chunk:
-            sys.exit("connection closed")
-        got += chunk
-    head, _, body = got.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
-    while len(body) < length:
-        body += s.recv(65536)
 
 
 def measure(binary, tmp, n, upload_mib):
