@@ -313,13 +313,26 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
-    pub async fn handshake(mut self) -> Result<Stream> {
-        self.l4.set_buffer(self.l4_buffer);
-        if let Some(tls) = self.tls {
-            // PATCH(portico): the TLS handshake's future is boxed. Inline, its several KiB sized
-            // the task of every connection, cleartext ones included, for the connection's whole
-            // life; boxed, it is freed once the handshake is done.
-            let (mut l4, pre_tls_callback) = (self.l4, self.pre_tls_callback);
+    #[cfg(test)] // PATCH(portico): the accept loop uses `handshake_boxed`.
+    pub async fn handshake(self) -> Result<Stream> {
+        Box::new(self).handshake_boxed().await
+    }
+
+    /// PATCH(portico): [`Self::handshake`] of a boxed stream. The accept task keeps its future
+    /// for the connection's whole life, and an async fn's arguments stay in its future: taken by
+    /// value, this ~400-byte struct sized every connection's task twice over (the task's own
+    /// copy and the handshake's). Boxed, both are a pointer, and the box is freed once the
+    /// handshake is done. The TLS handshake's future is boxed too: inline, its several KiB
+    /// sized the task of every connection, cleartext ones included.
+    pub async fn handshake_boxed(self: Box<Self>) -> Result<Stream> {
+        let Self {
+            mut l4,
+            tls,
+            l4_buffer,
+            pre_tls_callback,
+        } = *self;
+        l4.set_buffer(l4_buffer);
+        if let Some(tls) = tls {
             let handshake = async move {
                 // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
                 if let Some(ref callback) = pre_tls_callback {
@@ -331,7 +344,7 @@ impl UninitializedStream {
             };
             Box::pin(handshake).await
         } else {
-            Ok(Box::new(self.l4))
+            Ok(Box::new(l4))
         }
     }
 

@@ -251,9 +251,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     // PATCH(portico): the failure hook and the listener it reports.
                     let failed = handshake_failed.clone();
                     let listener = listener.clone();
+                    // PATCH(portico): boxed, so the task keeps a pointer, not the stream's
+                    // ~400 bytes, for the connection's life (`handshake_boxed`).
+                    let io = Box::new(io);
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(handshake_timeout, io.handshake()).await {
+                        match timeout(handshake_timeout, io.handshake_boxed()).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
