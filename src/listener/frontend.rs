@@ -3,7 +3,8 @@
 //! which adds what Pingora lacks: connection limits, a deadline for each request head and for
 //! the h2c preface, request pipelining, and a drain window at shutdown in which idle keep-alive
 //! connections may send one more request (answered with `Connection: close`) instead of being
-//! cut while that request is on the wire.
+//! cut while that request is on the wire. Between busy periods an HTTP/1 connection holds only
+//! its socket (`super::idle`).
 
 use super::connections::{Connections, Limits};
 use super::head_deadline::{HeadClock, TimedStream};

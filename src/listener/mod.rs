@@ -7,7 +7,7 @@
 //! ([`ListenerState::is_ready`]) turns true only once every proxy listener is bound.
 //!
 //! Each accepted connection then goes through [`frontend::Frontend`] (limits, request-head
-//! deadline, pipelining, drain at shutdown).
+//! deadline, pipelining, drain at shutdown, idle connections without request state).
 
 pub mod connections;
 pub mod drain;
