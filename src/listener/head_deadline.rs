@@ -91,10 +91,11 @@ impl HeadClock {
 
     /// The socket an idle stream handed back when it was dropped, if it did.
     pub fn take_handed_back(&self) -> Option<Stream> {
-        self.handed_back
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.slot().take()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Stream>> {
+        self.handed_back.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn arm(&self, state: u32) {
@@ -224,11 +225,7 @@ impl Drop for TimedStream {
         let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
         let armed = self.clock.state.load(Ordering::Acquire);
         if armed & FLAGS == ON_FIRST_BYTE | HAND_BACK {
-            *self
-                .clock
-                .handed_back
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(inner);
+            *self.clock.slot() = Some(inner);
         }
     }
 }
