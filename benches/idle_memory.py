@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Memory per idle keep-alive connection: nginx, bare Pingora and Portico, one run.
 
-    python3 benches/idle_memory.py [--connections 10000] [--no-build]
+    python3 benches/idle_memory.py [--connections 10000] [--no-build] [--portico BINARY ...]
 
 Each proxy (one worker, the echo origin behind it, everything on loopback) is started alone;
 its RSS is read, then N client connections are opened, each sends one keep-alive GET and reads
@@ -121,6 +121,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=10000)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--portico", action="append", metavar="BINARY",
+                    help="a Portico binary to measure (repeatable: e.g. a baseline build beside "
+                         "target/release/portico); default target/release/portico")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.connections + 1024
@@ -152,7 +155,7 @@ http {{ access_log off; keepalive_timeout 60s; keepalive_requests 100000;
         port = free_port()
         return [BARE, f"127.0.0.1:{port}", f"127.0.0.1:{origin}", "1"], port
 
-    def portico():
+    def portico(binary):
         port, admin = free_port(), free_port()
         conf = os.path.join(tmp, "portico.yaml")
         with open(conf, "w") as f:
@@ -165,9 +168,12 @@ access_log: {{enabled: false}}
 routes: [{{name: api, service: origin}}]
 services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
 """)
-        return [PORTICO, "run", "-c", conf], port
+        return [binary, "run", "-c", conf], port
 
-    targets = [("bare", bare), ("portico", portico)]
+    binaries = args.portico or [PORTICO]
+    targets = [("bare", bare)] + [
+        ("portico" if len(binaries) == 1 else f"portico {i + 1}", lambda b=b: portico(b))
+        for i, b in enumerate(binaries)]
     if shutil.which("nginx"):
         targets.insert(0, ("nginx", nginx))
     rows = []

@@ -6,6 +6,7 @@ use crate::config::ServerConfig;
 use crate::event_stream::Publisher;
 use crate::gateway::{Gateway, ReloadOnHangup, ResolveHosts};
 use crate::ip_deny::DenySync;
+use crate::listener::buffers;
 use crate::listener::drain::Drain;
 use crate::listener::frontend::Frontend;
 use crate::listener::Bound;
@@ -19,7 +20,6 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::prelude::{background_service, Opt};
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -33,29 +33,6 @@ use std::sync::Arc;
 /// opened in 2 s at 256 client connections, `benches/load.py`). An idle pooled connection has
 /// no socket buffers and costs a small task: the bound only caps memory.
 const UPSTREAM_POOL_SIZE: usize = 4096;
-
-/// Socket buffers of a cleartext client connection: no L4 read buffer. Pingora's default puts a
-/// 64 KiB read buffer in front of every connection for its whole life; the HTTP/1 parser and
-/// the h2 codec read into buffers of their own, so for cleartext it only costs memory:
-/// 101 KiB per idle keep-alive connection with it, 36.5 KiB without (`benches/idle_memory.py`,
-/// 2,000 connections, debug build). TLS listeners keep one (`TLS_BUFFERS`): rustls reads
-/// records in small pieces, which that buffer turns into one syscall.
-const PLAIN_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: None,
-};
-
-/// Socket buffers of a TLS client connection: a read buffer of one largest TLS record as rustls
-/// may receive it (16 KiB of data, 2 KiB of expansion, the 5-byte header), so a record still
-/// arrives in one read, instead of Pingora's 64 KiB. tokio zero-fills that buffer when it is
-/// made, so all of it was resident for the connection's life: 111.8 KiB per idle TLS connection
-/// before, 83.2 with the idle shedding, 40.4 with this buffer too; a bulk upload costs ~4% more
-/// CPU (more reads), 0.68–0.72 against 0.66–0.68 ms per MiB (`python3
-/// benches/tls_connections.py`, BENCHMARKS.md, fourth session).
-const TLS_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(16_384 + 2_048 + 5),
-    write: None,
-};
 
 /// Process-level switches passed through to Pingora.
 #[derive(Debug, Clone, Copy, Default)]
@@ -122,7 +99,7 @@ pub fn build(
     ));
     let mut addresses = Vec::new();
     for listen in &cfg.listen {
-        listening.add_listener(ListenerConfig::tcp(listen.as_str()).l4_buffer(PLAIN_BUFFERS));
+        listening.add_listener(ListenerConfig::tcp(listen.as_str()).l4_buffer(buffers::PLAIN));
         addresses.push(listen.clone());
     }
     for tls in &cfg.tls {
@@ -136,7 +113,7 @@ pub fn build(
         listening.add_listener(
             ListenerConfig::tcp(tls.listen.as_str())
                 .tls(settings)
-                .l4_buffer(TLS_BUFFERS),
+                .l4_buffer(buffers::TLS),
         );
         addresses.push(tls.listen.clone());
     }

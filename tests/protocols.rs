@@ -288,22 +288,23 @@ fn a_tls_connection_sheds_its_request_state_when_idle_and_serves_the_next_reques
     let tls = TlsGateway::start(&echo, "");
     let [c, cert, r, resolve, url] = tls.curl_args("/first");
     let second = format!("https://localhost:{}/second", tls.port);
+    // The second request uploads 1 MiB: the idle wait parked the connection's L4 buffers
+    // (`src/listener/buffers.rs`), which must be back, and lose nothing, for a body this size.
+    let dir = std::env::temp_dir().join(format!("portico-tls-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (upload, answer) = (dir.join("upload"), dir.join("answer.json"));
+    std::fs::write(&upload, vec![b'x'; 1 << 20]).unwrap();
     // Two requests on one HTTP/1.1 connection, 2 s apart (curl's --rate: 30 a minute).
     let child = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "--http1.1",
-            "--rate",
-            "30/m",
-            "--max-time",
-            "10",
-        ])
+        .args(["-s", "--rate", "30/m", "--max-time", "10"])
+        .args(["--http1.1", "-o", "/dev/null"])
         .args(["-w", "%{num_connects} %{http_code}\n"])
-        .args([&c, &cert, &r, &resolve, &url, &second])
+        .args([&c, &cert, &r, &resolve, &url])
+        .arg("--next")
+        .args(["--http1.1", "-o", answer.to_str().unwrap()])
+        .args(["-w", "%{num_connects} %{http_code}\n"])
+        .args([&c, &cert, &r, &resolve])
+        .args(["--data-binary", &format!("@{}", upload.display()), &second])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("curl must be installed");
@@ -317,11 +318,17 @@ fn a_tls_connection_sheds_its_request_state_when_idle_and_serves_the_next_reques
             == 1.0
     });
     let out = child.wait_with_output().unwrap();
+    let echoed = std::fs::read_to_string(&answer).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(shed, "the TLS connection never went idle");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "1 200\n0 200\n",
         "both answered, the second on the same connection"
+    );
+    assert!(
+        echoed.contains("\"body_bytes\":1048576"),
+        "the upload arrived whole: {echoed}"
     );
 }
 

@@ -6,6 +6,7 @@
 //! cut while that request is on the wire. Between busy periods an HTTP/1 connection holds only
 //! its socket (`super::idle`).
 
+use super::buffers::ParkedBuffers;
 use super::connections::{Connections, Limits};
 use super::head_deadline::{HeadClock, TimedStream};
 use super::idle::{self, Closing, Wake};
@@ -158,7 +159,9 @@ where
         let mut first = true;
         loop {
             idle_gauge.inc();
+            let parked = ParkedBuffers::park(&mut stream);
             let wake = idle::wait_for_request(&mut stream, deadline, &self.closing).await;
+            parked.restore(&mut stream);
             idle_gauge.dec();
             let head = match wake {
                 Wake::Request(head) => head,

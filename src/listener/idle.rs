@@ -4,14 +4,15 @@
 //! A keep-alive connection idle for [`SHED_AFTER_SECS`] gives it up: Pingora's keep-alive timer
 //! is set to that, the stream hands its socket back to the connection's `HeadClock` when the
 //! timer ends the wait, and the connection loop waits here for the next request, holding the
-//! socket and a few hundred bytes, for the rest of `keepalive_timeout`. A new connection waits
-//! here for its first request too.
+//! socket (its L4 buffers parked: `super::buffers`) and a one-byte read, for the rest of
+//! `keepalive_timeout`. A new connection waits here for its first request too.
 //!
 //! A connection whose client sends its next request within a second keeps its state, so a busy
 //! connection costs nothing more per request; the request state is allocated once per busy
 //! period instead of once per connection.
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use pingora::protocols::Stream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::AsyncReadExt;
@@ -21,10 +22,6 @@ use tokio::time::Instant;
 /// Seconds a keep-alive connection waits for its next request with its request state kept.
 /// Whole seconds: Pingora's keep-alive timer counts in seconds.
 pub const SHED_AFTER_SECS: u64 = 1;
-
-/// The most bytes the idle wait reads (they are kept on the connection's own future, so they
-/// count for every idle connection). A larger head is read on by Pingora's parser.
-const FIRST_READ: usize = 512;
 
 /// Pingora's own first allocation for a request head.
 const HEAD_BUFFER: usize = 4096;
@@ -47,26 +44,31 @@ pub async fn wait_for_request(
     deadline: Option<Instant>,
     closing: &Closing,
 ) -> Wake {
-    let mut first = [0u8; FIRST_READ];
+    // One byte: what the wait holds is held by every idle connection (a read buffer here would
+    // sit in the connection's future). The rest of what has arrived is read once it is known
+    // to be there.
+    let mut first = [0u8; 1];
     let expired = async {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
+    let woken = tokio::select! {
         biased;
-        read = stream.read(&mut first) => match read {
-            Ok(0) | Err(_) => Wake::Closed,
-            Ok(n) => {
-                let mut head = BytesMut::with_capacity(HEAD_BUFFER);
-                head.extend_from_slice(&first[..n]);
-                Wake::Request(head)
-            }
-        },
-        () = closing.wait() => Wake::Closed,
-        () = expired => Wake::TimedOut,
+        read = stream.read(&mut first) => matches!(read, Ok(1)),
+        () = closing.wait() => return Wake::Closed,
+        () = expired => return Wake::TimedOut,
+    };
+    if !woken {
+        return Wake::Closed;
     }
+    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+    head.extend_from_slice(&first);
+    // Whatever else is already there, without waiting (Pingora's parser reads on). Unconstrained:
+    // tokio's cooperative budget could otherwise make a ready read look pending.
+    let _ = tokio::task::unconstrained(stream.read_buf(&mut head)).now_or_never();
+    Wake::Request(head)
 }
 
 /// The end of idle waits: set once the listener's drain window is over.

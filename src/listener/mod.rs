@@ -9,6 +9,7 @@
 //! Each accepted connection then goes through [`frontend::Frontend`] (limits, request-head
 //! deadline, pipelining, drain at shutdown, idle connections without request state).
 
+pub mod buffers;
 pub mod connections;
 pub mod drain;
 pub mod frontend;

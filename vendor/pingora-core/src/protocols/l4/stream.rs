@@ -639,6 +639,34 @@ impl Stream {
         });
         let _ = mem::replace(&mut self.stream, stream);
     }
+
+    // PATCH(portico): a keep-alive connection waiting for its next request gives its buffers
+    // back (each is allocated, and tokio's read buffer zero-filled, for the connection's life).
+    /// Drops the read and write buffers while both are empty; false, and nothing changed, when
+    /// either holds data or rewound bytes wait. [`Stream::restore_buffers`] puts them back.
+    pub fn park_buffers(&mut self) -> bool {
+        let stream = self.stream();
+        let read_empty = match stream {
+            BufferedStream::UnbufferedRead(_) => true,
+            BufferedStream::BufferedRead(reader) => reader.buffer().is_empty(),
+        };
+        if !read_empty || !stream.writer().buffer().is_empty() || !self.rewind_read_buf.is_empty()
+        {
+            return false;
+        }
+        self.set_buffer(L4BufferSettings::unbuffered());
+        true
+    }
+
+    // PATCH(portico): see `park_buffers`.
+    /// Gives a stream whose buffers are parked new ones of these sizes.
+    pub fn restore_buffers(&mut self, buffers: L4BufferSettings) {
+        debug_assert!(
+            self.stream().writer().buffer().is_empty(),
+            "buffers restored while data was buffered"
+        );
+        self.set_buffer(buffers);
+    }
 }
 
 impl From<TcpStream> for Stream {

@@ -143,6 +143,13 @@ impl<T> TlsStream<T> {
     pub(crate) fn ssl_digest_mut(&mut self) -> Option<&mut SslDigest> {
         Arc::get_mut(self.digest.as_mut()?)
     }
+
+    // PATCH(portico): reach the L4 stream under TLS, to park its buffers while idle
+    // (`l4::Stream::park_buffers`).
+    /// The transport under the TLS layer, once the handshake is done.
+    pub fn transport_mut(&mut self) -> Option<&mut T> {
+        Some(self.tls.stream.as_mut()?.get_mut().0)
+    }
 }
 
 impl<T> Deref for TlsStream<T> {
