@@ -292,7 +292,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if connected_to(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -505,6 +505,21 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+// PATCH(portico): whether a pooled stream was connected to `peer`, from the address its socket
+// digest recorded when it was connected, instead of a `getpeername` syscall on every reuse
+// (`Peer::matches_fd`, still used for a stream without that record). The check guards against
+// a pool key (a 64-bit hash) shared by two peers; the recorded address answers that as well.
+#[cfg(unix)]
+fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    let recorded = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr.get().cloned().flatten());
+    match recorded {
+        Some(addr) => &addr == peer.address(),
+        None => peer.matches_fd(stream.id()),
+    }
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
