@@ -159,12 +159,15 @@ where
         let mut first = true;
         loop {
             idle_gauge.inc();
+            // Its L4 buffers are freed while it waits (rebuilt only if a request comes).
             let parked = ParkedBuffers::park(&mut stream);
             let wake = idle::wait_for_request(&mut stream, deadline, &self.closing).await;
-            parked.restore(&mut stream);
             idle_gauge.dec();
             let head = match wake {
-                Wake::Request(head) => head,
+                Wake::Request(head) => {
+                    parked.restore(&mut stream);
+                    head
+                }
                 Wake::TimedOut if first => {
                     DOWNSTREAM_TIMEOUTS
                         .with_label_values(&["request_head"])
