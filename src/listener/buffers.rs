@@ -73,12 +73,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn pair() -> (Stream, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let mut l4 = L4Stream::from(server);
+        let (mut l4, client) = super::super::test_pair::pair().await;
         l4.restore_buffers(PLAIN);
         (Box::new(l4), client)
     }

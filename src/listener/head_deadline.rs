@@ -334,13 +334,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn pair(timeout: Duration) -> (TimedStream, tokio::net::TcpStream, Arc<HeadClock>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, client) = super::super::test_pair::pair().await;
         let clock = HeadClock::new(timeout);
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let stream: Stream = Box::new(server);
         (
             TimedStream::new(stream, clock.clone(), Instant::now()),
             client,

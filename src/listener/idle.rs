@@ -105,15 +105,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     async fn pair() -> (Stream, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (
-            Box::new(pingora::protocols::l4::stream::Stream::from(server)),
-            client,
-        )
+        let (l4, client) = super::super::test_pair::pair().await;
+        (Box::new(l4), client)
     }
 
     #[tokio::test]

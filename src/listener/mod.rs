@@ -16,6 +16,9 @@ pub mod frontend;
 pub mod head_deadline;
 pub mod idle;
 
+#[cfg(test)]
+mod test_pair;
+
 use async_trait::async_trait;
 use connections::Connections;
 use pingora::server::{ListenFds, ShutdownWatch};
