@@ -33,7 +33,7 @@ pub const TLS: L4BufferSettings = L4BufferSettings {
 };
 
 /// The L4 buffers an idle connection gave back: the sizes to rebuild them at, if it did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use = "parked buffers are restored before the connection serves a request"]
 pub struct ParkedBuffers(Option<L4BufferSettings>);
 
