@@ -1,10 +1,13 @@
 //! One connection type for every caller, whatever the topology: a multiplexed connection to one
 //! node (a single server or a sentinel's primary) or a self-healing cluster connection. Both
-//! are cheap to clone and safe to share; callers only need `redis::aio::ConnectionLike`.
+//! are cheap to clone and safe to share; callers only need `redis::aio::ConnectionLike`. And
+//! how a connection to one node is opened.
 
+use super::driven::{self, Driver};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use std::time::Duration;
 
 /// A connection to wherever the topology's commands go.
 #[derive(Clone)]
@@ -39,4 +42,41 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// A new connection and the address it reached (for logs; never with credentials).
+pub struct Opened {
+    pub conn: Conn,
+    pub at: String,
+    /// The connection's I/O, when its callers drive it ([`Driver`]).
+    pub driver: Option<Driver>,
+}
+
+/// One node's connection through `client`: driven by its callers when asked and the crate
+/// lets Portico dial it (plain TCP), otherwise with the crate's own task.
+pub async fn open_node(
+    client: Client,
+    config: AsyncConnectionConfig,
+    driven: bool,
+    connect: Duration,
+) -> RedisResult<Opened> {
+    let info = client.get_connection_info();
+    let at = info.addr().to_string();
+    if driven {
+        if let Some((conn, driver)) = driven::dial(info, config.clone(), connect).await? {
+            return Ok(Opened {
+                conn: Conn::Single(conn),
+                at,
+                driver: Some(driver),
+            });
+        }
+    }
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    Ok(Opened {
+        conn: Conn::Single(conn),
+        at,
+        driver: None,
+    })
 }

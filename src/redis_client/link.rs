@@ -11,8 +11,12 @@
 //!   node) or [`STUCK_AFTER`] timeouts in a row, and when the topology's generation moves (the
 //!   sentinels named a new primary). A cluster connection is kept: it reconnects nodes and
 //!   re-reads the slot map by itself.
+//! - A client on the request path (the rate limiter) is [`Redis::driven`]: its connection to
+//!   one node is driven by the calls waiting on it ([`super::driven`]) rather than by a task
+//!   that every command and reply would queue for.
 
 use super::conn::Conn;
+use super::driven::Driver;
 use super::topology::Topology;
 use super::Error;
 use crate::telemetry::redis as metrics;
@@ -41,6 +45,8 @@ struct Inner {
     topology: Arc<Topology>,
     /// Bound on each command's reply on this client's connections.
     response: Duration,
+    /// Connections are driven by their callers ([`Driver`]) rather than tasks of their own.
+    driven: bool,
     link: ArcSwapOption<Link>,
     dial: Mutex<Dial>,
 }
@@ -48,13 +54,20 @@ struct Inner {
 /// A connection in use, with what the link tracks about it.
 pub struct Link {
     conn: Conn,
+    driver: Option<Driver>,
     generation: u64,
     timeouts: AtomicU32,
 }
 
 impl Link {
-    /// A handle on the connection (clones share it).
+    /// A handle on the connection (clones share it), for a caller that settles its own
+    /// outcome. Not for a driven client's link: nothing would read its replies outside
+    /// [`Redis::attempt`].
     pub fn conn(&self) -> Conn {
+        debug_assert!(
+            self.driver.is_none(),
+            "a driven link is used through attempt"
+        );
         self.conn.clone()
     }
 }
@@ -77,12 +90,28 @@ struct Dial {
 impl Redis {
     /// A handle for `client` (its metric label) whose commands wait at most `response` each.
     pub fn new(client: &'static str, topology: Arc<Topology>, response: Duration) -> Self {
+        Self::with_driving(client, topology, response, false)
+    }
+
+    /// [`Redis::new`] for a client on the request path: a connection to one node is driven
+    /// by the calls waiting on it, not by a task that each command and reply queues for.
+    pub fn driven(client: &'static str, topology: Arc<Topology>, response: Duration) -> Self {
+        Self::with_driving(client, topology, response, true)
+    }
+
+    fn with_driving(
+        client: &'static str,
+        topology: Arc<Topology>,
+        response: Duration,
+        driven: bool,
+    ) -> Self {
         metrics::client_in_use(client);
         Self {
             inner: Arc::new(Inner {
                 client,
                 topology,
                 response,
+                driven,
                 link: ArcSwapOption::empty(),
                 dial: Mutex::new(Dial::default()),
             }),
@@ -141,9 +170,12 @@ impl Redis {
         let mut used = None;
         let attempt = async {
             let link = self.link().await?;
-            let conn = link.conn();
-            used = Some(link);
-            call(conn).await
+            let conn = link.conn.clone();
+            used = Some(link.clone());
+            match &link.driver {
+                Some(driver) => driver.drive(call(conn)).await,
+                None => call(conn).await,
+            }
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
@@ -224,7 +256,12 @@ impl Inner {
         let generation = self.topology.generation();
         // A sentinel topology asks the sentinels first, then dials the primary.
         let budget = self.topology.config().connect_timeout * 2;
-        let opened = match tokio::time::timeout(budget, self.topology.open(self.response)).await {
+        let opened = match tokio::time::timeout(
+            budget,
+            self.topology.open(self.response, self.driven),
+        )
+        .await
+        {
             Ok(Ok(opened)) => Ok(opened),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no connection within {budget:?}")),
@@ -250,6 +287,7 @@ impl Inner {
                 dial.last_at = Some(opened.at);
                 let link = Arc::new(Link {
                     conn: opened.conn,
+                    driver: opened.driver,
                     generation,
                     timeouts: AtomicU32::new(0),
                 });

@@ -6,13 +6,14 @@
 //! never fails a request.
 
 mod conn;
+mod driven;
 mod link;
 pub mod sentinel;
 mod topology;
 
-pub use conn::Conn;
+pub use conn::{Conn, Opened};
 pub use link::{Link, Redis, STUCK_AFTER};
-pub use topology::{Opened, Topology};
+pub use topology::Topology;
 
 use crate::telemetry::redis as redis_metrics;
 use std::future::Future;

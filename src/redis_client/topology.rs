@@ -11,7 +11,7 @@
 //! - `redis.password` is the data nodes' password (it overrides one in a URL);
 //!   `redis.sentinel.password` is the sentinels' own.
 
-use super::conn::Conn;
+use super::conn::{open_node, Conn, Opened};
 use crate::config::{Problems, RedisConfig, RedisTlsConfig, DEFAULT_REDIS_URL};
 use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -47,12 +47,6 @@ struct SentinelSpec {
     sentinel_password: Option<String>,
     /// The primary is reached over TLS.
     tls: bool,
-}
-
-/// A new connection and the address it reached (for logs; never with credentials).
-pub struct Opened {
-    pub conn: Conn,
-    pub at: String,
 }
 
 impl std::fmt::Debug for Topology {
@@ -245,8 +239,9 @@ impl Topology {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Dials one connection whose commands wait at most `response` each.
-    pub async fn open(&self, response: Duration) -> RedisResult<Opened> {
+    /// Dials one connection whose commands wait at most `response` each; `driven`: one node's
+    /// connection is driven by its callers ([`super::driven`]) instead of a task of its own.
+    pub async fn open(&self, response: Duration, driven: bool) -> RedisResult<Opened> {
         install_crypto_provider();
         let connect = self.config.connect_timeout;
         let single = AsyncConnectionConfig::new()
@@ -255,13 +250,7 @@ impl Topology {
         match &self.kind {
             Kind::Single(info) => {
                 let client = self.client(info.clone())?;
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&single)
-                    .await?;
-                Ok(Opened {
-                    conn: Conn::Single(conn),
-                    at: info.addr().to_string(),
-                })
+                open_node(client, single, driven, connect).await
             }
             Kind::Cluster(_) => {
                 let conn = self
@@ -271,18 +260,12 @@ impl Topology {
                 Ok(Opened {
                     conn: Conn::Cluster(conn),
                     at: self.describe(),
+                    driver: None,
                 })
             }
             Kind::Sentinel(spec) => {
                 let client = self.sentinel_client(spec)?.async_get_client().await?;
-                let at = client.get_connection_info().addr().to_string();
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&single)
-                    .await?;
-                Ok(Opened {
-                    conn: Conn::Single(conn),
-                    at,
-                })
+                open_node(client, single, driven, connect).await
             }
         }
     }
