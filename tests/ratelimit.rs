@@ -231,13 +231,40 @@ fn a_frozen_redis_costs_at_most_the_command_timeout_and_never_a_5xx() {
     assert_eq!(timeouts + skipped, 20.0, "every request fell back");
 }
 
+/// The limiter's connection is driven by the requests waiting on it, not by a task of its own
+/// (`redis_client::driven`): a connection Redis closes while nobody uses it is found closed by
+/// the next decision, which falls back like any failure, and is dialled again — no 5xx, and
+/// shared decisions resume.
+#[test]
+fn a_limiter_connection_closed_by_redis_is_dialled_again() {
+    let redis = RedisServer::start();
+    let echo = EchoServer::start("a").unwrap();
+    let rules = "  shared:\n    limit: 1000\n    per: 1s\n    store: redis\n";
+    let gw = limited_gateway(&echo, rules, "shared", &shared_rule(&redis));
+    assert_eq!(gw.get("/").status, 200);
+    let dialled = "portico_redis_connects_total{client=\"ratelimit\",result=\"success\"}";
+    let by_redis = "portico_ratelimit_decisions_total{decision=\"allowed\",route=\"api\",rule=\"shared\",store=\"redis\"}";
+    assert_eq!((gw.metric(dialled), gw.metric(by_redis)), (1.0, 1.0));
+
+    // Every client connection but the one asking.
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let before = gw.metric(by_redis);
+    let resumed = gw.eventually(Duration::from_secs(3), || {
+        let r = gw.get("/");
+        assert_eq!(r.status, 200, "{}", r.body);
+        gw.metric(by_redis) > before
+    });
+    assert!(resumed, "shared decisions resume on a new connection");
+    assert_eq!(gw.metric(dialled), 2.0, "dialled once more");
+}
+
 /// The Redis script and the in-process store run the same algorithm: on one injected timeline
 /// (the script takes `now` as its first argument; Portico itself always passes 0, the server
 /// clock) they decide every request identically — alone or in a batch of up to 8 decisions in
 /// one call (what concurrent requests share), a bucket named twice in a batch included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_script_and_the_local_store_decide_identically_on_one_timeline() {
-    use portico::ratelimit::gcra::{Decision, Gcra, REDIS_SCRIPT};
+    use portico::ratelimit::gcra::{read_reply, Gcra, REDIS_SCRIPT};
     use portico::ratelimit::local::LocalStore;
 
     let redis = RedisServer::start();
@@ -269,16 +296,11 @@ async fn the_script_and_the_local_store_decide_identically_on_one_timeline() {
                 .arg(rules[*r].interval_us)
                 .arg(rules[*r].capacity);
         }
-        let flat: Vec<u64> = invocation.invoke_async(&mut conn).await.unwrap();
-        assert_eq!(flat.len(), batch.len() * 4);
-        for ((r, name), d) in batch.iter().zip(flat.chunks_exact(4)) {
+        let reply: Vec<u8> = invocation.invoke_async(&mut conn).await.unwrap();
+        let decisions = read_reply(&reply).expect("a well-formed reply");
+        assert_eq!(decisions.len(), batch.len());
+        for ((r, name), b) in batch.iter().zip(decisions) {
             let a = local.decide(&rules[*r], local.hash_key(name), now);
-            let b = Decision {
-                allowed: d[0] == 1,
-                remaining: d[1],
-                reset_us: d[2],
-                retry_after_us: d[3],
-            };
             assert_eq!(a, b, "step {step}: rule {r} key {name} at {now}");
             decided += 1;
         }

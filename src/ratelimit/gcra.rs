@@ -73,9 +73,11 @@ impl Gcra {
 /// The Redis side of the same algorithm, for one or more buckets at once (a batch of
 /// decisions): KEYS = buckets; ARGV[1] = now_us, or 0 for the server clock; then for each
 /// bucket i, ARGV[2i] = interval_us and ARGV[2i+1] = capacity. Buckets are decided in order
-/// at the same `now` (a bucket named twice sees its first decision), and the reply is
-/// `{allowed, remaining, reset_us, retry_after_us}` per bucket, flattened. Kept next to
-/// [`Gcra::decide`] so the two are read and changed together.
+/// at the same `now` (a bucket named twice sees its first decision), and the reply is one
+/// string of `allowed remaining reset_us retry_after_us` per bucket, space-separated
+/// ([`read_reply`]): one bulk string instead of four integers per bucket, because the redis
+/// crate's parser spent ~1.7% of the proxy's CPU on a 64-connection load reading 124-element
+/// integer arrays. Kept next to [`Gcra::decide`] so the two are read and changed together.
 pub const REDIS_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 if now == 0 then
@@ -90,16 +92,38 @@ for i, key in ipairs(KEYS) do
   if tat < now then tat = now end
   local new_tat = tat + interval
   local allow_at = new_tat - capacity * interval
-  local n = #out
   if now < allow_at then
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, tat - now, allow_at - now
+    out[i] = string.format('0 0 %.0f %.0f', tat - now, allow_at - now)
   else
     redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 1, math.floor((now - allow_at) / interval), new_tat - now, 0
+    out[i] = string.format('1 %.0f %.0f 0', math.floor((now - allow_at) / interval), new_tat - now)
   end
 end
-return out
+return table.concat(out, ' ')
 ";
+
+/// Reads [`REDIS_SCRIPT`]'s reply: one decision per four numbers. `None` for anything else.
+pub fn read_reply(reply: &[u8]) -> Option<Vec<Decision>> {
+    let mut numbers = reply.split(|&b| b == b' ').map(|digits| {
+        // 19 digits always fit a u64.
+        if digits.is_empty() || digits.len() > 19 {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        })
+    });
+    let mut decisions = Vec::with_capacity(reply.len() / 8);
+    while let Some(allowed) = numbers.next() {
+        decisions.push(Decision {
+            allowed: allowed? == 1,
+            remaining: numbers.next()??,
+            reset_us: numbers.next()??,
+            retry_after_us: numbers.next()??,
+        });
+    }
+    Some(decisions)
+}
 
 #[cfg(test)]
 mod tests {
@@ -166,5 +190,38 @@ mod tests {
         let times: Vec<u64> = (0..200).map(|i| 1_000_000 + i * 50_000).collect();
         let allowed = run(&g, &times).iter().filter(|a| **a).count();
         assert_eq!(allowed, 5 + 50 - 1);
+    }
+
+    #[test]
+    fn replies_are_read_four_numbers_a_decision_and_nothing_else() {
+        let d = read_reply(b"1 4 200000 0 0 0 150 1000000").unwrap();
+        assert_eq!(
+            d,
+            [
+                Decision {
+                    allowed: true,
+                    remaining: 4,
+                    reset_us: 200_000,
+                    retry_after_us: 0
+                },
+                Decision {
+                    allowed: false,
+                    remaining: 0,
+                    reset_us: 150,
+                    retry_after_us: 1_000_000
+                }
+            ]
+        );
+        for bad in [
+            &b""[..],
+            b"1 4 200000",
+            b"1 4 200000 0 ",
+            b"1  4 200000 0",
+            b"1 -4 200000 0",
+            b"1 4 2e5 0",
+            b"1 4 99999999999999999999 0",
+        ] {
+            assert_eq!(read_reply(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! waiting for a timeout, and the first request after it probes Redis again.
 
 use super::coalesce::{Coalescer, Entry};
-use super::gcra::{Decision, Gcra, REDIS_SCRIPT};
+use super::gcra::{read_reply, Decision, Gcra, REDIS_SCRIPT};
 use super::peers::Peers;
 use crate::redis_client::{Error as StoreError, Redis, Topology};
 use crate::telemetry::ratelimit::REDIS_BATCH;
@@ -137,23 +137,15 @@ impl SharedStore {
                         .arg(e.gcra.interval_us)
                         .arg(e.gcra.capacity);
                 }
-                let flat = invocation.invoke_async::<Vec<u64>>(&mut conn).await?;
-                if flat.len() != batch.len() * 4 {
-                    return Err(StoreError::Reply(format!(
-                        "{} values for {} decisions",
-                        flat.len(),
+                let reply = invocation.invoke_async::<Vec<u8>>(&mut conn).await?;
+                match read_reply(&reply) {
+                    Some(decisions) if decisions.len() == batch.len() => Ok(decisions),
+                    _ => Err(StoreError::Reply(format!(
+                        "{:.80} for {} decisions",
+                        String::from_utf8_lossy(&reply),
                         batch.len()
-                    )));
+                    ))),
                 }
-                Ok(flat
-                    .chunks_exact(4)
-                    .map(|d| Decision {
-                        allowed: d[0] == 1,
-                        remaining: d[1],
-                        reset_us: d[2],
-                        retry_after_us: d[3],
-                    })
-                    .collect())
             })
             .await;
         self.duration.observe(started.elapsed().as_secs_f64());
