@@ -90,6 +90,12 @@ def main():
             ratios = [n[0] / o[0] for n, o in zip(results[f"new-{kind}"], results[f"old-{kind}"])]
             print(f"new/old CPU per request, Portico {kind}: median {statistics.median(ratios):.3f} "
                   f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
+        if args.redis:
+            # The Redis store's target is a throughput ratio to the local store, same build.
+            for name in builds:
+                ratios = [r[1] / b[1] for r, b in zip(results[f"{name}-r"], results[f"{name}-b"])]
+                print(f"{name}: Redis-store / local-store req/s, paired: median "
+                      f"{statistics.median(ratios):.3f} (rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
