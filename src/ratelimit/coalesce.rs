@@ -9,7 +9,12 @@
 //! Measured (`benches/load.py`, one worker, Redis beside the load generator; Redis-store
 //! req/s over local-store req/s, same run): one call out at a time 0.68x / 0.79x / 1.02x at
 //! 16 / 64 / 256 connections; four calls out before batching 0.66x / 0.80x / 0.94x; one
-//! `EVALSHA` per request (before) 0.69x / 0.82x at 16 / 64. Hence one.
+//! `EVALSHA` per request (before) 0.69x / 0.82x at 16 / 64. Hence one. Since then the
+//! connection is driven by the leader itself (`redis_client::driven`): 0.70x → 0.78x at 16 and
+//! 0.78x → 0.88x at 64 connections (`benches/compare_builds.py --redis`, paired rounds).
+//! Tried again on top of that: passing the lead on before answering the batch, no change
+//! (0.90x either way); two calls out, 0.894x → 0.922x in one run and 0.917x → 0.906x in the
+//! next at 64 connections, with 2.7–2.8% more CPU per request (smaller batches). Still one.
 //!
 //! There is no background task. A request that finds a call slot free leads: it sends its own
 //! decision, and when the answer is back it passes the slot (a [`Baton`]) to the first waiter,
