@@ -8,9 +8,11 @@
 //! TCP is driven by the decisions waiting on it ([`Redis::driven`]): the leader of a batch
 //! writes the call and reads the reply in its own polls, instead of handing both through a
 //! connection task queued behind the requests on the same single-threaded runtime (Redis-store
-//! / local-store req/s at 64 connections 0.81x → 0.89x, BENCHMARKS.md). After a failure the store is marked down for [`RETRY_AFTER`]:
-//! requests meanwhile go straight to their rule's `on_store_error` policy instead of each
-//! waiting for a timeout, and the first request after it probes Redis again.
+//! / local-store req/s at 64 connections 0.78x → 0.88x, BENCHMARKS.md, sixth session).
+//!
+//! After a failure the store is marked down for [`RETRY_AFTER`]: requests meanwhile go
+//! straight to their rule's `on_store_error` policy instead of each waiting for a timeout, and
+//! the first request after it probes Redis again.
 
 use super::coalesce::{Coalescer, Entry};
 use super::gcra::{read_reply, Decision, Gcra, REDIS_SCRIPT};
