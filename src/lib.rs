@@ -5,6 +5,7 @@
 //! reload.
 
 // Vocabulary: no dependency on anything below.
+pub mod allocator; // mimalloc's freed pages given back when a worker goes quiet
 pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod log_filter; // the operational log: format, and a RUST_LOG-syntax filter changeable live
 pub mod ip_text; // addresses as text without core::fmt (request path)

@@ -4,6 +4,9 @@
 //! idle second, a request head that stalls after waking the connection is still cut at the
 //! header deadline, and at shutdown an idle connection may still send one more request. A
 //! keep-alive of `0s` turns keep-alive off; one under a second is a second, never unlimited.
+//! A cleartext connection then goes dormant (its socket alone, no task): it is served when its
+//! request comes, cut at its deadline, counted under the connection limits until it closes,
+//! and forgotten when its client hangs up.
 
 mod support;
 use std::net::{SocketAddr, TcpStream};
@@ -28,6 +31,14 @@ fn one_route(upstream: SocketAddr) -> String {
 
 fn idle(gw: &Gateway) -> f64 {
     gw.metric_sum("portico_downstream_connections_idle", &[])
+}
+
+fn dormant(gw: &Gateway) -> f64 {
+    gw.metric("portico_downstream_connections_dormant")
+}
+
+fn open(gw: &Gateway) -> f64 {
+    gw.metric_sum("portico_downstream_connections", &[])
 }
 
 /// The echoed path of a response from the echo upstream.
@@ -211,4 +222,114 @@ fn at_shutdown_an_idle_connection_may_send_one_more_request_and_the_rest_are_clo
     assert!(gw.eventually(Duration::from_secs(5), || !gw.is_running()));
     let took = start.elapsed();
     assert!(took < Duration::from_secs(4), "exit took {took:?}");
+}
+
+#[test]
+fn a_dormant_connection_is_served_when_its_request_comes_and_forgotten_when_its_client_leaves() {
+    let up = EchoServer::start("a").unwrap();
+    let gw =
+        Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 30s}\n");
+    let mut conn = connect(gw.addr);
+    for round in 0..3 {
+        let path = format!("/round/{round}");
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = conn.read_response().expect("answered");
+        assert_eq!((r.status, r.keeps_alive()), (200, true), "round {round}");
+        assert_eq!(echoed_path(&r.body), path);
+        assert!(
+            gw.eventually(Duration::from_secs(5), || dormant(&gw) == 1.0),
+            "round {round}: never dormant"
+        );
+        assert_eq!((idle(&gw), open(&gw)), (1.0, 1.0), "still idle and open");
+    }
+    drop(conn);
+    assert!(
+        gw.eventually(Duration::from_secs(5), || dormant(&gw) == 0.0
+            && idle(&gw) == 0.0
+            && open(&gw) == 0.0),
+        "the hung-up connection was forgotten: dormant {}, idle {}, open {}",
+        dormant(&gw),
+        idle(&gw),
+        open(&gw)
+    );
+}
+
+#[test]
+fn a_silent_new_connection_goes_dormant_and_is_still_cut_at_the_header_deadline() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start_with_server(&one_route(up.addr), "  limits: {header_timeout: 3s}\n");
+    let series = "portico_downstream_slow_client_timeouts_total{phase=\"request_head\"}";
+    let before = gw.metric(series);
+    let mut conn = connect(gw.addr);
+    assert!(gw.eventually(Duration::from_secs(3), || dormant(&gw) == 1.0));
+    assert_closed_within(&mut conn, ms(1000)..ms(3000), "a silent connection");
+    assert_eq!(gw.metric(series), before + 1.0);
+    assert!(gw.eventually(Duration::from_secs(3), || dormant(&gw) == 0.0
+        && open(&gw) == 0.0));
+    // Its first request, sent late but within the deadline, is served.
+    let mut late = connect(gw.addr);
+    assert!(gw.eventually(Duration::from_secs(3), || dormant(&gw) == 1.0));
+    assert_eq!(late.get("/late"), Some((200, true)));
+}
+
+#[test]
+fn a_dormant_connection_holds_its_place_under_the_limits_until_its_keepalive_ends() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  limits: {max_connections_per_ip: 1, keepalive_timeout: 3s}\n",
+    );
+    let mut first = connect(gw.addr);
+    assert_eq!(first.get("/"), Some((200, true)));
+    assert!(gw.eventually(Duration::from_secs(5), || dormant(&gw) == 1.0));
+    let mut second = connect(gw.addr);
+    assert!(
+        second.read_response().is_none(),
+        "refused while the first sleeps"
+    );
+    assert_closed_within(
+        &mut first,
+        ms(0)..ms(3000),
+        "the dormant one at its keep-alive",
+    );
+    assert!(gw.eventually(Duration::from_secs(3), || open(&gw) == 0.0));
+    let mut third = connect(gw.addr);
+    assert_eq!(
+        third.get("/"),
+        Some((200, true)),
+        "its place was given back"
+    );
+}
+
+#[test]
+fn many_dormant_connections_each_wake_to_their_own_request() {
+    const N: usize = 200;
+    let up = EchoServer::start("a").unwrap();
+    let gw =
+        Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 30s}\n");
+    let mut conns: Vec<Connection> = (0..N).map(|_| connect(gw.addr)).collect();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        assert_eq!(conn.get(&format!("/first/{i}")), Some((200, true)));
+    }
+    assert!(
+        gw.eventually(Duration::from_secs(10), || dormant(&gw) == N as f64),
+        "dormant: {}",
+        dormant(&gw)
+    );
+    // All sent before any is read, in an order unrelated to the parking.
+    let order: Vec<usize> = (0..N).map(|i| (i * 37 + 11) % N).collect();
+    for &i in &order {
+        conns[i]
+            .send(format!("GET /second/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+    }
+    for &i in &order {
+        let r = conns[i].read_response().expect("answered");
+        assert_eq!(
+            (r.status, echoed_path(&r.body)),
+            (200, format!("/second/{i}"))
+        );
+    }
+    assert_eq!(open(&gw), N as f64);
 }

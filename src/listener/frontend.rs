@@ -4,14 +4,17 @@
 //! the h2c preface, request pipelining, and a drain window at shutdown in which idle keep-alive
 //! connections may send one more request (answered with `Connection: close`) instead of being
 //! cut while that request is on the wire. Between busy periods an HTTP/1 connection holds only
-//! its socket (`super::idle`).
+//! its socket (`super::idle`), and a cleartext one then leaves its task for a dormant lot
+//! (`super::dormant`), from which a new task takes it up when its next request comes.
 
 use super::buffers::ParkedBuffers;
-use super::connections::{Connections, Limits};
+use super::connections::{ConnectionGuard, Connections, Limits};
+use super::dormant::{Hooks, Lots};
 use super::head_deadline::{HeadClock, TimedStream};
 use super::idle::{self, Closing, Wake};
+use super::socket;
 use crate::snapshot::Current;
-use crate::telemetry::connections::{ListenerMetrics, DOWNSTREAM_TIMEOUTS};
+use crate::telemetry::connections::{ListenerMetrics, DOWNSTREAM_DORMANT, DOWNSTREAM_TIMEOUTS};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -21,7 +24,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 use prometheus::IntGauge;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,6 +48,8 @@ pub struct Frontend<P> {
     listeners: Vec<Listener>,
     /// Ends idle connections' waits once the drain window at shutdown is over.
     closing: Closing,
+    /// Idle cleartext HTTP/1 connections without a task, per worker thread.
+    dormant: Lots<Asleep>,
 }
 
 /// What a connection's next request inherits from the previous one (Pingora's keep-alive
@@ -69,6 +74,86 @@ impl Carried {
         // `Some(0)` has no end: the subtraction fails.
         let rest = self.keepalive?.checked_sub(idle::SHED_AFTER_SECS)?;
         Some(Instant::now() + Duration::from_secs(rest))
+    }
+}
+
+/// What an HTTP/1 connection keeps from one request to the next, in its task or dormant.
+struct Http1 {
+    /// Its place under the connection limits.
+    _place: ConnectionGuard,
+    /// Its listener: an index into `Frontend::listeners`.
+    listener: usize,
+    header_timeout: Duration,
+    opened: Instant,
+    /// No request has been read yet.
+    first: bool,
+    carried: Carried,
+    /// When the idle wait ends (`None`: never).
+    deadline: Option<Instant>,
+}
+
+/// A connection in a dormant lot: its state, its socket's addresses, and its count among the
+/// idle.
+struct Asleep {
+    conn: Http1,
+    peer: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+    _idle: Counted,
+}
+
+/// One in a gauge for as long as it lives.
+struct Counted(IntGauge);
+
+impl Counted {
+    fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Takes a dormant connection up again in a task of its own, on the lot's thread.
+struct Revive<P> {
+    frontend: Weak<Frontend<P>>,
+    shutdown: ShutdownWatch,
+}
+
+impl<P> Hooks<Asleep> for Revive<P>
+where
+    P: ProxyHttp + Send + Sync + 'static,
+    P::CTX: Send + Sync,
+{
+    fn wake(&self, asleep: Asleep, socket: std::net::TcpStream) {
+        let Some(frontend) = self.frontend.upgrade() else {
+            return;
+        };
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let Asleep {
+                conn, peer, local, ..
+            } = asleep;
+            match socket::rebuild(socket, peer, local) {
+                Ok(stream) => frontend.serve_http1(stream, conn, true, &shutdown).await,
+                Err(e) => log::warn!("a dormant connection could not be taken up again: {e}"),
+            }
+        });
+    }
+
+    fn expire(&self, asleep: Asleep) {
+        if asleep.conn.first {
+            DOWNSTREAM_TIMEOUTS
+                .with_label_values(&["request_head"])
+                .inc();
+        }
+    }
+
+    fn settled(&self) {
+        crate::allocator::release_freed();
     }
 }
 
@@ -115,60 +200,74 @@ where
             connections,
             listeners,
             closing: Closing::default(),
+            dormant: Lots::new(DOWNSTREAM_DORMANT.clone()),
         }
     }
 
     /// The listener a connection came in on: the one whose address is the socket's local
     /// address, else the one on its port (a wildcard address), else the first.
-    fn listener_of(&self, stream: &Stream) -> &ListenerMetrics {
+    fn listener_of(&self, stream: &Stream) -> usize {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().cloned())
             .and_then(|a| a.as_inet().copied());
-        let first = &self.listeners[0].metrics;
         let Some(local) = local else {
-            return first;
+            return 0;
         };
-        let exact = self.listeners.iter().find(|l| l.addr == Some(local));
+        let exact = self.listeners.iter().position(|l| l.addr == Some(local));
         exact
-            .or_else(|| self.listeners.iter().find(|l| l.port == Some(local.port())))
-            .map_or(first, |l| &l.metrics)
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .position(|l| l.port == Some(local.port()))
+            })
+            .unwrap_or(0)
     }
 
-    /// HTTP/1 requests on one connection, in order, until it closes. Between busy periods the
-    /// connection holds only its socket (`super::idle`).
+    /// HTTP/1 requests on one connection, in order, until it closes or goes dormant. Between
+    /// busy periods the connection holds only its socket (`super::idle`); a cleartext one then
+    /// leaves this task for a dormant lot (`super::dormant`), which starts this again in a new
+    /// task when its next request comes (`woken`: this is that task).
     async fn serve_http1(
-        &self,
+        self: &Arc<Self>,
         mut stream: Stream,
-        header_timeout: Duration,
-        idle_gauge: &IntGauge,
+        mut conn: Http1,
+        woken: bool,
         shutdown: &ShutdownWatch,
     ) {
-        let opened = Instant::now();
-        let clock = HeadClock::new(header_timeout);
-        let mut carried = Carried {
-            keepalive: (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS),
-            reuses: self
-                .proxy
-                .server_options
-                .as_ref()
-                .and_then(|o| o.keepalive_request_limit),
-        };
-        // The first head counts from the accept, like any head from its first byte.
-        let mut deadline = Some(opened + header_timeout);
-        let mut first = true;
+        let clock = HeadClock::new(conn.header_timeout);
+        // TLS connections stay awake: their state is more than a socket.
+        let cleartext = stream.get_ssl_digest().is_none();
+        // Woken, it reads first: its bytes are there, though tokio may not know it yet.
+        let mut may_sleep = cleartext && !woken;
         loop {
-            idle_gauge.inc();
+            let idle = Counted::new(&self.listeners[conn.listener].metrics.idle);
             // Its L4 buffers are freed while it waits (rebuilt only if a request comes).
             let parked = ParkedBuffers::park(&mut stream);
-            let wake = idle::wait_for_request(&mut stream, deadline, &self.closing).await;
-            idle_gauge.dec();
+            // A new connection sleeps after a second without a byte; a kept-alive one at once,
+            // having waited out its second with its request state (`serve_busy`).
+            let dormant = (may_sleep && parked.is_parked()).then(|| match conn.first {
+                true => conn.opened + Duration::from_secs(idle::SHED_AFTER_SECS),
+                false => Instant::now(),
+            });
+            let wake =
+                idle::wait_for_request(&mut stream, conn.deadline, dormant, &self.closing).await;
             let head = match wake {
                 Wake::Request(head) => {
+                    drop(idle);
                     parked.restore(&mut stream);
                     head
                 }
-                Wake::TimedOut if first => {
+                Wake::Dormant => match self.fall_asleep(stream, conn, idle, shutdown) {
+                    // Not taken (TLS, or refused): it waits here, awake, for the rest of this
+                    // idle time.
+                    Some((awake, kept)) => {
+                        (stream, conn, may_sleep) = (awake, kept, false);
+                        continue;
+                    }
+                    None => return,
+                },
+                Wake::TimedOut if conn.first => {
                     DOWNSTREAM_TIMEOUTS
                         .with_label_values(&["request_head"])
                         .inc();
@@ -176,17 +275,62 @@ where
                 }
                 Wake::TimedOut | Wake::Closed => return,
             };
-            let head_start = if first { opened } else { Instant::now() };
-            first = false;
+            let head_start = if conn.first {
+                conn.opened
+            } else {
+                Instant::now()
+            };
+            conn.first = false;
             // Boxed: the idle connection keeps the pointer, not the request state.
             let busy =
-                Box::pin(self.serve_busy(stream, head, head_start, carried, &clock, shutdown));
+                Box::pin(self.serve_busy(stream, head, head_start, conn.carried, &clock, shutdown));
             let Some((idle, kept)) = busy.await else {
                 return;
             };
             stream = idle;
-            carried = kept;
-            deadline = carried.idle_deadline();
+            may_sleep = cleartext;
+            conn.carried = kept;
+            conn.deadline = conn.carried.idle_deadline();
+        }
+    }
+
+    /// Hands an idle connection to this thread's dormant lot. `None` once it is there (or lost:
+    /// its socket could not be registered again); the stream back, awake, when it cannot go
+    /// (not a plain TCP stream, or the lots are closed).
+    fn fall_asleep(
+        self: &Arc<Self>,
+        stream: Stream,
+        conn: Http1,
+        idle: Counted,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Http1)> {
+        let taken = match socket::take(stream) {
+            Ok(taken) => taken,
+            Err(stream) => return Some((stream, conn)),
+        };
+        let deadline = conn.deadline;
+        let asleep = Asleep {
+            conn,
+            peer: taken.peer,
+            local: taken.local,
+            _idle: idle,
+        };
+        let hooks = || -> Box<dyn Hooks<Asleep>> {
+            Box::new(Revive {
+                frontend: Arc::downgrade(self),
+                shutdown: shutdown.clone(),
+            })
+        };
+        let (socket, asleep) = self
+            .dormant
+            .park(taken.socket, asleep, deadline, hooks)
+            .err()?;
+        match socket::rebuild(socket.into(), asleep.peer, asleep.local) {
+            Ok(stream) => Some((stream, asleep.conn)),
+            Err(e) => {
+                log::warn!("an idle connection was lost: {e}");
+                None
+            }
         }
     }
 
@@ -281,7 +425,8 @@ where
                 server.h2c,
             )
         };
-        let listener = self.listener_of(&stream);
+        let index = self.listener_of(&stream);
+        let listener = &self.listeners[index].metrics;
         // A refused connection is closed before a byte is read.
         let mut place = match self.connections.admit(peer_ip(&stream), limits) {
             Ok(place) => place,
@@ -303,8 +448,25 @@ where
             // Pingora's loop, which finds the same preface or ALPN and serves HTTP/2.
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        self.serve_http1(stream, header_timeout, &listener.idle, shutdown)
-            .await;
+        let opened = Instant::now();
+        let conn = Http1 {
+            _place: place,
+            listener: index,
+            header_timeout,
+            opened,
+            first: true,
+            carried: Carried {
+                keepalive: (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS),
+                reuses: self
+                    .proxy
+                    .server_options
+                    .as_ref()
+                    .and_then(|o| o.keepalive_request_limit),
+            },
+            // The first head counts from the accept, like any head from its first byte.
+            deadline: Some(opened + header_timeout),
+        };
+        self.serve_http1(stream, conn, false, shutdown).await;
         None
     }
 
@@ -315,6 +477,7 @@ where
         let grace = self.current.load().config().server.grace_period;
         let _ = tokio::time::timeout(grace.min(DRAIN_IDLE), self.connections.wait_idle()).await;
         self.closing.begin();
+        self.dormant.close();
         self.proxy.http_cleanup().await;
     }
 }

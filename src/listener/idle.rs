@@ -5,7 +5,10 @@
 //! is set to that, the stream hands its socket back to the connection's `HeadClock` when the
 //! timer ends the wait, and the connection loop waits here for the next request, holding the
 //! socket (its L4 buffers parked: `super::buffers`) and a one-byte read, for the rest of
-//! `keepalive_timeout`. A new connection waits here for its first request too.
+//! `keepalive_timeout`. A new connection waits here for its first request too. A cleartext
+//! connection does not stay: the wait ends at its dormant time ([`Wake::Dormant`]) and the
+//! connection loop hands the socket to a dormant lot (`super::dormant`), at once after the
+//! shedding second, or after a second without a byte for a new connection.
 //!
 //! A connection whose client sends its next request within a second keeps its state, so a busy
 //! connection costs nothing more per request; the request state is allocated once per busy
@@ -33,32 +36,38 @@ pub enum Wake {
     Request(BytesMut),
     /// Nothing came before the deadline.
     TimedOut,
+    /// Nothing came before the time to hand the connection to its dormant lot.
+    Dormant,
     /// The client closed the connection, the socket failed, or the listener is closing.
     Closed,
 }
 
 /// Waits for the first bytes of the next request on `stream` until `deadline` (`None`: no
-/// limit) or until `closing` begins. A request already arriving wins over closing.
+/// limit), until `closing` begins, or until `dormant` (`None`: never). A request already
+/// arriving wins over the rest.
 pub async fn wait_for_request(
     stream: &mut Stream,
     deadline: Option<Instant>,
+    dormant: Option<Instant>,
     closing: &Closing,
 ) -> Wake {
     // One byte: what the wait holds is held by every idle connection (a read buffer here would
     // sit in the connection's future). The rest of what has arrived is read once it is known
     // to be there.
     let mut first = [0u8; 1];
-    let expired = async {
-        match deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => std::future::pending().await,
-        }
+    // One timer for both ends: the earlier decides.
+    let sleeps_first = match (dormant, deadline) {
+        (Some(d), Some(end)) => d < end,
+        (d, _) => d.is_some(),
     };
+    let wait_end = if sleeps_first { dormant } else { deadline };
     let woken = tokio::select! {
         biased;
         read = stream.read(&mut first) => matches!(read, Ok(1)),
         () = closing.wait() => return Wake::Closed,
-        () = expired => return Wake::TimedOut,
+        () = until(wait_end) => {
+            return if sleeps_first { Wake::Dormant } else { Wake::TimedOut };
+        }
     };
     if !woken {
         return Wake::Closed;
@@ -69,6 +78,14 @@ pub async fn wait_for_request(
     // tokio's cooperative budget could otherwise make a ready read look pending.
     let _ = tokio::task::unconstrained(stream.read_buf(&mut head)).now_or_never();
     Wake::Request(head)
+}
+
+/// Returns at `at`; never if `None`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The end of idle waits: set once the listener's drain window is over.
@@ -113,7 +130,8 @@ mod tests {
     async fn the_first_bytes_come_back_with_room_for_the_rest_of_the_head() {
         let (mut stream, mut client) = pair().await;
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let Wake::Request(head) = wait_for_request(&mut stream, None, &Closing::default()).await
+        let Wake::Request(head) =
+            wait_for_request(&mut stream, None, None, &Closing::default()).await
         else {
             panic!("no request");
         };
@@ -125,12 +143,41 @@ mod tests {
     async fn nothing_before_the_deadline_is_a_timeout_and_a_close_is_a_close() {
         let (mut stream, client) = pair().await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let wake = wait_for_request(&mut stream, Some(deadline), &Closing::default()).await;
+        let wake = wait_for_request(&mut stream, Some(deadline), None, &Closing::default()).await;
         assert!(matches!(wake, Wake::TimedOut), "{wake:?}");
         assert_eq!(Instant::now(), deadline);
         drop(client);
-        let wake = wait_for_request(&mut stream, None, &Closing::default()).await;
+        let wake = wait_for_request(&mut stream, None, None, &Closing::default()).await;
         assert!(matches!(wake, Wake::Closed), "{wake:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_dormant_time_ends_a_wait_before_its_deadline_but_not_a_request() {
+        let (mut stream, mut client) = pair().await;
+        let start = Instant::now();
+        let (dormant, deadline) = (
+            start + Duration::from_secs(1),
+            start + Duration::from_secs(5),
+        );
+        let wake = wait_for_request(
+            &mut stream,
+            Some(deadline),
+            Some(dormant),
+            &Closing::default(),
+        )
+        .await;
+        assert!(matches!(wake, Wake::Dormant), "{wake:?}");
+        assert_eq!(Instant::now(), dormant);
+        client.write_all(b"G").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let wake = wait_for_request(
+            &mut stream,
+            Some(deadline),
+            Some(start),
+            &Closing::default(),
+        )
+        .await;
+        assert!(matches!(wake, Wake::Request(_)), "{wake:?}");
     }
 
     #[tokio::test]
@@ -138,15 +185,15 @@ mod tests {
         let (mut stream, mut client) = pair().await;
         let closing = Closing::default();
         let waiting = async {
-            let wake = wait_for_request(&mut stream, None, &closing).await;
+            let wake = wait_for_request(&mut stream, None, None, &closing).await;
             assert!(matches!(wake, Wake::Closed), "{wake:?}");
         };
         tokio::join!(waiting, async { closing.begin() });
-        let wake = wait_for_request(&mut stream, None, &closing).await;
+        let wake = wait_for_request(&mut stream, None, None, &closing).await;
         assert!(matches!(wake, Wake::Closed), "{wake:?}");
         client.write_all(b"GET").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let wake = wait_for_request(&mut stream, None, &closing).await;
+        let wake = wait_for_request(&mut stream, None, None, &closing).await;
         assert!(matches!(wake, Wake::Request(_)), "{wake:?}");
     }
 }

@@ -7,14 +7,17 @@
 //! ([`ListenerState::is_ready`]) turns true only once every proxy listener is bound.
 //!
 //! Each accepted connection then goes through [`frontend::Frontend`] (limits, request-head
-//! deadline, pipelining, drain at shutdown, idle connections without request state).
+//! deadline, pipelining, drain at shutdown, idle connections without request state, and idle
+//! cleartext ones without a task: [`dormant`]).
 
 pub mod buffers;
 pub mod connections;
+pub mod dormant;
 pub mod drain;
 pub mod frontend;
 pub mod head_deadline;
 pub mod idle;
+pub mod socket;
 
 #[cfg(test)]
 mod test_pair;

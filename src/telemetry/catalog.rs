@@ -87,6 +87,7 @@ pub const CATALOG: &[(&str, Kind, &[&str])] = &[
     ),
     ("portico_downstream_disconnects_total", Counter, &["phase"]),
     ("portico_downstream_connections_idle", Gauge, &["listener"]),
+    ("portico_downstream_connections_dormant", Gauge, &[]),
     (
         "portico_downstream_connections_accepted_total",
         Counter,

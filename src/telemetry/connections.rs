@@ -4,7 +4,7 @@
 //! expires. Listener handles are made at start (listeners do not reload), every series at zero.
 
 use super::metrics::family;
-use prometheus::{register_int_counter_vec, register_int_gauge_vec};
+use prometheus::{register_int_counter_vec, register_int_gauge, register_int_gauge_vec};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::sync::LazyLock;
 
@@ -30,6 +30,10 @@ family!(DOWNSTREAM_IDLE: IntGaugeVec = register_int_gauge_vec!(
     "portico_downstream_connections_idle",
     "HTTP/1 client connections waiting for a request without request state (new ones before their first byte, keep-alive ones idle for over a second), by listener.",
     &["listener"]
+));
+family!(DOWNSTREAM_DORMANT: IntGauge = register_int_gauge!(
+    "portico_downstream_connections_dormant",
+    "Idle cleartext HTTP/1 client connections held as their socket alone (no task) until a request or their deadline comes; counted among portico_downstream_connections_idle too.",
 ));
 family!(DOWNSTREAM_ACCEPTED: IntCounterVec = register_int_counter_vec!(
     "portico_downstream_connections_accepted_total",
@@ -131,6 +135,7 @@ pub fn tls_certificate_expiry(listener: &str, not_after: i64) {
 /// Registers the families and pre-creates every series.
 pub fn init() {
     LazyLock::force(&DOWNSTREAM_OPEN);
+    LazyLock::force(&DOWNSTREAM_DORMANT);
     LazyLock::force(&DOWNSTREAM_ACCEPTED);
     LazyLock::force(&DOWNSTREAM_REFUSED);
     LazyLock::force(&TLS_HANDSHAKE_FAILURES);
