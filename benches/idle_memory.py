@@ -6,8 +6,10 @@
 Each proxy (one worker, the echo origin behind it, everything on loopback) is started alone;
 its RSS is read, then N client connections are opened, each sends one keep-alive GET and reads
 the answer (so every connection has been through a request, as a real idle client's has), and
-all are held open; RSS is read again once every connection has been idle for 3 s (Portico sheds
-an idle connection's request state after 1 s) and the reading has stopped moving, and a third
+all are held open; RSS is read again once every connection has been idle for 7 s (Portico sheds
+an idle connection's request state after 1 s, puts a cleartext one to sleep without a task after
+`limits.dormant_after`, 5 s by default, and gives freed pages back a second after its dormant
+set stops changing) and the reading has stopped moving, and a third
 time after one more connection has sent 300 requests over ~3 s. The differences from the first
 reading divided by N are the proxy's memory per idle connection with the process idle and with
 it serving that trickle: mimalloc returns freed pages to the system only when the thread that
@@ -190,7 +192,7 @@ services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
                 started = time.time()
                 socks = hold_connections(port, args.connections, started + 120)
                 opened = time.time() - started
-                time.sleep(3)
+                time.sleep(7)
                 idle = settled_rss(pids)
                 trickle(port)
                 after = settled_rss(pids)

@@ -4,9 +4,10 @@
 //! idle second, a request head that stalls after waking the connection is still cut at the
 //! header deadline, and at shutdown an idle connection may still send one more request. A
 //! keep-alive of `0s` turns keep-alive off; one under a second is a second, never unlimited.
-//! A cleartext connection then goes dormant (its socket alone, no task): it is served when its
-//! request comes, cut at its deadline, counted under the connection limits until it closes,
-//! and forgotten when its client hangs up.
+//! A cleartext connection idle for `limits.dormant_after` goes dormant (its socket alone, no
+//! task): it is served when its request comes, cut at its deadline, counted under the
+//! connection limits until it closes, closed at shutdown, and forgotten when its client hangs
+//! up. `0s` keeps every connection in its task.
 
 mod support;
 use std::net::{SocketAddr, TcpStream};
@@ -67,6 +68,7 @@ fn an_idle_connection_sheds_its_request_state_and_serves_the_next_request() {
             "round {round}: the connection never went idle: {}",
             idle(&gw)
         );
+        assert_eq!(dormant(&gw), 0.0, "round {round}: dormant before 5 s");
         std::thread::sleep(PAST_SHEDDING - Duration::from_secs(1));
     }
     drop(conn);
@@ -193,42 +195,57 @@ fn a_head_that_wakes_an_idle_connection_is_read_whole_or_cut_at_the_header_deadl
 
 #[test]
 fn at_shutdown_an_idle_connection_may_send_one_more_request_and_the_rest_are_closed() {
-    let up = EchoServer::start("a").unwrap();
-    let gw = Gateway::start_with_server(
-        &one_route(up.addr),
-        "  grace_period: 10s\n  limits: {keepalive_timeout: 30s}\n",
-    );
-    let mut sender = connect(gw.addr);
-    let mut silent = connect(gw.addr);
-    assert_eq!(sender.get("/"), Some((200, true)));
-    assert_eq!(silent.get("/"), Some((200, true)));
-    assert!(gw.eventually(Duration::from_secs(5), || idle(&gw) == 2.0));
-    let start = Instant::now();
-    gw.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    sender
-        .send(b"GET /last HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let r = sender
-        .read_response()
-        .expect("the request sent in the drain window");
-    assert_eq!(r.status, 200);
-    assert!(
-        !r.keeps_alive(),
-        "it says Connection: close: {:?}",
-        r.headers
-    );
-    assert!(silent.read_response().is_none(), "the silent one is closed");
-    assert!(gw.eventually(Duration::from_secs(5), || !gw.is_running()));
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    // Awake in their tasks, and dormant.
+    for dormant_after in ["0s", "1s"] {
+        let up = EchoServer::start("a").unwrap();
+        let gw = Gateway::start_with_server(
+            &one_route(up.addr),
+            &format!(
+                "  grace_period: 10s\n  limits: {{keepalive_timeout: 30s, dormant_after: {dormant_after}}}\n"
+            ),
+        );
+        let asleep = if dormant_after == "0s" { 0.0 } else { 2.0 };
+        let mut sender = connect(gw.addr);
+        let mut silent = connect(gw.addr);
+        assert_eq!(sender.get("/"), Some((200, true)));
+        assert_eq!(silent.get("/"), Some((200, true)));
+        assert!(gw.eventually(Duration::from_secs(5), || idle(&gw) == 2.0
+            && dormant(&gw) == asleep));
+        let start = Instant::now();
+        gw.signal("TERM");
+        std::thread::sleep(Duration::from_millis(200));
+        sender
+            .send(b"GET /last HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = sender
+            .read_response()
+            .expect("the request sent in the drain window");
+        assert_eq!(r.status, 200, "{dormant_after}");
+        assert!(
+            !r.keeps_alive(),
+            "{dormant_after}: it says Connection: close: {:?}",
+            r.headers
+        );
+        assert!(
+            silent.read_response().is_none(),
+            "{dormant_after}: the silent one is closed"
+        );
+        assert!(gw.eventually(Duration::from_secs(5), || !gw.is_running()));
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "{dormant_after}: exit took {took:?}"
+        );
+    }
 }
 
 #[test]
 fn a_dormant_connection_is_served_when_its_request_comes_and_forgotten_when_its_client_leaves() {
     let up = EchoServer::start("a").unwrap();
-    let gw =
-        Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 30s}\n");
+    let gw = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  limits: {keepalive_timeout: 30s, dormant_after: 1s}\n",
+    );
     let mut conn = connect(gw.addr);
     for round in 0..3 {
         let path = format!("/round/{round}");
@@ -258,7 +275,10 @@ fn a_dormant_connection_is_served_when_its_request_comes_and_forgotten_when_its_
 #[test]
 fn a_silent_new_connection_goes_dormant_and_is_still_cut_at_the_header_deadline() {
     let up = EchoServer::start("a").unwrap();
-    let gw = Gateway::start_with_server(&one_route(up.addr), "  limits: {header_timeout: 3s}\n");
+    let gw = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  limits: {header_timeout: 3s, dormant_after: 1s}\n",
+    );
     let series = "portico_downstream_slow_client_timeouts_total{phase=\"request_head\"}";
     let before = gw.metric(series);
     let mut conn = connect(gw.addr);
@@ -278,7 +298,7 @@ fn a_dormant_connection_holds_its_place_under_the_limits_until_its_keepalive_end
     let up = EchoServer::start("a").unwrap();
     let gw = Gateway::start_with_server(
         &one_route(up.addr),
-        "  limits: {max_connections_per_ip: 1, keepalive_timeout: 3s}\n",
+        "  limits: {max_connections_per_ip: 1, keepalive_timeout: 3s, dormant_after: 1s}\n",
     );
     let mut first = connect(gw.addr);
     assert_eq!(first.get("/"), Some((200, true)));
@@ -306,8 +326,10 @@ fn a_dormant_connection_holds_its_place_under_the_limits_until_its_keepalive_end
 fn many_dormant_connections_each_wake_to_their_own_request() {
     const N: usize = 200;
     let up = EchoServer::start("a").unwrap();
-    let gw =
-        Gateway::start_with_server(&one_route(up.addr), "  limits: {keepalive_timeout: 30s}\n");
+    let gw = Gateway::start_with_server(
+        &one_route(up.addr),
+        "  limits: {keepalive_timeout: 30s, dormant_after: 2s}\n",
+    );
     let mut conns: Vec<Connection> = (0..N).map(|_| connect(gw.addr)).collect();
     for (i, conn) in conns.iter_mut().enumerate() {
         assert_eq!(conn.get(&format!("/first/{i}")), Some((200, true)));

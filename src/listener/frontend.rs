@@ -244,12 +244,9 @@ where
             let idle = Counted::new(&self.listeners[conn.listener].metrics.idle);
             // Its L4 buffers are freed while it waits (rebuilt only if a request comes).
             let parked = ParkedBuffers::park(&mut stream);
-            // A new connection sleeps after a second without a byte; a kept-alive one at once,
-            // having waited out its second with its request state (`serve_busy`).
-            let dormant = (may_sleep && parked.is_parked()).then(|| match conn.first {
-                true => conn.opened + Duration::from_secs(idle::SHED_AFTER_SECS),
-                false => Instant::now(),
-            });
+            let dormant = (may_sleep && parked.is_parked())
+                .then(|| self.dormant_at(&conn))
+                .flatten();
             let wake =
                 idle::wait_for_request(&mut stream, conn.deadline, dormant, &self.closing).await;
             let head = match wake {
@@ -292,6 +289,22 @@ where
             conn.carried = kept;
             conn.deadline = conn.carried.idle_deadline();
         }
+    }
+
+    /// When a connection starting its idle wait now goes dormant (`None`: never): at
+    /// `limits.dormant_after` from the accept for a new one, from its last response for a
+    /// kept-alive one, which has already waited its shedding second (`serve_busy`).
+    fn dormant_at(&self, conn: &Http1) -> Option<Instant> {
+        let after = self.current.load().config().server.limits.dormant_after;
+        if after.is_zero() {
+            return None;
+        }
+        Some(match conn.first {
+            true => conn.opened + after,
+            false => {
+                Instant::now() + after.saturating_sub(Duration::from_secs(idle::SHED_AFTER_SECS))
+            }
+        })
     }
 
     /// Hands an idle connection to this thread's dormant lot. `None` once it is there (or lost:
