@@ -28,8 +28,8 @@ pub struct LimitsConfig {
     pub header_timeout: Duration,
     /// Idle time (from a response, or a new connection's accept) after which a cleartext
     /// HTTP/1 connection waits without a task of its own (`listener::dormant`); `0s`: never.
-    /// Going dormant and waking cost ~35 µs of CPU, so connections that send a request every
-    /// second or two stay in their task.
+    /// Going dormant and waking cost ~25 µs of CPU (`benches/dormant_cost.py`), so connections
+    /// that send a request every second or two stay in their task.
     #[serde(with = "duration")]
     pub dormant_after: Duration,
     /// Open client connections per process; new ones beyond are closed on arrival (0 = no limit).

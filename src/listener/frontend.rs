@@ -505,3 +505,13 @@ pub fn peer_ip(stream: &Stream) -> Option<std::net::IpAddr> {
             SocketAddr::Unix(_) => None,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    /// What each dormant connection costs the lot beside its slot's token and descriptor: the
+    /// point of dormancy (BENCHMARKS.md, seventh session: 0.7 KiB per idle connection in all).
+    #[test]
+    fn a_dormant_connections_record_stays_small() {
+        assert!(std::mem::size_of::<super::Asleep>() <= 200);
+    }
+}
