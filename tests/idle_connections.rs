@@ -244,7 +244,7 @@ fn a_dormant_connection_is_served_when_its_request_comes_and_forgotten_when_its_
     let up = EchoServer::start("a").unwrap();
     let gw = Gateway::start_with_server(
         &one_route(up.addr),
-        "  limits: {keepalive_timeout: 30s, dormant_after: 1s}\n",
+        "  limits: {keepalive_timeout: 30s, dormant_after: 2500ms}\n",
     );
     let mut conn = connect(gw.addr);
     for round in 0..3 {
@@ -254,6 +254,10 @@ fn a_dormant_connection_is_served_when_its_request_comes_and_forgotten_when_its_
         let r = conn.read_response().expect("answered");
         assert_eq!((r.status, r.keeps_alive()), (200, true), "round {round}");
         assert_eq!(echoed_path(&r.body), path);
+        // Past its shedding second, idle in its task (a task woken from the lot after the
+        // first round): counted once, not yet dormant.
+        std::thread::sleep(PAST_SHEDDING);
+        assert_eq!((idle(&gw), dormant(&gw)), (1.0, 0.0), "round {round}");
         assert!(
             gw.eventually(Duration::from_secs(5), || dormant(&gw) == 1.0),
             "round {round}: never dormant"

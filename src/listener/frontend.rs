@@ -135,8 +135,13 @@ where
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let Asleep {
-                conn, peer, local, ..
+                conn,
+                peer,
+                local,
+                _idle,
             } = asleep;
+            // Counted again by the idle wait it goes back to.
+            drop(_idle);
             match socket::rebuild(socket, peer, local) {
                 Ok(stream) => frontend.serve_http1(stream, conn, true, &shutdown).await,
                 Err(e) => log::warn!("a dormant connection could not be taken up again: {e}"),
