@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import PORTICO, free_port, wait_port  # noqa: E402
+from idle_memory import portico_yaml  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -79,15 +80,8 @@ def main():
                 port, admin = free_port(), free_port()
                 conf = os.path.join(tmp, "portico.yaml")
                 with open(conf, "w") as f:
-                    f.write(f"""server:
-  listen: ["127.0.0.1:{port}"]
-  threads: 1
-  admin: {{listen: "127.0.0.1:{admin}"}}
-  limits: {{dormant_after: {after}, max_connections: {args.connections + 100}}}
-access_log: {{enabled: false}}
-routes: [{{name: api, service: origin}}]
-services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
-""")
+                    f.write(portico_yaml(port, admin, origin, args.connections + 100,
+                                         f", dormant_after: {after}"))
                 proc = subprocess.Popen([args.portico, "run", "-c", conf], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
                 try:

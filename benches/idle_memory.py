@@ -119,6 +119,19 @@ def hold_connections(port, n, deadline):
     return socks
 
 
+def portico_yaml(port, admin, origin, max_connections, limits=""):
+    """One worker, no access log, one route to the origin; `limits` adds `server.limits` keys."""
+    return f"""server:
+  listen: ["127.0.0.1:{port}"]
+  threads: 1
+  admin: {{listen: "127.0.0.1:{admin}"}}
+  limits: {{max_connections: {max_connections}{limits}}}
+access_log: {{enabled: false}}
+routes: [{{name: api, service: origin}}]
+services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
+"""
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=10000)
@@ -161,15 +174,7 @@ http {{ access_log off; keepalive_timeout 60s; keepalive_requests 100000;
         port, admin = free_port(), free_port()
         conf = os.path.join(tmp, "portico.yaml")
         with open(conf, "w") as f:
-            f.write(f"""server:
-  listen: ["127.0.0.1:{port}"]
-  threads: 1
-  admin: {{listen: "127.0.0.1:{admin}"}}
-  limits: {{max_connections: {args.connections + 100}}}
-access_log: {{enabled: false}}
-routes: [{{name: api, service: origin}}]
-services: {{origin: {{instances: ["127.0.0.1:{origin}"]}}}}
-""")
+            f.write(portico_yaml(port, admin, origin, args.connections + 100))
         return [binary, "run", "-c", conf], port
 
     binaries = args.portico or [PORTICO]

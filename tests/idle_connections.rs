@@ -328,11 +328,22 @@ fn a_dormant_connection_holds_its_place_under_the_limits_until_its_keepalive_end
 
 #[test]
 fn many_dormant_connections_each_wake_to_their_own_request() {
+    many_dormant_connections("");
+}
+
+#[test]
+fn dormant_connections_wake_on_the_work_stealing_runtime_too() {
+    many_dormant_connections("  threads: 2\n  work_stealing: true\n");
+}
+
+/// 200 connections through a gateway with `server` lines added: each goes dormant after a
+/// request, all send a second request before any is read, each gets its own answer.
+fn many_dormant_connections(server: &str) {
     const N: usize = 200;
     let up = EchoServer::start("a").unwrap();
     let gw = Gateway::start_with_server(
         &one_route(up.addr),
-        "  limits: {keepalive_timeout: 30s, dormant_after: 2s}\n",
+        &format!("{server}  limits: {{keepalive_timeout: 30s, dormant_after: 2s}}\n"),
     );
     let mut conns: Vec<Connection> = (0..N).map(|_| connect(gw.addr)).collect();
     for (i, conn) in conns.iter_mut().enumerate() {
