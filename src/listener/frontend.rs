@@ -7,8 +7,9 @@
 //! its socket (`super::idle`), and a cleartext one then leaves its task for a dormant lot
 //! (`super::dormant`), from which a new task takes it up when its next request comes.
 
+use super::between::{Carried, Counted, Http1};
 use super::buffers::ParkedBuffers;
-use super::connections::{ConnectionGuard, Connections, Limits};
+use super::connections::{Connections, Limits};
 use super::dormant::{Hooks, Lots};
 use super::head_deadline::{HeadClock, TimedStream};
 use super::idle::{self, Closing, Wake};
@@ -23,7 +24,6 @@ use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
-use prometheus::IntGauge;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,46 +52,6 @@ pub struct Frontend<P> {
     dormant: Lots<Asleep>,
 }
 
-/// What a connection's next request inherits from the previous one (Pingora's keep-alive
-/// settings, kept here while the connection idles without a session).
-#[derive(Debug, Clone, Copy)]
-struct Carried {
-    /// Idle seconds allowed before the next request (`Some(0)`: no limit; `None`: no reuse).
-    keepalive: Option<u64>,
-    /// Requests the connection may still serve after the next (`None`: no limit).
-    reuses: Option<u32>,
-}
-
-impl Carried {
-    /// Whether the keep-alive outlasts the wait with the request state kept.
-    fn sheds_when_idle(&self) -> bool {
-        self.keepalive
-            .is_some_and(|secs| secs == 0 || secs > idle::SHED_AFTER_SECS)
-    }
-
-    /// When the idle wait that follows the first [`idle::SHED_AFTER_SECS`] ends (`None`: never).
-    fn idle_deadline(&self) -> Option<Instant> {
-        // `Some(0)` has no end: the subtraction fails.
-        let rest = self.keepalive?.checked_sub(idle::SHED_AFTER_SECS)?;
-        Some(Instant::now() + Duration::from_secs(rest))
-    }
-}
-
-/// What an HTTP/1 connection keeps from one request to the next, in its task or dormant.
-struct Http1 {
-    /// Its place under the connection limits.
-    _place: ConnectionGuard,
-    /// Its listener: an index into `Frontend::listeners`.
-    listener: usize,
-    header_timeout: Duration,
-    opened: Instant,
-    /// No request has been read yet.
-    first: bool,
-    carried: Carried,
-    /// When the idle wait ends (`None`: never).
-    deadline: Option<Instant>,
-}
-
 /// A connection in a dormant lot: its state, its socket's addresses, and its count among the
 /// idle.
 struct Asleep {
@@ -99,22 +59,6 @@ struct Asleep {
     peer: std::net::SocketAddr,
     local: Option<std::net::SocketAddr>,
     _idle: Counted,
-}
-
-/// One in a gauge for as long as it lives.
-struct Counted(IntGauge);
-
-impl Counted {
-    fn new(gauge: &IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// Takes a dormant connection up again in a task of its own, on the lot's thread.

@@ -10,6 +10,7 @@
 //! deadline, pipelining, drain at shutdown, idle connections without request state, and idle
 //! cleartext ones without a task: [`dormant`]).
 
+mod between;
 pub mod buffers;
 pub mod connections;
 pub mod dormant;
