@@ -81,7 +81,6 @@ struct State<T> {
     free: Vec<u32>,
     /// Deadlines and the tokens they were set for; those of entries already gone are skipped.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: usize,
     closed: bool,
     /// When a connection last joined or left, if [`Hooks::settled`] has not run since.
     stirred: Option<Instant>,
@@ -92,6 +91,11 @@ fn token(index: u32, generation: u32) -> u64 {
 }
 
 impl<T> State<T> {
+    /// Entries held: every slot is either held or free.
+    fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// The token the next entry will get.
     fn next_token(&self) -> u64 {
         match self.free.last() {
@@ -110,7 +114,6 @@ impl<T> State<T> {
                 entry: Some(entry),
             }),
         }
-        self.live += 1;
         let Some(deadline) = deadline else {
             return false;
         };
@@ -118,7 +121,7 @@ impl<T> State<T> {
         self.deadlines.push(Reverse((deadline, token)));
         // Deadlines of woken entries stay until they come up; rebuilt before they outnumber
         // the live ones, so a connection woken every second does not grow the heap.
-        if self.deadlines.len() > 2 * self.live + 64 {
+        if self.deadlines.len() > 2 * self.live() + 64 {
             let slots = &self.slots;
             self.deadlines.retain(|d| is_live(slots, d.0 .1));
         }
@@ -140,7 +143,6 @@ impl<T> State<T> {
         let entry = slot.entry.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(token as u32);
-        self.live -= 1;
         Some(entry)
     }
 
@@ -183,7 +185,6 @@ impl<T: Send + 'static> Lot<T> {
                 slots: Vec::new(),
                 free: Vec::new(),
                 deadlines: BinaryHeap::new(),
-                live: 0,
                 closed: false,
                 stirred: None,
             }),
@@ -232,12 +233,8 @@ impl<T: Send + 'static> Lot<T> {
             let mut state = self.0.lock();
             state.closed = true;
             state.deadlines.clear();
-            state.live = 0;
-            state
-                .slots
-                .iter_mut()
-                .filter_map(|s| s.entry.take())
-                .collect()
+            state.free.clear();
+            state.slots.drain(..).filter_map(|s| s.entry).collect()
         };
         self.0.gauge.sub(entries.len() as i64);
         // Dropped outside the lock: a record's drop may take locks of its own.
@@ -247,7 +244,7 @@ impl<T: Send + 'static> Lot<T> {
 
     /// Connections dormant in this lot.
     pub fn count(&self) -> usize {
-        self.0.lock().live
+        self.0.lock().live()
     }
 }
 
