@@ -7,8 +7,8 @@
 //! socket (its L4 buffers parked: `super::buffers`) and a one-byte read, for the rest of
 //! `keepalive_timeout`. A new connection waits here for its first request too. A cleartext
 //! connection does not stay: the wait ends at its dormant time ([`Wake::Dormant`]) and the
-//! connection loop hands the socket to a dormant lot (`super::dormant`), at once after the
-//! shedding second, or after a second without a byte for a new connection.
+//! connection loop hands the socket to a dormant lot (`super::dormant`), once it has been idle
+//! for `limits.dormant_after` since its last response (or since the accept, for a new one).
 //!
 //! A connection whose client sends its next request within a second keeps its state, so a busy
 //! connection costs nothing more per request; the request state is allocated once per busy
