@@ -8,6 +8,7 @@
 pub mod allocator; // mimalloc's freed pages given back when a worker goes quiet
 pub mod hex; // lower-case hex into byte buffers (ids on the request path)
 pub mod log_filter; // the operational log: format, and a RUST_LOG-syntax filter changeable live
+pub mod log_throttle; // warnings a storm repeats per connection, written once per period
 pub mod ip_text; // addresses as text without core::fmt (request path)
 pub mod ip_set; // sets of IP networks as merged ranges (allow and deny lists)
 pub mod request_values; // a request's cookie and query values by name

@@ -7,7 +7,8 @@
 //! A cleartext connection idle for `limits.dormant_after` goes dormant (its socket alone, no
 //! task): it is served when its request comes, cut at its deadline, counted under the
 //! connection limits until it closes, closed at shutdown, and forgotten when its client hangs
-//! up. `0s` keeps every connection in its task.
+//! up. `0s` keeps every connection in its task. Without free descriptors a connection stays
+//! awake and is served, and the warning is written once for all of them.
 
 mod support;
 use std::net::{SocketAddr, TcpStream};
@@ -369,4 +370,67 @@ fn many_dormant_connections(server: &str) {
         );
     }
     assert_eq!(open(&gw), N as f64);
+}
+
+/// The lowest descriptor number `pid` does not have open.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap()
+}
+
+/// Sets `pid`'s descriptor limit (soft and hard) to `n`.
+fn set_descriptor_limit(pid: u32, n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: plain system call on valid pointers; the old limit is not asked for.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Descriptor exhaustion, as an operator may meet it: an idle connection whose socket cannot
+/// be duplicated stays awake in its task and is served as before, and the warning is written
+/// once for the storm, not once per connection.
+#[test]
+fn without_free_descriptors_idle_connections_stay_awake_and_the_log_is_not_flooded() {
+    let up = EchoServer::start("a").unwrap();
+    let gw = Gateway::start_logged(
+        &one_route(up.addr),
+        "  limits: {keepalive_timeout: 30s, dormant_after: 1s}\n",
+    );
+    let mut conns: Vec<Connection> = (0..30).map(|_| connect(gw.addr)).collect();
+    for c in &mut conns {
+        assert_eq!(c.get("/before").map(|r| r.0), Some(200));
+    }
+    // No number below the limit is free, so every `dup` fails (EMFILE) while every
+    // descriptor already open keeps working.
+    set_descriptor_limit(gw.pid(), lowest_free_fd(gw.pid()));
+    std::thread::sleep(Duration::from_millis(2500));
+    for c in &mut conns {
+        assert_eq!(
+            c.get("/after").map(|r| r.0),
+            Some(200),
+            "served though it could not go dormant"
+        );
+    }
+    let log = gw.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("cannot be duplicated"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one line for 30 connections that could not go dormant:\n{log}"
+    );
 }

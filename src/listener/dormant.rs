@@ -13,6 +13,7 @@
 //! once. A socket is taken out of the set before it is handed back; one that is closed leaves it
 //! with its last descriptor (the lot holds the only one).
 
+use crate::log_throttle::{self, Throttled};
 use prometheus::IntGauge;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -213,7 +214,10 @@ impl<T: Send + 'static> Lot<T> {
         // Added under the lock: an event for the token is handled only once the entry is there.
         let events = libc::EPOLLIN | libc::EPOLLRDHUP;
         if let Err(e) = shared.control(libc::EPOLL_CTL_ADD, &socket, events, state.next_token()) {
-            log::warn!("a dormant connection could not join its epoll set: {e}");
+            static NO_JOIN: Throttled = Throttled::new(log_throttle::STORM);
+            NO_JOIN.warn(format_args!(
+                "a dormant connection could not join its epoll set: {e}"
+            ));
             return Err((socket, conn));
         }
         let earliest = state.insert(Entry { socket, conn }, deadline);
@@ -304,7 +308,10 @@ impl<T: 'static> Shared<T> {
                 }
                 // Out of the set first: the socket stays open and will be registered anew.
                 if let Err(e) = self.control(libc::EPOLL_CTL_DEL, &entry.socket, 0, 0) {
-                    log::warn!("a dormant connection could not leave its epoll set: {e}");
+                    static NO_LEAVE: Throttled = Throttled::new(log_throttle::STORM);
+                    NO_LEAVE.warn(format_args!(
+                        "a dormant connection could not leave its epoll set: {e}"
+                    ));
                     continue;
                 }
                 self.hooks.wake(entry.conn, entry.socket.into());
@@ -435,7 +442,8 @@ impl<T: Send + 'static> Lots<T> {
                         lot
                     }
                     Err(e) => {
-                        log::warn!("no dormant set for idle connections: {e}");
+                        static NO_SET: Throttled = Throttled::new(log_throttle::STORM);
+                        NO_SET.warn(format_args!("no dormant set for idle connections: {e}"));
                         return Err((socket, conn));
                     }
                 },

@@ -14,6 +14,7 @@ use super::dormant::{Hooks, Lots};
 use super::head_deadline::{HeadClock, TimedStream};
 use super::idle::{self, Closing, Wake};
 use super::socket;
+use crate::log_throttle::{self, Throttled};
 use crate::snapshot::Current;
 use crate::telemetry::connections::{ListenerMetrics, DOWNSTREAM_DORMANT, DOWNSTREAM_TIMEOUTS};
 use async_trait::async_trait;
@@ -88,7 +89,12 @@ where
             drop(_idle);
             match socket::rebuild(socket, peer, local) {
                 Ok(stream) => frontend.serve_http1(stream, conn, true, &shutdown).await,
-                Err(e) => log::warn!("a dormant connection could not be taken up again: {e}"),
+                Err(e) => {
+                    static NO_REBUILD: Throttled = Throttled::new(log_throttle::STORM);
+                    NO_REBUILD.warn(format_args!(
+                        "a dormant connection could not be taken up again: {e}"
+                    ));
+                }
             }
         });
     }
@@ -290,7 +296,8 @@ where
         match socket::rebuild(socket.into(), asleep.peer, asleep.local) {
             Ok(stream) => Some((stream, asleep.conn)),
             Err(e) => {
-                log::warn!("an idle connection was lost: {e}");
+                static LOST: Throttled = Throttled::new(log_throttle::STORM);
+                LOST.warn(format_args!("an idle connection was lost: {e}"));
                 None
             }
         }

@@ -1,6 +1,7 @@
 //! A cleartext client connection taken apart to its socket while it is dormant
 //! (`super::dormant`), and built back into a stream like the listener's when it wakes.
 
+use crate::log_throttle::{self, Throttled};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
@@ -42,7 +43,10 @@ pub fn take(mut stream: Stream) -> Result<Taken, Stream> {
             local,
         }),
         Err(e) => {
-            log::warn!("an idle connection stays awake: its socket cannot be duplicated: {e}");
+            static NO_DUP: Throttled = Throttled::new(log_throttle::STORM);
+            NO_DUP.warn(format_args!(
+                "an idle connection stays awake: its socket cannot be duplicated: {e}"
+            ));
             Err(stream)
         }
     }
