@@ -3,6 +3,7 @@
 //! same in the local and the Redis store.
 
 use crate::config::MissingKey;
+use crate::ip_text::IpText;
 use http::{HeaderMap, HeaderName};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
@@ -106,28 +107,49 @@ const MAX_RAW: usize = 128;
 impl Key<'_> {
     /// The Redis key `{prefix}rl:{RULE:KIND:VALUE}`; the braces are a Cluster hash tag, so a
     /// bucket's key always lands on one shard. Header values that are long, non-UTF-8 or contain
-    /// braces are replaced by a stable hash.
+    /// braces are replaced by a stable hash. Built piece by piece: `format!` cost ~2,000
+    /// instructions per Redis decision (most of them writing the address through `core::fmt`).
     pub fn redis_key(&self, prefix: &str, rule: &str) -> String {
+        let mut key = String::with_capacity(prefix.len() + rule.len() + 64);
+        key.push_str(prefix);
+        key.push_str("rl:{");
+        key.push_str(rule);
         match self {
-            Key::Ip(IpAddr::V6(v6)) => format!("{prefix}rl:{{{rule}:ip:{v6}/64}}"),
-            Key::Ip(ip) => format!("{prefix}rl:{{{rule}:ip:{ip}}}"),
-            Key::Route(r) => format!("{prefix}rl:{{{rule}:route:{r}}}"),
+            Key::Ip(ip) => {
+                key.push_str(":ip:");
+                // IpText writes only ASCII.
+                key.push_str(std::str::from_utf8(IpText::new(*ip).as_bytes()).unwrap_or(""));
+                if ip.is_ipv6() {
+                    key.push_str("/64");
+                }
+            }
+            Key::Route(r) => {
+                key.push_str(":route:");
+                key.push_str(r);
+            }
             // A JWT subject may be any string: long or braced names are hashed like headers.
             Key::Consumer(c) if c.len() <= MAX_RAW && !c.contains(['{', '}']) => {
-                format!("{prefix}rl:{{{rule}:c:{c}}}")
+                key.push_str(":c:");
+                key.push_str(c);
             }
             Key::Consumer(c) => {
-                let hash = crate::config::content_hash(c.as_bytes());
-                format!("{prefix}rl:{{{rule}:c#{hash}}}")
+                key.push_str(":c#");
+                key.push_str(&crate::config::content_hash(c.as_bytes()));
             }
-            Key::Global => format!("{prefix}rl:{{{rule}:global}}"),
+            Key::Global => key.push_str(":global"),
             Key::Header(v) => match std::str::from_utf8(v) {
                 Ok(s) if s.len() <= MAX_RAW && !s.contains(['{', '}']) => {
-                    format!("{prefix}rl:{{{rule}:h:{s}}}")
+                    key.push_str(":h:");
+                    key.push_str(s);
                 }
-                _ => format!("{prefix}rl:{{{rule}:h#{}}}", crate::config::content_hash(v)),
+                _ => {
+                    key.push_str(":h#");
+                    key.push_str(&crate::config::content_hash(v));
+                }
             },
         }
+        key.push('}');
+        key
     }
 
     /// Feeds the key into `state` (the local store hashes it without allocating).
@@ -218,5 +240,16 @@ mod tests {
         h.insert("x-k", "a}b{".parse().unwrap());
         let k = key_of("header:x-k", MissingKey::ClientIp, &h, "1.2.3.4").unwrap();
         assert!(k.starts_with("p:rl:{r:h#") && k.ends_with('}'), "{k}");
+        let mut long = HeaderMap::new();
+        long.insert("x-test-consumer", "c".repeat(200).parse().unwrap());
+        let k = key_of("consumer", MissingKey::ClientIp, &long, "1.2.3.4").unwrap();
+        assert_eq!(k.len(), "p:rl:{r:c#}".len() + 16, "{k}");
+        assert!(k.starts_with("p:rl:{r:c#") && k.ends_with('}'), "{k}");
+        let mapped = key_of("client_ip", MissingKey::ClientIp, &none, "::ffff:10.0.0.7");
+        assert_eq!(
+            mapped.unwrap(),
+            "p:rl:{r:ip:10.0.0.7}",
+            "IPv4-mapped is IPv4"
+        );
     }
 }
