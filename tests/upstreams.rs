@@ -276,6 +276,29 @@ fn a_slow_upstream_gets_a_504_after_the_read_timeout() {
     );
 }
 
+/// Whole-second timeouts run on the worker's tokio timer instead of Pingora's own
+/// (`src/server.rs`): one still ends the wait on time, and Pingora's timer thread, which
+/// would wake 100 times a second, is not started for it.
+#[test]
+fn a_whole_second_read_timeout_runs_on_the_worker_timer_and_still_answers_504() {
+    let a = EchoServer::start("a").unwrap();
+    let gw = service_gateway(&format!(
+        "    instances: [\"{}\"]\n    read_timeout: 1s\n",
+        a.addr
+    ));
+    let started = std::time::Instant::now();
+    let r = gw.get("/delay/3000");
+    let waited = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.header("portico-error"), Some("upstream_timeout"));
+    assert!(
+        waited >= std::time::Duration::from_millis(1000)
+            && waited < std::time::Duration::from_millis(2500),
+        "answered after {waited:?}"
+    );
+    assert_eq!(gw.threads_named("Timer thread"), 0);
+}
+
 #[test]
 fn upstream_errors_pass_through_and_are_counted_by_class() {
     let a = EchoServer::start("a").unwrap();
