@@ -42,7 +42,7 @@ impl Throttled {
             if held == 0 {
                 log::warn!("{message}");
             } else {
-                log::warn!("{message} ({held} more like it in the last period, not logged)");
+                log::warn!("{message} ({held} more like it since the last such line, not logged)");
             }
         }
     }
